@@ -1,0 +1,5 @@
+"""Allow ``python -m edged``."""
+
+from edged.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""The operators' side: health, readiness, events and people, on its own listener.
+
+Reads are open to whoever can reach the listener (loopback by default); every write needs
+``Authorization: Bearer <admin token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from edged import clock, people, store
+from edged.config import Config
+from edged.errors import ImportFileError, StoreError
+from edged.receiver import Receiver, json_response
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+EVENT_COLUMNS = (
+    "id, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, user_name, "
+    "person_id, recognition, recognize_status, score, entry_mode, terminal_pass, alarm_code, "
+    "alarm_status, trace_id, replayed, replay_reason, decision, reason, rule, source, duplicates, "
+    "image_path"
+)
+MAX_PAGE = 1000
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_json(row: Any, with_raw: bool = False) -> dict[str, Any]:
+    """One stored event as the API shows it."""
+    out = dict(row)
+    out["occurred_at"] = _iso(out["occurred_at"])
+    out["received_at"] = _iso(out["received_at"])
+    out["replayed"] = bool(out["replayed"])
+    out["image"] = out.pop("image_path")
+    if out.get("terminal_pass") is not None:
+        out["terminal_pass"] = bool(out["terminal_pass"])
+    if with_raw and "raw" in out:
+        out["raw"] = json.loads(out["raw"])
+        out["response"] = json.loads(out["response"])
+    return out
+
+
+def parse_since(text: str) -> float:
+    """Epoch seconds, or an ISO 8601 date-time (UTC unless it carries an offset)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+class Admin:
+    """State shared by the admin endpoints."""
+
+    def __init__(self, cfg: Config, receiver: Receiver, token: str) -> None:
+        self.cfg = cfg
+        self.receiver = receiver
+        self.store = receiver.store
+        self.token = token
+        self.started_at = time.time()
+        self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
+
+    def authorised(self, request: Request) -> Response | None:
+        """None when the request may write, else the refusal."""
+        if not self.token:
+            return _error(403, "writes are disabled: no admin token is configured")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
+            return _error(401, "a valid 'Authorization: Bearer <token>' is required")
+        return None
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        checks: dict[str, Any] = {}
+        ok = True
+        stats = self.store.stats
+        store_ok = self.store.healthy()
+        checks["store"] = {
+            "ok": store_ok,
+            "last_error": stats.last_error,
+            "records": stats.records,
+            "duplicates": stats.duplicates,
+            "commits": stats.commits,
+            "pending": stats.pending_items,
+            "images_bytes": stats.images_bytes,
+        }
+        ok = ok and store_ok
+        clock_ok = clock.plausible(time.time())
+        checks["clock"] = {"ok": clock_ok, "now": _iso(time.time())}
+        ok = ok and clock_ok
+        for check in self.readiness:
+            name, check_ok, detail = check()
+            checks[name] = {"ok": check_ok, **(detail if isinstance(detail, dict) else {})}
+            ok = ok and check_ok
+        checks["receiver"] = {
+            "answered": dict(self.receiver.stats.answered),
+            "rejected": dict(self.receiver.stats.rejected),
+        }
+        return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
+
+    async def events(self, request: Request) -> Response:
+        q = request.query_params
+        where: list[str] = []
+        args: list[Any] = []
+        try:
+            if "since" in q:
+                where.append("received_at >= ?")
+                args.append(parse_since(q["since"]))
+            after = int(q.get("after", "0"))
+            limit = min(int(q.get("limit", "100")), MAX_PAGE)
+        except ValueError as exc:
+            return _error(400, f"bad query parameter: {exc}")
+        if limit < 1:
+            return _error(400, "limit must be 1 or more")
+        for param, column in (
+            ("terminal", "terminal"),
+            ("serial", "serial"),
+            ("person", "person_id"),
+            ("decision", "decision"),
+            ("kind", "kind"),
+            ("reason", "reason"),
+        ):
+            if param in q:
+                where.append(f"{column} = ?")
+                args.append(q[param])
+        where.append("id > ?")
+        args.append(after)
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        rows = self.store.db.conn.execute(sql, [*args, limit]).fetchall()
+        events = [event_json(r) for r in rows]
+        next_after = events[-1]["id"] if len(events) == limit else None
+        last = events[-1]["id"] if events else after
+        return json_response({"events": events, "next_after": next_after, "last_id": last})
+
+    async def event(self, request: Request) -> Response:
+        try:
+            event_id = int(request.path_params["event_id"])
+        except ValueError:
+            return _error(400, "event id must be an integer")
+        row = self.store.db.conn.execute(
+            f"SELECT {EVENT_COLUMNS}, raw, response FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
+        if row is None:
+            return _error(404, f"no event {event_id}")
+        return json_response(event_json(row, with_raw=True))
+
+    async def terminals(self, request: Request) -> Response:
+        out = []
+        configured = {t.serial: t for t in self.cfg.terminals}
+        serials = list(configured) + [s for s in self.receiver.seen if s not in configured]
+        for serial in serials:
+            seen = self.receiver.seen.get(serial)
+            term = configured.get(serial)
+            out.append(
+                {
+                    "name": term.name if term else None,
+                    "serial": serial,
+                    "configured": term is not None,
+                    "address": seen.address if seen else None,
+                    "last_push": _iso(seen.last_push) if seen else None,
+                    "last_heartbeat": _iso(seen.last_heartbeat) if seen else None,
+                }
+            )
+        return json_response({"terminals": out})
+
+    async def import_people(self, request: Request) -> Response:
+        refused = self.authorised(request)
+        if refused:
+            return refused
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "body is not valid JSON")
+        if isinstance(body, dict):
+            body = body.get("people")
+        if not isinstance(body, list) or not all(isinstance(p, dict) for p in body):
+            return _error(400, 'expected a list of people or {"people": [...]}')
+        replace = request.query_params.get("replace") in ("1", "true")
+        dry_run = request.query_params.get("dry_run") in ("1", "true")
+        tz = ZoneInfo(self.cfg.site.timezone)
+        conn = store.connect(self.store.path)
+        try:
+            rows = people.parse_records(list(enumerate(body, start=1)), tz)
+            result = people.apply(conn, rows, replace=replace, dry_run=dry_run)
+        except ImportFileError as exc:
+            return json_response(
+                {"code": 422, "msg": "no change made", "errors": exc.problems}, 422
+            )
+        except StoreError as exc:
+            return _error(503, str(exc))
+        finally:
+            conn.close()
+        return json_response({"code": 200, "dry_run": dry_run, **result.__dict__})
+
+
+def _error(status: int, message: str) -> Response:
+    return json_response({"code": status, "msg": message}, status)
+
+
+def create_app(admin: Admin) -> Starlette:
+    """The admin ASGI app."""
+    routes = [
+        Route("/healthz", admin.healthz),
+        Route("/readyz", admin.readyz),
+        Route("/api/v1/events", admin.events),
+        Route("/api/v1/events/{event_id}", admin.event),
+        Route("/api/v1/terminals", admin.terminals),
+        Route("/api/v1/people", admin.import_people, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.admin = admin
+    return app

@@ -1,0 +1,49 @@
+"""The one hierarchy of errors edged raises on purpose."""
+
+from __future__ import annotations
+
+
+class EdgedError(Exception):
+    """Base class of every expected edged error."""
+
+    exit_code = 1
+
+
+class ConfigError(EdgedError):
+    """The configuration cannot be read or is invalid."""
+
+    exit_code = 78  # EX_CONFIG: systemd must not restart-loop on it
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StoreError(EdgedError):
+    """The state database cannot be opened, migrated or written."""
+
+    exit_code = 74  # EX_IOERR
+
+
+class PayloadError(EdgedError):
+    """A terminal's request is malformed; answered with a 4xx, never stored as valid."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ImportFileError(EdgedError):
+    """A people file has bad rows; nothing was changed."""
+
+    exit_code = 65  # EX_DATAERR
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class AdminError(EdgedError):
+    """The admin API could not be reached or refused a request."""
+
+    exit_code = 69  # EX_UNAVAILABLE

@@ -1,0 +1,92 @@
+"""Logging to stderr: journald priority prefixes, human lines on a terminal, or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>logger: message``: journald adds the time and reads the priority."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def choose_format(fmt: str) -> str:
+    """``auto`` means journal under systemd's journal, text otherwise."""
+    if fmt != "auto":
+        return fmt
+    return "journal" if os.environ.get("JOURNAL_STREAM") else "text"
+
+
+def setup(level: str = "info", fmt: str = "auto") -> None:
+    """Configure the root logger once, for the daemon or a CLI command."""
+    handler = logging.StreamHandler(sys.stderr)
+    chosen = choose_format(fmt)
+    if chosen == "journal":
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    elif chosen == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # hypercorn's access log is per request: noise at INFO on a busy site
+    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+
+
+class RateLimitedLog:
+    """At most ``per_minute`` lines a category a minute; the rest are counted and summarised."""
+
+    def __init__(self, logger: logging.Logger, per_minute: int = 10) -> None:
+        self.logger = logger
+        self.per_minute = per_minute
+        self._window: dict[str, tuple[float, int, int]] = {}
+
+    def warning(self, category: str, msg: str, *args: Any) -> bool:
+        """Log unless the category is over its budget; returns whether it logged."""
+        now = time.monotonic()
+        start, logged, dropped = self._window.get(category, (now, 0, 0))
+        if now - start >= 60:
+            if dropped:
+                self.logger.warning(
+                    "%d more %r messages suppressed in the last minute", dropped, category
+                )
+            start, logged, dropped = now, 0, 0
+        if logged < self.per_minute:
+            self._window[category] = (start, logged + 1, dropped)
+            self.logger.warning(msg, *args)
+            return True
+        self._window[category] = (start, logged, dropped + 1)
+        return False

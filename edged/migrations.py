@@ -1,0 +1,113 @@
+"""Versioned schema migrations, tracked in ``PRAGMA user_version``.
+
+Add a new numbered entry to MIGRATIONS for every change; never edit one that has shipped. Each
+runs in its own transaction together with the version bump, so a power cut leaves the old or the
+new schema, never half of one. Statements are split on ';' (no triggers with bodies here).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: dict[int, str] = {
+    # records, terminals seen, the first people cache
+    1: """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        push_type INTEGER,
+        serial TEXT NOT NULL,
+        terminal TEXT,
+        uuid TEXT,
+        occurred_at REAL,
+        received_at REAL NOT NULL,
+        user_id TEXT,
+        user_name TEXT,
+        person_id TEXT,
+        recognition INTEGER,
+        recognize_status INTEGER,
+        score REAL,
+        entry_mode INTEGER,
+        terminal_pass INTEGER,
+        alarm_code INTEGER,
+        alarm_status INTEGER,
+        trace_id TEXT,
+        replayed INTEGER NOT NULL DEFAULT 0,
+        replay_reason TEXT,
+        decision TEXT,
+        reason TEXT,
+        rule TEXT,
+        source TEXT,
+        response TEXT NOT NULL,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        last_duplicate_at REAL,
+        image_path TEXT,
+        image_bytes INTEGER,
+        raw TEXT NOT NULL
+    );
+    CREATE INDEX events_received_at ON events (received_at);
+    CREATE INDEX events_serial ON events (serial, id);
+    CREATE INDEX events_person ON events (person_id, id);
+    CREATE INDEX events_decision ON events (decision, id);
+    CREATE INDEX events_images ON events (id) WHERE image_path IS NOT NULL;
+
+    CREATE TABLE terminals_seen (
+        serial TEXT PRIMARY KEY,
+        address TEXT,
+        last_seen REAL,
+        last_heartbeat REAL,
+        last_push REAL
+    );
+
+    CREATE TABLE people (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'employee',
+        valid_from REAL,
+        valid_until REAL,
+        blocked INTEGER NOT NULL DEFAULT 0,
+        notes TEXT NOT NULL DEFAULT '',
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE credentials (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        person_id TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+        PRIMARY KEY (kind, value)
+    );
+    CREATE INDEX credentials_person ON credentials (person_id);
+    """,
+}
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version the database is at."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database to the newest schema; returns the version reached."""
+    version = schema_version(conn)
+    newest = max(MIGRATIONS)
+    if version > newest:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this edged knows ({newest}): "
+            "was the database written by a newer release?"
+        )
+    for number in sorted(n for n in MIGRATIONS if n > version):
+        script = MIGRATIONS[number]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+    return newest
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,429 @@
+"""Durable, exactly-once storage of terminal records in SQLite, with group commit.
+
+One writer thread owns the write connection. Requests hand it their record and wait; it takes
+everything queued, writes it in one transaction, commits (WAL, ``synchronous=FULL``: the commit is
+on disk when it returns) and only then wakes the requests, so a burst shares one fsync and no
+answer goes out before its record is durable. Reads use their own connection (WAL lets them run
+beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edged.errors import StoreError
+from edged.migrations import migrate
+from edged.model import Event, Replay
+
+log = logging.getLogger(__name__)
+
+# Outstanding work the writer may hold before new records are refused with a 503 (the terminal
+# keeps them and sends them again): bounds memory during a replay storm.
+MAX_PENDING_ITEMS = 4096
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+BATCH_LIMIT = 512
+
+
+def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with edged's pragmas; transactions are explicit (autocommit mode)."""
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: cannot open database: {exc}") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def open_database(path: Path | str) -> sqlite_utils.Database:
+    """Open (creating and migrating as needed) the state database."""
+    conn = connect(path)
+    try:
+        migrate(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"{path}: cannot migrate database: {exc}") from None
+    return sqlite_utils.Database(conn)
+
+
+@dataclass(slots=True)
+class Record:
+    """A normalised record on its way to the database."""
+
+    event: Event
+    received_at: float
+    replay: Replay | None
+    terminal: str | None
+    response: dict[str, Any]
+    decision: str | None = None  # "pass" / "deny" for remote-auth requests
+    reason: str | None = None
+    rule: str | None = None
+    person_id: str | None = None
+    source: str | None = None  # who decided: "cache", "upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the database holds for a record after commit."""
+
+    id: int
+    duplicate: bool
+    replayed: bool
+    response: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Item:
+    record: Record | None
+    job: Callable[[sqlite3.Connection], Any] | None
+    future: asyncio.Future[Any] | None
+    loop: asyncio.AbstractEventLoop | None
+    size: int = 0
+
+
+@dataclass
+class StoreStats:
+    """Counters shown by /readyz and the benchmarks."""
+
+    commits: int = 0
+    records: int = 0
+    duplicates: int = 0
+    images_bytes: int = 0
+    images_pruned: int = 0
+    last_error: str | None = None
+    last_commit_at: float | None = None
+    pending_items: int = 0
+    pending_bytes: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+_INSERT = """
+INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
+    user_id, user_name, person_id, recognition, recognize_status, score, entry_mode,
+    terminal_pass, alarm_code, alarm_status, trace_id, replayed, replay_reason, decision, reason,
+    rule, source, response, raw)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT (dedup_key) DO NOTHING
+"""
+
+
+def _row(rec: Record) -> tuple[Any, ...]:
+    ev = rec.event
+    user = ev.user
+    return (
+        ev.dedup_key,
+        ev.kind.value,
+        ev.push_type,
+        ev.serial,
+        rec.terminal,
+        ev.uuid,
+        ev.occurred_at,
+        rec.received_at,
+        user.user_id if user else None,
+        user.name if user else None,
+        rec.person_id,
+        ev.recognition_type,
+        ev.recognize_status,
+        ev.score,
+        ev.entry_mode,
+        None if ev.terminal_pass is None else int(ev.terminal_pass),
+        ev.alarm_code,
+        ev.alarm_status,
+        ev.trace_id,
+        int(rec.replay is not None),
+        rec.replay.value if rec.replay else None,
+        rec.decision,
+        rec.reason,
+        rec.rule,
+        rec.source,
+        json.dumps(rec.response, separators=(",", ":")),
+        json.dumps(ev.raw, separators=(",", ":"), default=str),
+    )
+
+
+class Store:
+    """The state database: a writer thread for records, a read connection for lookups."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        images_dir: Path | str | None = None,
+        images_max_bytes: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.images_dir = Path(images_dir) if images_dir else None
+        self.images_max_bytes = images_max_bytes
+        self.stats = StoreStats()
+        self.db = open_database(self.path)  # loop-thread reads, also runs migrations
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._writer_conn = connect(self.path)
+        row = self._writer_conn.execute(
+            "SELECT COALESCE(SUM(image_bytes), 0) FROM events WHERE image_path IS NOT NULL"
+        ).fetchone()
+        self.stats.images_bytes = int(row[0])
+        self._thread = threading.Thread(target=self._run, name="edged-writer", daemon=True)
+        self._thread.start()
+
+    # ----- the async face -------------------------------------------------------------------
+
+    async def save(self, record: Record) -> Stored:
+        """Store a record durably (or find its first copy); returns after the commit."""
+        size = len(record.event.image_b64 or "") + 2048
+        return await self._submit(_Item(record, None, None, None, size))
+
+    async def run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``job(conn)`` in the writer thread inside a transaction; return its result."""
+        return await self._submit(_Item(None, job, None, None, 256))
+
+    def submit_nowait(self, job: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue a write whose result nobody waits for (e.g. a heartbeat's 'seen')."""
+        self._put(_Item(None, job, None, None, 256))
+
+    async def _submit(self, item: _Item) -> Any:
+        loop = asyncio.get_running_loop()
+        item.future = loop.create_future()
+        item.loop = loop
+        self._put(item)
+        return await item.future
+
+    def _put(self, item: _Item) -> None:
+        with self._lock:
+            busy = (
+                self.stats.pending_items >= MAX_PENDING_ITEMS
+                or self.stats.pending_bytes + item.size > MAX_PENDING_BYTES
+            )
+            if busy and item.record is not None:
+                raise StoreError("the store is busy: too many records waiting for disk")
+            if not self._thread.is_alive():
+                raise StoreError("the store's writer has stopped")
+            self.stats.pending_items += 1
+            self.stats.pending_bytes += item.size
+        self._queue.put(item)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish queued writes and close the database."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+        self._writer_conn.close()
+        self.db.conn.close()
+
+    # ----- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # handle after this batch
+                    break
+                batch.append(nxt)
+            try:
+                self._process(batch)
+            except Exception:
+                log.exception("writer: unexpected error")
+
+    def _process(self, batch: list[_Item]) -> None:
+        records = [i for i in batch if i.record is not None]
+        jobs = [i for i in batch if i.job is not None]
+        if records:
+            self._commit_records(records)
+        for item in jobs:
+            self._commit_job(item)
+        with self._lock:
+            self.stats.pending_items -= len(batch)
+            self.stats.pending_bytes -= sum(i.size for i in batch)
+        if self.images_max_bytes and self.stats.images_bytes > self.images_max_bytes:
+            self._prune_images()
+
+    def _commit_records(self, items: list[_Item]) -> None:
+        conn = self._writer_conn
+        results: list[Stored] = []
+        written: list[Path] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in items:
+                assert item.record is not None
+                results.append(self._insert(conn, item.record, written))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._rollback(conn)
+            for path in written:
+                path.unlink(missing_ok=True)
+            message = f"cannot store records: {exc}"
+            self.stats.last_error = message
+            log.error("store: %s", message)
+            error = StoreError(message)
+            for item in items:
+                _resolve(item, None, error)
+            return
+        self.stats.commits += 1
+        self.stats.last_commit_at = time.time()
+        self.stats.last_error = None
+        self.stats.batch_sizes.append(len(items))
+        if len(self.stats.batch_sizes) > 1000:
+            del self.stats.batch_sizes[:500]
+        for item, stored in zip(items, results, strict=True):
+            self.stats.records += 1
+            if stored.duplicate:
+                self.stats.duplicates += 1
+            _resolve(item, stored, None)
+
+    def _insert(self, conn: sqlite3.Connection, rec: Record, written: list[Path]) -> Stored:
+        cur = conn.execute(_INSERT, _row(rec))
+        if cur.rowcount == 1:
+            event_id = int(cur.lastrowid or 0)
+            if rec.event.image_b64 and self.images_dir is not None:
+                self._write_image(conn, event_id, rec, written)
+            return Stored(event_id, False, rec.replay is not None, rec.response)
+        row = conn.execute(
+            "UPDATE events SET duplicates = duplicates + 1, last_duplicate_at = ? "
+            "WHERE dedup_key = ? RETURNING id, replayed, response",
+            (rec.received_at, rec.event.dedup_key),
+        ).fetchone()
+        return Stored(int(row["id"]), True, True, json.loads(row["response"]))
+
+    def _write_image(
+        self, conn: sqlite3.Connection, event_id: int, rec: Record, written: list[Path]
+    ) -> None:
+        assert self.images_dir is not None and rec.event.image_b64 is not None
+        try:
+            data = binascii.a2b_base64(rec.event.image_b64)
+        except (binascii.Error, ValueError):
+            return
+        if not data.startswith(b"\xff\xd8"):
+            return  # not a JPEG: keep nothing rather than an unknown blob
+        day = time.strftime("%Y/%m/%d", time.gmtime(rec.received_at))
+        path = self.images_dir / day / f"{event_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written.append(path)
+        conn.execute(
+            "UPDATE events SET image_path = ?, image_bytes = ? WHERE id = ?",
+            (str(path.relative_to(self.images_dir)), len(data), event_id),
+        )
+        self.stats.images_bytes += len(data)
+
+    def _commit_job(self, item: _Item) -> None:
+        conn = self._writer_conn
+        assert item.job is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = item.job(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self._rollback(conn)
+            _resolve(item, None, exc)
+            return
+        _resolve(item, result, None)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def _prune_images(self) -> None:
+        """Delete the oldest snapshots until the images are under their quota."""
+        assert self.images_dir is not None
+        conn = self._writer_conn
+        while self.stats.images_bytes > self.images_max_bytes:
+            rows = conn.execute(
+                "SELECT id, image_path, image_bytes FROM events WHERE image_path IS NOT NULL "
+                "ORDER BY id LIMIT 200"
+            ).fetchall()
+            if not rows:
+                self.stats.images_bytes = 0
+                return
+            for row in rows:
+                (self.images_dir / row["image_path"]).unlink(missing_ok=True)
+                self.stats.images_bytes -= int(row["image_bytes"] or 0)
+                self.stats.images_pruned += 1
+            ids = ",".join(str(int(r["id"])) for r in rows)
+            conn.execute(
+                f"UPDATE events SET image_path = NULL, image_bytes = NULL WHERE id IN ({ids})"
+            )
+
+    # ----- maintenance ----------------------------------------------------------------------
+
+    async def prune_events(self, older_than: float, batch: int = 1000) -> int:
+        """Delete records received before ``older_than`` (and their images), in batches."""
+        total = 0
+        while True:
+            removed = await self.run(lambda conn: self._prune_batch(conn, older_than, batch))
+            total += removed
+            if removed < batch:
+                return total
+
+    def _prune_batch(self, conn: sqlite3.Connection, older_than: float, batch: int) -> int:
+        rows = conn.execute(
+            "SELECT id, image_path, image_bytes FROM events WHERE received_at < ? "
+            "ORDER BY id LIMIT ?",
+            (older_than, batch),
+        ).fetchall()
+        if not rows:
+            return 0
+        for row in rows:
+            if row["image_path"] and self.images_dir is not None:
+                (self.images_dir / row["image_path"]).unlink(missing_ok=True)
+                self.stats.images_bytes -= int(row["image_bytes"] or 0)
+        ids = ",".join(str(int(r["id"])) for r in rows)
+        conn.execute(f"DELETE FROM events WHERE id IN ({ids})")
+        return len(rows)
+
+    def healthy(self) -> bool:
+        """The writer runs and its last commit did not fail."""
+        return self._thread.is_alive() and self.stats.last_error is None
+
+
+def _resolve(item: _Item, result: Any, error: BaseException | None) -> None:
+    if item.future is None or item.loop is None:
+        if error is not None:
+            log.warning("store: background write failed: %s", error)
+        return
+    fut = item.future
+
+    def done() -> None:
+        if fut.cancelled():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        item.loop.call_soon_threadsafe(done)

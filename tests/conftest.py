@@ -1,0 +1,197 @@
+"""Shared fixtures: real SQLite files in tmp_path, the ASGI stack, a live daemon on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edged import config, server
+
+SERIAL = "PS71HD01MC22C00014"
+SERIAL_OLD = "PS71HD01MC22C00015"
+
+BASE_TOML = """
+[site]
+name = "test site"
+timezone = "Europe/Berlin"
+
+[receiver]
+listen = ["127.0.0.1:0"]
+allowed_networks = ["127.0.0.0/8", "::1/128"]
+
+[admin]
+listen = ["127.0.0.1:0"]
+token = "test-token"
+
+[storage]
+state_dir = "{state}"
+
+[[terminals]]
+name = "lobby"
+serial = "{serial}"
+
+[[terminals]]
+name = "old-gate"
+serial = "{serial_old}"
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., config.Config]:
+    """Build a validated Config for tests; ``extra`` TOML is appended to the base."""
+
+    def build(extra: str = "", state: Path | None = None) -> config.Config:
+        text = BASE_TOML.format(
+            state=state or tmp_path / "state", serial=SERIAL, serial_old=SERIAL_OLD
+        )
+        return config.parse(text + extra, "test.toml")
+
+    return build
+
+
+@pytest.fixture
+def cfg(make_config: Callable[..., config.Config]) -> config.Config:
+    """The base test configuration (two terminals, state in tmp_path)."""
+    return make_config()
+
+
+class LiveDaemon:
+    """A real daemon (hypercorn on loopback sockets) in a background thread."""
+
+    def __init__(self, cfg: config.Config) -> None:
+        self.daemon = server.build(cfg)
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.daemon.on_ready.append(self.ready.set)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="live-daemon", daemon=True)
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise RuntimeError(f"daemon did not start: {self.error!r}")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.daemon.serve())
+        except BaseException as exc:
+            self.error = exc
+        finally:  # as asyncio.run does: let every task finish before the loop closes
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.receiver_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.admin_port}"
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the daemon's loop and return its result."""
+        done = threading.Event()
+        box: list[Any] = []
+        self.loop.call_soon_threadsafe(lambda: (box.append(fn()), done.set()))
+        done.wait(5)
+        return box[0] if box else None
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.daemon.stopping.set)
+            self.thread.join(15)
+        self.daemon.store.close()
+        self.loop.close()
+
+
+@pytest.fixture
+def live(cfg: config.Config) -> Iterator[LiveDaemon]:
+    """A daemon serving the base configuration on loopback."""
+    daemon = LiveDaemon(cfg)
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def start_live() -> Iterator[Callable[[config.Config], LiveDaemon]]:
+    """Start daemons on demand (several, or again after a stop); all stopped at the end."""
+    started: list[LiveDaemon] = []
+
+    def start(cfg: config.Config) -> LiveDaemon:
+        daemon = LiveDaemon(cfg)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def recognition(
+    serial: str = SERIAL, uuid: str = "u-1", ts: float | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A current-firmware (1.2.1+) recognition push."""
+    data: dict[str, Any] = {
+        "deviceSN": serial,
+        "uuid": uuid,
+        "recognitionType": 1,
+        "recognizeScore": 0.97,
+        "mask": 1,
+        "mode": 0,
+        "entry_mode": 1,
+        "abnormal_type": 0,
+        "pass": True,
+        "timestamp": int(ts if ts is not None else time.time()),
+        "bodyTemperature": 36.5,
+        "rgb_image": "",
+        "user": {
+            "name": "Ann",
+            "user_id": "e-1",
+            "type": 1,
+            "ic_number": "11223344",
+            "job_number": "J1",
+            "pin": "1234",
+            "groups": [{"id": 1, "name": "staff"}],
+        },
+    }
+    data.update(fields)
+    return {"type": 0, "data": data}
+
+
+def auth_request(
+    serial: str = SERIAL, user_id: str | None = "e-1", ts: float | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A flat remote-authentication request."""
+    body: dict[str, Any] = {
+        "deviceSN": serial,
+        "recognizeStatus": 4,
+        "recognizeScore": 0.95,
+        "entry_mode": 1,
+        "mask": 1,
+        "rgb_image": "",
+        "bodyTemperature": 36.4,
+        "timestamp": int(ts if ts is not None else time.time()),
+        "qrcode_content": "",
+        "user": {"name": "Ann", "user_id": user_id, "type": 1} if user_id else None,
+    }
+    body.update(fields)
+    return body
+
+
+def asgi_client(app: Any, host: str = "127.0.0.1") -> httpx.AsyncClient:
+    """An httpx client through the ASGI stack, from a chosen source address."""
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway")

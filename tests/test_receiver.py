@@ -1,0 +1,227 @@
+"""The receiver through the ASGI stack, on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edged import people, store
+from edged.config import Config
+from edged.receiver import Receiver, create_app
+from tests.conftest import SERIAL, SERIAL_OLD, asgi_client, auth_request, recognition
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def receiver(cfg: Config) -> AsyncIterator[Receiver]:
+    st = store.Store(
+        cfg.storage.database_path, cfg.storage.images_path, cfg.storage.images_max_bytes
+    )
+    yield Receiver(cfg, st)
+    st.close()
+
+
+def add_person(rec: Receiver, pid: str = "e-1", **fields: object) -> None:
+    row = {"id": pid, "name": "Ann Example", **fields}
+    rows = people.parse_records([(1, row)], __import__("zoneinfo").ZoneInfo("UTC"))
+    conn = store.connect(rec.store.path)
+    people.apply(conn, rows, replace=False)
+    conn.close()
+
+
+def count(rec: Receiver, where: str = "1=1") -> int:
+    conn = sqlite3.connect(rec.store.path)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_recognition_push_is_stored_and_acknowledged(receiver: Receiver) -> None:
+    async with asgi_client(create_app(receiver)) as client:
+        response = await client.post("/eventRcv", json=recognition())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["code"] == 200 and body["msg"] == "success" and body["message"] == "success"
+    assert "pass" not in body["data"]
+    assert count(receiver, "kind = 'recognition' AND replayed = 0") == 1
+
+
+async def test_pin_is_redacted_and_image_kept_out_of_database(receiver: Receiver) -> None:
+    jpeg = "/9j/4AAQSkZJRgABAQ=="
+    async with asgi_client(create_app(receiver)) as client:
+        await client.post("/eventRcv", json=recognition(rgb_image=jpeg))
+    conn = sqlite3.connect(receiver.store.path)
+    raw, path = conn.execute("SELECT raw, image_path FROM events").fetchone()
+    conn.close()
+    stored = json.loads(raw)
+    assert stored["data"]["user"]["pin"] == "***"
+    assert "1234" not in raw and jpeg not in raw
+    image = Path(receiver.cfg.storage.images_path) / path
+    assert image.read_bytes().startswith(b"\xff\xd8")
+
+
+async def test_duplicate_gets_same_answer_and_is_stored_once(receiver: Receiver) -> None:
+    add_person(receiver)
+    body = auth_request()
+    async with asgi_client(create_app(receiver)) as client:
+        first = await client.post("/auth", json=body)
+        second = await client.post("/auth", json=body)
+    assert first.json() == second.json()
+    assert first.json()["data"]["pass"] is True
+    assert count(receiver) == 1
+    assert count(receiver, "duplicates = 1") == 1
+
+
+async def test_known_person_passes_unknown_is_denied(receiver: Receiver) -> None:
+    add_person(receiver)
+    async with asgi_client(create_app(receiver)) as client:
+        yes = (await client.post("/auth", json=auth_request())).json()["data"]
+        no = (await client.post("/auth", json=auth_request(user_id="nobody"))).json()["data"]
+    assert yes["pass"] is True and yes["verify_code"] == 2 and yes["user_name"] == "Ann Example"
+    assert no["pass"] is False and no["customtips"] == "Not registered"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"blocked": "true"}, "blocked"),
+        ({"valid_until": "2020-01-01"}, "expired"),
+        ({"valid_from": "2999-01-01"}, "not_yet_valid"),
+    ],
+)
+async def test_first_rule_denies(receiver: Receiver, fields: dict[str, str], reason: str) -> None:
+    add_person(receiver, **fields)
+    async with asgi_client(create_app(receiver)) as client:
+        data = (await client.post("/auth", json=auth_request())).json()["data"]
+    assert data["pass"] is False
+    assert count(receiver, f"reason = '{reason}'") == 1
+
+
+async def test_stale_request_is_replayed_and_never_passes(receiver: Receiver) -> None:
+    add_person(receiver)
+    async with asgi_client(create_app(receiver)) as client:
+        old = await client.post("/auth", json=auth_request(ts=time.time() - 3600))
+        ahead = await client.post("/auth", json=auth_request(ts=time.time() + 3600))
+    assert old.json()["data"]["pass"] is False
+    assert ahead.json()["data"]["pass"] is False
+    assert count(receiver, "replayed = 1 AND reason = 'replayed'") == 2
+
+
+async def test_either_path_accepts_the_other_shape(receiver: Receiver) -> None:
+    add_person(receiver)
+    async with asgi_client(create_app(receiver)) as client:
+        push_on_auth = await client.post("/auth", json=recognition())
+        auth_on_event = await client.post("/eventRcv", json=auth_request())
+    assert push_on_auth.json()["data"] == {}
+    assert auth_on_event.json()["data"]["pass"] is True
+
+
+async def test_old_firmware_and_alarms_and_unknown_types(receiver: Receiver) -> None:
+    old = {
+        "type": 0,
+        "data": {
+            "recognizeStatus": 2,
+            "deviceSN": SERIAL_OLD,
+            "recognizeScore": 0.98,
+            "livenessScore": 0.9,
+            "mask": 1,
+            "rgb_image": "",
+            "pass": True,
+            "mode": 0,
+            "user": {"name": "Q", "user_id": 1, "type": 1, "ic_number": 111, "job_number": 2222},
+            "timestamp": int(time.time()),
+        },
+    }
+    alarm = {
+        "type": 1,
+        "data": {
+            "deviceSN": SERIAL,
+            "trace_id": "t-9",
+            "code": 10002,
+            "status": 1,
+            "event_time": int(time.time() * 1000),
+            "description": "door forced open",
+            "alarm_photo": "",
+        },
+    }
+    other = {"type": 7, "data": {"deviceSN": SERIAL, "whatever": [1, 2, 3]}}
+    async with asgi_client(create_app(receiver)) as client:
+        for body in (old, alarm, other):
+            response = await client.post("/eventRcv", json=body)
+            assert response.status_code == 200, response.text
+    assert count(receiver, "kind = 'recognition' AND user_id = '1'") == 1
+    assert count(receiver, "kind = 'alarm' AND alarm_code = 10002 AND replayed = 0") == 1
+    assert count(receiver, "kind = 'other' AND push_type = 7") == 1
+
+
+async def test_heartbeat_answers_and_records_terminal(receiver: Receiver) -> None:
+    async with asgi_client(create_app(receiver)) as client:
+        response = await client.get("/auth", headers={"sn": SERIAL})
+    assert response.status_code == 200
+    assert receiver.seen[SERIAL].last_heartbeat is not None
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status"),
+    [
+        (b"not json", {"content-type": "application/json"}, 400),
+        (b"[1,2]", {"content-type": "application/json"}, 400),
+        (b'{"type":0,"data":"x"}', {"content-type": "application/json"}, 400),
+        (b'{"type":0,"data":{"recognizeScore":0.5}}', {"content-type": "application/json"}, 400),
+        (
+            json.dumps(recognition(recognizeScore={"x": 1})).encode(),
+            {"content-type": "application/json"},
+            400,
+        ),
+        (b"{}", {"content-type": "text/plain"}, 415),
+        (
+            json.dumps(recognition(serial="UNKNOWN1")).encode(),
+            {"content-type": "application/json"},
+            403,
+        ),
+        (
+            json.dumps(recognition()).encode(),
+            {"content-type": "application/json", "sn": "SOMEONE-ELSE"},
+            403,
+        ),
+    ],
+)
+async def test_bad_input_is_a_clear_4xx(
+    receiver: Receiver, content: bytes, headers: dict[str, str], status: int
+) -> None:
+    async with asgi_client(create_app(receiver)) as client:
+        for path in ("/eventRcv", "/auth"):
+            response = await client.post(path, content=content, headers=headers)
+            assert response.status_code == status
+            body = response.json()
+            assert body["code"] == status and body["msg"]
+            assert body.get("data", {}).get("pass") in (None, False)
+    assert count(receiver) == 0
+
+
+async def test_source_outside_allowed_networks_is_refused(receiver: Receiver) -> None:
+    async with asgi_client(create_app(receiver), host="203.0.113.9") as client:
+        response = await client.post("/auth", json=auth_request())
+        beat = await client.get("/auth")
+    assert response.status_code == 403 and response.json()["data"]["pass"] is False
+    assert beat.status_code == 403
+    assert count(receiver) == 0
+
+
+async def test_declared_oversized_body_is_refused(receiver: Receiver) -> None:
+    limit = receiver.cfg.receiver.max_body_bytes
+    async with asgi_client(create_app(receiver)) as client:
+        response = await client.post(
+            "/eventRcv",
+            content=b"{" + b" " * (limit + 1) + b"}",
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 413
+    assert count(receiver) == 0
