@@ -4,7 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck unit bench clean
+# The versions Debian bookworm ships (what the .deb runs on), for `make test-bookworm`.
+BOOKWORM_PINS := starlette==0.26.1 hypercorn==0.13.2 gpiozero==1.6.2 sqlite-utils==3.30 \
+	tenacity==8.2.1 httpx==0.23.3 anyio==3.6.2 pytest==7.2.1 hypothesis==6.67.1 trustme==0.9.0
+BW := .venv-bookworm
+
+.PHONY: venv run test test-bookworm lint typecheck unit bench clean
 
 venv: $(STAMP)
 
@@ -27,10 +32,21 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: lint typecheck unit
+test: lint typecheck unit test-bookworm
+
+# The test suite against bookworm's library versions (the .deb's world) in a second venv.
+$(BW)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BW)
+	$(BW)/bin/pip install --quiet --upgrade pip
+	$(BW)/bin/pip install --quiet $(BOOKWORM_PINS)
+	$(BW)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+test-bookworm: $(BW)/.installed
+	$(BW)/bin/pytest -q -p no:cacheprovider
 
 bench: venv
 	$(BIN)/python bench/receiver.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BW) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
