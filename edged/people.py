@@ -237,8 +237,9 @@ def parse_records(records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo) -> li
 
 
 def _mask(value: str) -> str:
-    """Credentials are never printed in full: keep the last 4 characters."""
-    return "*" * max(0, len(value) - 4) + value[-4:]
+    """Credentials are never printed in full: at most the last 4 characters, half at most."""
+    keep = min(4, len(value) // 2)
+    return "*" * (len(value) - keep) + value[len(value) - keep :]
 
 
 # ----- applying -----------------------------------------------------------------------------

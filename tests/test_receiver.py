@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -9,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edged import people, store
 from edged.config import Config
@@ -225,3 +228,89 @@ async def test_declared_oversized_body_is_refused(receiver: Receiver) -> None:
         )
     assert response.status_code == 413
     assert count(receiver) == 0
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+AUTH_FIELDS = [
+    "deviceSN",
+    "recognizeStatus",
+    "recognizeScore",
+    "entry_mode",
+    "mask",
+    "rgb_image",
+    "timestamp",
+    "qrcode_content",
+    "user",
+    "recognitionType",
+    "type",
+    "data",
+    "uuid",
+]
+
+
+def may_pass(body: object, now: float) -> bool:
+    """What a body must look like for a granted answer to be legitimate."""
+    if not isinstance(body, dict) or ("type" in body and "data" in body):
+        return False
+    user = body.get("user")
+    stamp = body.get("timestamp")
+    if not isinstance(user, dict) or user.get("user_id") != "e-1":
+        return False
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+        return False
+    fresh = abs(now - (stamp / 1000 if stamp > 1e11 else stamp)) <= 31
+    live = body.get("recognizeStatus") not in (1, "1") and body.get("recognitionType") not in (4, 5)
+    return fresh and live and user.get("type") not in (3, 5, "3", "5")
+
+
+def test_fuzzed_requests_never_500_never_wrongly_pass(cfg: Config) -> None:
+    st_ = store.Store(cfg.storage.database_path)
+    rec = Receiver(cfg, st_)
+    add_person(rec)
+    app = create_app(rec)
+
+    async def send(path: str, content: bytes) -> tuple[int, dict]:
+        async with asgi_client(app) as client:
+            response = await client.post(
+                path, content=content, headers={"content-type": "application/json"}
+            )
+            return response.status_code, response.json()
+
+    @settings(
+        max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        mutations=st.dictionaries(st.sampled_from(AUTH_FIELDS), JSON, max_size=5),
+        drop=st.lists(st.sampled_from(AUTH_FIELDS), max_size=3),
+        whole=st.one_of(st.none(), JSON),
+        path=st.sampled_from(["/auth", "/eventRcv"]),
+    )
+    def check(mutations: dict, drop: list[str], whole: object, path: str) -> None:
+        body: object = auth_request()
+        if whole is not None:
+            body = whole
+        else:
+            assert isinstance(body, dict)
+            body.update(mutations)
+            for key in drop:
+                body.pop(key, None)
+        status, answer = asyncio.run(send(path, json.dumps(body).encode()))
+        assert status == 200 or 400 <= status < 500, (status, answer)
+        assert answer["code"] == status
+        granted = (answer.get("data") or {}).get("pass") is True
+        outcomes[granted] += 1
+        if granted:
+            assert may_pass(body, time.time()), body
+
+    outcomes = {True: 0, False: 0}
+    try:
+        check()
+    finally:
+        st_.close()
+    assert outcomes[True] > 0 and outcomes[False] > 0  # both sides of the property were seen

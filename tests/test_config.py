@@ -1,0 +1,148 @@
+"""Configuration: typed values, every error at once, line numbers, did-you-mean, masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edged import cli, config
+from edged.errors import ConfigError
+
+BAD = """\
+[reciever]
+listen = ["0.0.0.0:1"]
+
+[receiver]
+max_body_bytes = "big"
+stale_afer = 3
+listen = ["nonsense"]
+allowed_networks = ["10.0.0.0/33"]
+
+[site]
+timezone = "Mars/Olympus"
+
+[storage]
+retention_days = -1
+
+[logging]
+level = "chatty"
+
+[[terminals]]
+name = "Lobby Door"
+serial = "X1"
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.parse(text, "t.toml")
+    return info.value.problems
+
+
+def test_defaults_are_valid() -> None:
+    cfg = config.parse("", "empty.toml")
+    assert cfg.receiver.max_body_bytes == 2 * 1024 * 1024
+    assert cfg.receiver.stale_after == 30
+    assert cfg.storage.database_path == Path("/var/lib/edged/edged.db")
+    assert cfg.admin.listen == ["127.0.0.1:8091"]
+
+
+def test_every_error_is_reported_at_once_with_lines() -> None:
+    found = problems(BAD)
+    expected = [
+        "t.toml: reciever (line 1): unknown key; did you mean 'receiver'?",
+        "t.toml: receiver.max_body_bytes (line 5): must be an integer, not a string",
+        "t.toml: receiver.stale_afer (line 6): unknown key; did you mean 'stale_after'?",
+        "t.toml: receiver.listen (line 7): 'nonsense' is not HOST:PORT",
+        "t.toml: receiver.allowed_networks (line 8): '10.0.0.0/33' is not an IP network",
+        "t.toml: site.timezone (line 11): 'Mars/Olympus' is not an IANA time zone",
+        "t.toml: storage.retention_days (line 14): must be greater than 0",
+        "t.toml: logging.level (line 17): 'chatty' is not one of",
+        "t.toml: terminals[0].name (line 20): 'Lobby Door': use lower-case letters",
+    ]
+    assert len(found) == len(expected), found
+    for want, got in zip(expected, found, strict=True):
+        assert got.startswith(want), (want, got)
+
+
+def test_toml_syntax_error() -> None:
+    assert problems("[site\nname=1")[0].startswith("t.toml: not valid TOML")
+
+
+def test_duplicate_terminals_and_same_paths() -> None:
+    text = """
+[receiver]
+event_path = "/x"
+auth_path = "/x"
+[[terminals]]
+name = "a"
+serial = "S1"
+[[terminals]]
+name = "a"
+serial = "S1"
+"""
+    found = problems(text)
+    assert "t.toml: terminals[1].name: 'a' is used twice" in found
+    assert "t.toml: terminals[1].serial: 'S1' is used twice" in found
+    assert "t.toml: receiver.auth_path: must differ from receiver.event_path" in found
+
+
+def test_wrong_shapes() -> None:
+    found = problems('site = 3\n[receiver]\nlisten = "127.0.0.1:1"\nread_timeout = true\n')
+    assert any("site (line 1): must be a table" in p for p in found)
+    assert any("receiver.listen (line 3): must be a list" in p for p in found)
+    assert any(
+        "receiver.read_timeout (line 4): must be a number, not a boolean" in p for p in found
+    )
+
+
+def test_integer_accepted_for_number() -> None:
+    assert config.parse("[receiver]\nread_timeout = 5\n").receiver.read_timeout == 5.0
+
+
+def test_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGED_CONFIG", str(tmp_path / "env.toml"))
+    assert config.resolve_path(None) == str(tmp_path / "env.toml")
+    assert config.resolve_path("explicit.toml") == "explicit.toml"
+    monkeypatch.delenv("EDGED_CONFIG")
+    assert config.resolve_path(None) == "/etc/edged/edged.toml"
+
+
+def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[admin]\ntoken = "s3cret"\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD)
+    assert cli.main(["check-config", "-c", str(good)]) == 0
+    assert cli.main(["-c", str(bad), "check-config"]) == 78
+    err = capsys.readouterr().err
+    assert err.count("edged: ") == 9
+    assert cli.main(["check-config", "-c", str(tmp_path / "missing.toml")]) == 78
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_print_masks_secrets_and_round_trips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[admin]\ntoken = "s3cret"\n[tips]\ngranted = "Hi \\"there\\""\n'
+        '[[terminals]]\nname = "t"\nserial = "S1"\n'
+    )
+    assert cli.main(["check-config", "--print", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and 'token = "********"' in out
+    reparsed = config.parse(out.replace('"********"', '"x"'))
+    assert reparsed.tips == {"granted": 'Hi "there"'}
+    assert reparsed.terminals[0].serial == "S1"
+
+
+def test_admin_token_file_wins(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    cfg = config.parse(f'[admin]\ntoken = "inline"\ntoken_file = "{token}"\n')
+    assert config.admin_token(cfg) == "from-file"
+    cfg = config.parse(f'[admin]\ntoken_file = "{tmp_path / "nope"}"\n')
+    with pytest.raises(ConfigError, match=r"admin\.token_file: cannot read"):
+        config.admin_token(cfg)

@@ -1,0 +1,183 @@
+"""The store on real SQLite files: durability settings, exactly-once, group commit, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from edged import migrations, store
+from edged.errors import StoreError
+from edged.model import Replay
+from edged.normalize import normalize
+from tests.conftest import recognition
+
+pytestmark = pytest.mark.anyio
+
+JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + b"x" * 1000).decode()
+
+
+def record(uuid: str, image: str = "", received_at: float | None = None) -> store.Record:
+    event = normalize(recognition(uuid=uuid, rgb_image=image))
+    return store.Record(
+        event,
+        received_at or time.time(),
+        None,
+        "lobby",
+        {"code": 200, "msg": "success", "uuid": uuid},
+    )
+
+
+def test_pragmas_on_every_connection(tmp_path: Path) -> None:
+    conn = store.connect(tmp_path / "a.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    conn.close()
+
+
+def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
+    conn = store.connect(tmp_path / "m.db")
+    newest = migrations.migrate(conn)
+    assert migrations.schema_version(conn) == newest == max(migrations.MIGRATIONS)
+    assert migrations.migrate(conn) == newest
+    conn.execute(f"PRAGMA user_version = {newest + 1}")
+    with pytest.raises(sqlite3.DatabaseError, match="newer than this edged knows"):
+        migrations.migrate(conn)
+    conn.close()
+
+
+def test_unopenable_database_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreError, match="cannot open database"):
+        store.open_database(tmp_path / "dir.db")
+
+
+async def test_exactly_once_and_same_answer(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "s.db")
+    try:
+        first = await st.save(record("u1"))
+        again = store.Record(
+            normalize(recognition(uuid="u1")), time.time(), None, None, {"different": True}
+        )
+        second = await st.save(again)
+    finally:
+        st.close()
+    assert not first.duplicate and second.duplicate and second.replayed
+    assert second.id == first.id and second.response == first.response
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("SELECT COUNT(*), MAX(duplicates) FROM events").fetchone() == (1, 1)
+
+
+async def test_concurrent_records_share_commits(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "g.db")
+    try:
+        results = await asyncio.gather(*(st.save(record(f"u{i}")) for i in range(200)))
+    finally:
+        st.close()
+    assert len({r.id for r in results}) == 200
+    assert st.stats.records == 200
+    assert st.stats.commits < 50, st.stats.batch_sizes  # one fsync served many records
+
+
+async def test_duplicates_within_one_batch(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "d.db")
+    try:
+        results = await asyncio.gather(*(st.save(record("same")) for _ in range(20)))
+    finally:
+        st.close()
+    assert sum(not r.duplicate for r in results) == 1
+    assert len({r.id for r in results}) == 1
+
+
+async def test_images_written_as_files_under_quota(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    st = store.Store(tmp_path / "i.db", images, images_max_bytes=3500)
+    try:
+        for i in range(6):
+            await st.save(record(f"img{i}", image=JPEG))
+        await st.save(record("not-jpeg", image=base64.b64encode(b"GIF89a").decode()))
+    finally:
+        st.close()
+    files = sorted(images.rglob("*.jpg"))
+    assert 1 <= len(files) <= 3
+    assert sum(f.stat().st_size for f in files) <= 3500
+    conn = sqlite3.connect(tmp_path / "i.db")
+    kept = [r[0] for r in conn.execute("SELECT id FROM events WHERE image_path IS NOT NULL")]
+    assert kept == sorted(kept) and max(kept) == 6  # the oldest went first
+    assert conn.execute("SELECT image_path FROM events WHERE id = 7").fetchone() == (None,)
+
+
+async def test_images_bytes_survive_restart(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "r.db", tmp_path / "images")
+    await st.save(record("a", image=JPEG))
+    st.close()
+    again = store.Store(tmp_path / "r.db", tmp_path / "images")
+    assert again.stats.images_bytes == 1004
+    again.close()
+
+
+async def test_retention_prunes_old_records_and_their_images(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "p.db", tmp_path / "images")
+    try:
+        old = time.time() - 400 * 86400
+        for i in range(5):
+            await st.save(record(f"old{i}", image=JPEG, received_at=old))
+        await st.save(record("new", image=JPEG))
+        removed = await st.prune_events(time.time() - 180 * 86400, batch=2)
+    finally:
+        st.close()
+    assert removed == 5
+    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 1
+    assert st.stats.images_bytes == 1004
+
+
+async def test_failed_commit_is_reported_and_nothing_half_written(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "f.db")
+    try:
+        await st.save(record("kept"))
+        # Another writer holds the database: our commit cannot get its lock in time.
+        blocker = sqlite3.connect(tmp_path / "f.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        st._writer_conn.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(StoreError, match="cannot store records"):
+            await st.save(record("refused"))
+        assert not st.healthy()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await st.save(record("after"))
+        assert st.healthy()
+    finally:
+        st.close()
+    conn = sqlite3.connect(tmp_path / "f.db")
+    uuids = [r[0] for r in conn.execute("SELECT uuid FROM events ORDER BY id")]
+    assert uuids == ["kept", "after"]
+
+
+async def test_backpressure_refuses_new_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = store.Store(tmp_path / "b.db")
+    monkeypatch.setattr(store, "MAX_PENDING_ITEMS", 0)
+    try:
+        with pytest.raises(StoreError, match="busy"):
+            await st.save(record("x"))
+    finally:
+        st.close()
+
+
+async def test_replay_flag_is_stored(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "rp.db")
+    rec = record("late")
+    rec.replay = Replay.STALE
+    try:
+        stored = await st.save(rec)
+    finally:
+        st.close()
+    assert stored.replayed
+    conn = sqlite3.connect(tmp_path / "rp.db")
+    assert conn.execute("SELECT replayed, replay_reason FROM events").fetchone() == (1, "stale")
