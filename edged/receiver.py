@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[Event, Record, Stored], None]
 
+# How often a terminal's 'last seen' is written to the database (it is live in memory).
+PERSIST_SEEN_EVERY = 60.0
+_UPSERT_SEEN = (
+    "INSERT INTO terminals_seen (serial, address, last_seen, last_heartbeat, last_push) "
+    "VALUES (?,?,?,?,?) ON CONFLICT (serial) DO UPDATE SET address = excluded.address, "
+    "last_seen = excluded.last_seen, "
+    "last_heartbeat = COALESCE(excluded.last_heartbeat, last_heartbeat), "
+    "last_push = COALESCE(excluded.last_push, last_push)"
+)
+
 
 def json_response(body: dict[str, Any], status: int = 200) -> Response:
     """A compact JSON response (faster than starlette's JSONResponse, same bytes)."""
@@ -91,6 +101,7 @@ class TerminalSeen:
     last_seen: float = 0.0
     last_heartbeat: float | None = None
     last_push: float | None = None
+    persisted_at: float = 0.0
 
 
 @dataclass
@@ -111,11 +122,17 @@ class Receiver:
         self.networks = [
             ipaddress.ip_network(n, strict=False) for n in cfg.receiver.allowed_networks
         ]
-        self.seen: dict[str, TerminalSeen] = {}
+        self.seen: dict[str, TerminalSeen] = self._load_seen()
         self.listeners: list[Listener] = []
         self.stats = ReceiverStats()
         self.bad_log = RateLimitedLog(log, per_minute=10)
         self.tips = dict(cfg.tips)
+
+    def _load_seen(self) -> dict[str, TerminalSeen]:
+        rows = self.store.db.conn.execute(
+            "SELECT serial, address, last_seen, last_heartbeat, last_push FROM terminals_seen"
+        ).fetchall()
+        return {r[0]: TerminalSeen(*tuple(r)) for r in rows}
 
     # ----- checks ---------------------------------------------------------------------------
 
@@ -251,6 +268,10 @@ class Receiver:
             entry.last_push = now
         else:
             entry.last_heartbeat = now
+        if now - entry.persisted_at >= PERSIST_SEEN_EVERY:
+            entry.persisted_at = now
+            row = (serial, address, now, entry.last_heartbeat, entry.last_push)
+            self.store.submit_nowait(lambda conn: conn.execute(_UPSERT_SEEN, row))
 
     def heartbeat(self, request: Request) -> Response:
         try:

@@ -314,3 +314,19 @@ def test_fuzzed_requests_never_500_never_wrongly_pass(cfg: Config) -> None:
     finally:
         st_.close()
     assert outcomes[True] > 0 and outcomes[False] > 0  # both sides of the property were seen
+
+
+async def test_terminal_seen_survives_a_restart(cfg: Config) -> None:
+    st = store.Store(cfg.storage.database_path)
+    rec = Receiver(cfg, st)
+    async with asgi_client(create_app(rec)) as client:
+        await client.get("/eventRcv", headers={"sn": SERIAL})
+        await client.post("/eventRcv", json=recognition())
+    st.close()
+    st = store.Store(cfg.storage.database_path)
+    try:
+        again = Receiver(cfg, st)
+        seen = again.seen[SERIAL]
+        assert seen.address == "127.0.0.1" and seen.last_heartbeat is not None
+    finally:
+        st.close()
