@@ -127,13 +127,13 @@ class Admin:
         try:
             if "since" in q:
                 where.append("received_at >= ?")
-                args.append(parse_since(q["since"]))
-            after = int(q.get("after", "0"))
-            limit = min(int(q.get("limit", "100")), MAX_PAGE)
+                args.append(_param(q, "since", parse_since))
+            after = _param(q, "after", int, "0")
+            limit = min(_param(q, "limit", int, "100"), MAX_PAGE)
         except ValueError as exc:
-            return _error(400, f"bad query parameter: {exc}")
+            return _error(400, str(exc))
         if limit < 1:
-            return _error(400, "limit must be 1 or more")
+            return _error(400, "limit: must be 1 or more")
         for param, column in (
             ("terminal", "terminal"),
             ("serial", "serial"),
@@ -213,6 +213,14 @@ class Admin:
         finally:
             conn.close()
         return json_response({"code": 200, "dry_run": dry_run, **result.__dict__})
+
+
+def _param(query: Any, name: str, parse: Callable[[str], Any], default: str = "") -> Any:
+    text = query.get(name, default)
+    try:
+        return parse(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not valid") from None
 
 
 def _error(status: int, message: str) -> Response:

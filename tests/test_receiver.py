@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -330,3 +330,20 @@ async def test_terminal_seen_survives_a_restart(cfg: Config) -> None:
         assert seen.address == "127.0.0.1" and seen.last_heartbeat is not None
     finally:
         st.close()
+
+
+async def test_configured_tips_are_sent_and_cut_to_64_bytes(
+    make_config: Callable[..., Config],
+) -> None:
+    cfg = make_config(
+        '[tips]\nunknown_person = "Bitte melden Sie sich am Empfang an - ' + "ü" * 40 + '"\n'
+    )
+    st = store.Store(cfg.storage.database_path)
+    try:
+        async with asgi_client(create_app(Receiver(cfg, st))) as client:
+            data = (await client.post("/auth", json=auth_request(user_id="x"))).json()["data"]
+    finally:
+        st.close()
+    tip = data["customtips"]
+    assert tip.startswith("Bitte melden") and len(tip.encode()) <= 64
+    tip.encode().decode("utf-8")  # never a cut character
