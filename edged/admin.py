@@ -237,6 +237,8 @@ class Admin:
         client = request.client.host if request.client else "?"
         source = f"{given if isinstance(given, str) and given else 'admin'}@{client}"[:120]
         name, action = request.path_params["door"], request.path_params["action"]
+        if action not in ("open", "hold", "release", "lock"):
+            return _error(400, f"unknown door command {action!r}: open, hold, release or lock")
         try:
             state = self.doors.command(name, action, source)
         except DoorError as exc:

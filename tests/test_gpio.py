@@ -28,15 +28,6 @@ def no_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     Device.pin_factory = None
 
 
-@pytest.fixture
-def mock_factory() -> Iterator[MockFactory]:
-    factory = MockFactory()
-    Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    Device.pin_factory = None
-
-
 def test_environment_wins_over_configuration(
     no_factory: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
