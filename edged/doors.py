@@ -467,8 +467,11 @@ class Doors:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """A timer on the doors' loop."""
-        if self.loop is None:
-            raise DoorError("doors are not attached to an event loop yet")
+        if self.loop is None:  # an event before the service attached: use the caller's loop
+            try:
+                self.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise DoorError("doors are not attached to an event loop yet") from None
         return self.loop.call_later(delay, callback)
 
     # ----- life cycle -----------------------------------------------------------------------

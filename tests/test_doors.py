@@ -441,6 +441,29 @@ async def test_terminal_alarms_follow_raise_and_clear(rig: tuple[doors.Doors, Re
     assert rec.stats.answered["duplicate"] == 1
 
 
+async def test_untraceable_alarm_never_holds_a_door(rig: tuple[doors.Doors, Receiver]) -> None:
+    site, rec = rig
+    body = alarm(20003, 1, "")
+    del body["data"]["trace_id"]
+    async with asgi_client(create_app(rec)) as client:
+        assert (await client.post("/eventRcv", json=body)).status_code == 200
+    assert levels(LOCK) == [False] and site.doors["lobby"].holds == {}
+    flush(site)
+    assert log_actions(rec.store.path)[-1] == "alarm"
+
+
+async def test_door_log_is_pruned_by_age(rig: tuple[doors.Doors, Receiver]) -> None:
+    site, rec = rig
+    site.command("lobby", "open", "test")
+    flush(site)
+    audit = site.audit
+    assert isinstance(audit, doors.AuditLog)
+    assert await audit.prune(time.time() - 3600) == 0
+    assert log_actions(rec.store.path)
+    assert await audit.prune(time.time() + 1) > 0
+    assert log_actions(rec.store.path) == []
+
+
 # ----- the daemon, the admin API and the CLI --------------------------------------------------
 
 
