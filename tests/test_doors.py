@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -14,6 +15,8 @@ import httpx
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edged import cli, doors, people, store
 from edged.config import Config
@@ -281,6 +284,85 @@ async def test_terminal_pass_push_opens_only_when_configured(
     finally:
         site.close()
         st.close()
+
+
+# ----- the rules, whatever happens in whatever order -----------------------------------------
+
+STEPS = st.lists(
+    st.sampled_from(
+        [
+            "grant",
+            "rex",
+            "opened",
+            "closed",
+            "fire_on",
+            "fire_off",
+            "lockdown_on",
+            "lockdown_off",
+            "hold",
+            "release",
+            "open",
+            "lock",
+            "timer",
+        ]
+    ),
+    max_size=25,
+)
+
+
+def step(site: doors.Doors, name: str) -> None:
+    """One event, as the loop would deliver it (timers fire only when asked to)."""
+    door = site.doors["lobby"]
+    actions: dict[str, Callable[[], Any]] = {
+        "grant": lambda: door.grant("p", {}),
+        "rex": lambda: door.rex_changed(True),
+        "opened": lambda: door.contact_changed(False),
+        "closed": lambda: door.contact_changed(True),
+        "fire_on": lambda: site._fire_changed(False),  # panel contact open: pin pulled high
+        "fire_off": lambda: site._fire_changed(True),
+        "lockdown_on": lambda: site.set_lockdown(True, "p"),
+        "lockdown_off": lambda: site.set_lockdown(False, "p"),
+        "hold": lambda: site.hold("lobby", "schedule"),
+        "release": lambda: site.release("lobby", "schedule"),
+        "lock": lambda: site.command("lobby", "lock", "p"),
+        "timer": lambda: door._pulse_over() if door.pulse_end is not None else None,
+    }
+    if name == "open":
+        with contextlib.suppress(doors.DoorError):  # refused under lockdown
+            site.command("lobby", "open", "p")
+    else:
+        actions[name]()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=STEPS)
+def test_lock_level_always_follows_the_rules(door_cfg: Config, steps: list[str]) -> None:
+    loop = asyncio.new_event_loop()  # not running: timers are driven by the "timer" step
+    site = doors.build(door_cfg, None)
+    assert site is not None
+    wire_inputs()
+    site.attach(loop)
+    try:
+        door = site.doors["lobby"]
+        for name in steps:
+            step(site, name)
+            unlocked = pin(LOCK).state  # fail-secure, active-high: high = unlocked
+            assert unlocked == door.lock.on
+            if site.fire:
+                assert unlocked, steps
+            elif site.lockdown:
+                assert unlocked == (door.pulse_kind == "egress"), steps
+            elif door.holds or door.pulse_end is not None:
+                assert unlocked, steps
+            else:
+                assert not unlocked, steps
+            if "forced" in door.alarms:
+                assert pin(SIREN).state is True
+    finally:
+        site.close()
+        loop.close()
 
 
 # ----- inputs ---------------------------------------------------------------------------------
