@@ -398,7 +398,7 @@ class Door:
             "kind": self.cfg.lock.kind,
             "locked": not self.lock.on,
             "why": self.why,
-            "output": self.lock._level(self.lock.quiet != self.lock.on),
+            "output": self.lock.level,
             "pin": self.lock.pin,
             "unlock_remaining": round(self.pulse_end - now, 3) if self.pulse_end else None,
             "holds": dict(self.holds),

@@ -164,6 +164,11 @@ class Output:
             self.device.close()
         self._say("released at quiet level")
 
+    @property
+    def level(self) -> str:
+        """The electrical level now: ``high`` or ``low``."""
+        return self._level(self.quiet != self._on)
+
     def _level(self, value: bool) -> str:
         return "high" if value == self.active_high else "low"
 
@@ -202,10 +207,6 @@ class Input:
     def read(self) -> bool:
         """gpiozero's "active": the switch is closed (pulls the pin away from its pull)."""
         return bool(self.device.value)
-
-    def high(self) -> bool:
-        """The electrical level of the pin."""
-        return self.read() != self.pull_up
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start reacting to edges, on this loop."""
