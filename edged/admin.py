@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from edged import clock, people, store
 from edged.config import Config
-from edged.errors import ImportFileError, StoreError
+from edged.errors import DoorError, ImportFileError, StoreError
 from edged.receiver import Receiver, json_response
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -78,6 +78,7 @@ class Admin:
         self.token = token
         self.started_at = time.time()
         self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
+        self.doors: Any = None  # edged.doors.Doors when doors are configured (server.build)
 
     def authorised(self, request: Request) -> Response | None:
         """None when the request may write, else the refusal."""
@@ -214,6 +215,60 @@ class Admin:
             conn.close()
         return json_response({"code": 200, "dry_run": dry_run, **result.__dict__})
 
+    # ----- doors ----------------------------------------------------------------------------
+
+    async def doors_state(self, request: Request) -> Response:
+        if self.doors is None:
+            return json_response({"doors": [], "fire": False, "lockdown": False, "siren": False})
+        return json_response(self.doors.snapshot())
+
+    async def door_command(self, request: Request) -> Response:
+        refused = self.authorised(request)
+        if refused:
+            return refused
+        if self.doors is None:
+            return _error(404, "no doors are configured")
+        try:
+            raw = await request.body()
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return _error(400, "body is not valid JSON")
+        given = body.get("source") if isinstance(body, dict) else None
+        client = request.client.host if request.client else "?"
+        source = f"{given if isinstance(given, str) and given else 'admin'}@{client}"[:120]
+        name, action = request.path_params["door"], request.path_params["action"]
+        if action not in ("open", "hold", "release", "lock"):
+            return _error(400, f"unknown door command {action!r}: open, hold, release or lock")
+        try:
+            state = self.doors.command(name, action, source)
+        except DoorError as exc:
+            status = 404 if name not in self.doors.doors else 409
+            return _error(status, str(exc))
+        return json_response({"code": 200, "door": state})
+
+    async def door_log(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            after = int(q.get("after", "0"))
+            limit = min(int(q.get("limit", "100")), MAX_PAGE)
+        except ValueError as exc:
+            return _error(400, f"bad query parameter: {exc}")
+        where = "id > ?"
+        args: list[Any] = [after]
+        if "door" in q:
+            where += " AND door = ?"
+            args.append(q["door"])
+        rows = self.store.db.conn.execute(
+            f"SELECT id, at, door, action, source, detail FROM door_log WHERE {where} "
+            "ORDER BY id LIMIT ?",
+            [*args, max(limit, 1)],
+        ).fetchall()
+        entries = [
+            {**dict(r), "at": _iso(r["at"]), "detail": json.loads(r["detail"])} for r in rows
+        ]
+        last = entries[-1]["id"] if entries else after
+        return json_response({"entries": entries, "last_id": last})
+
 
 def _param(query: Any, name: str, parse: Callable[[str], Any], default: str = "") -> Any:
     text = query.get(name, default)
@@ -236,6 +291,9 @@ def create_app(admin: Admin) -> Starlette:
         Route("/api/v1/events/{event_id}", admin.event),
         Route("/api/v1/terminals", admin.terminals),
         Route("/api/v1/people", admin.import_people, methods=["POST"]),
+        Route("/api/v1/doors", admin.doors_state),
+        Route("/api/v1/doors/log", admin.door_log),
+        Route("/api/v1/doors/{door}/{action}", admin.door_command, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.admin = admin

@@ -69,6 +69,68 @@ def admin_get(cfg: config.Config, path: str, params: dict[str, Any] | None = Non
     return response.json()
 
 
+def admin_post(cfg: config.Config, path: str, body: dict[str, Any] | None = None) -> Any:
+    """POST to the running daemon's admin API with the admin token."""
+    import httpx
+
+    token = config.admin_token(cfg)
+    if not token:
+        raise AdminError("no admin token is configured (admin.token_file or admin.token)")
+    url = _admin_url(cfg, path)
+    headers = {"authorization": f"Bearer {token}"}
+    try:
+        response = httpx.post(url, json=body or {}, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise AdminError(f"cannot reach edged at {url}: {exc} (is it running?)") from None
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("msg") or response.text[:200]
+        except ValueError:
+            message = response.text[:200]
+        raise AdminError(f"{url}: HTTP {response.status_code}: {message}")
+    return response.json()
+
+
+def _door_line(door: dict[str, Any]) -> str:
+    lock = "locked" if door["locked"] else f"UNLOCKED ({door['why']})"
+    contact = door.get("contact") or "no contact"
+    alarms = ",".join(a["kind"] for a in door.get("alarms", [])) or "no alarms"
+    last = door.get("last_decision") or {}
+    decision = f"last {last.get('decision')} ({last.get('reason')})" if last else "no decision yet"
+    holds = f" holds={','.join(door['holds'])}" if door.get("holds") else ""
+    return f"  {door['name']:<16} {lock:<24} {contact:<10} {alarms:<20} {decision}{holds}"
+
+
+def cmd_door(args: argparse.Namespace) -> int:
+    """Open (timed), hold, release or lock a door through the running daemon."""
+    import getpass
+
+    cfg = _load(args)
+    source = args.source or f"cli:{getpass.getuser()}"
+    answer = admin_post(cfg, f"/api/v1/doors/{args.door}/{args.action}", {"source": source})
+    print(_door_line(answer["door"]).strip())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print readiness and every door's state."""
+    cfg = _load(args)
+    ready = admin_get(cfg, "/readyz")
+    site = admin_get(cfg, "/api/v1/doors")
+    if args.json:
+        print(json.dumps({"ready": ready, "doors": site}))
+        return 0 if ready.get("ready") else 1
+    print(f"{cfg.site.name}: {'ready' if ready.get('ready') else 'NOT READY'}")
+    for name, check in ready.get("checks", {}).items():
+        if "ok" in check:
+            print(f"  {name:<10} {'ok' if check['ok'] else 'FAILING'}")
+    flags = [f for f in ("fire", "lockdown", "siren") if site.get(f)]
+    print(f"doors{': ' + ', '.join(f.upper() for f in flags) if flags else ''}")
+    for door in site.get("doors", []):
+        print(_door_line(door))
+    return 0 if ready.get("ready") else 1
+
+
 def _event_line(event: dict[str, Any]) -> str:
     who = event.get("user_name") or event.get("person_id") or event.get("user_id") or "-"
     what = event["kind"]
@@ -176,6 +238,23 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--replace", action="store_true", help="remove everyone not in the file")
     imp.add_argument("--dry-run", action="store_true", help="show the difference, change nothing")
     imp.set_defaults(func=cmd_people_import)
+
+    door = sub.add_parser("door", help="control a door through the running daemon")
+    door_sub = door.add_subparsers(dest="action", metavar="ACTION")
+    for action, text in (
+        ("open", "unlock for the door's unlock_time"),
+        ("hold", "keep unlocked until released"),
+        ("release", "end the manual hold"),
+        ("lock", "lock now: end the timed unlock and every hold"),
+    ):
+        cmd = door_sub.add_parser(action, parents=[common], help=text)
+        cmd.add_argument("door", help="door name")
+        cmd.add_argument("--source", help="who asks, for the audit log (default: cli:USER)")
+        cmd.set_defaults(func=cmd_door)
+
+    status = sub.add_parser("status", parents=[common], help="readiness and every door's state")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(func=cmd_status)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)

@@ -169,6 +169,113 @@ class TerminalConfig:
     door: str = ""
 
 
+# ----- doors -----
+PinFactory = Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"]
+MAX_PIN = 27  # BCM GPIO numbers on the 40-pin header
+# Terminal alarm codes (push type 1) by name; keys of doors[].alarm_actions may be either.
+ALARM_CODES: dict[str, int] = {
+    "tamper": 10001,
+    "forced": 10002,
+    "held_open": 10003,
+    "password_attack": 10004,
+    "fire": 20003,
+}
+ALARM_ACTIONS = ("log", "siren", "release")
+DEFAULT_ALARM_ACTIONS: dict[str, str] = {
+    "tamper": "siren",
+    "forced": "siren",
+    "held_open": "log",
+    "password_attack": "log",
+    "fire": "log",
+}
+
+
+def _pin_check(value: int | None) -> str | None:
+    if value is None or 0 <= value <= MAX_PIN:
+        return None
+    return f"{value} is not a GPIO number 0-{MAX_PIN} (BCM numbering)"
+
+
+def _alarm_actions_check(values: dict[str, str]) -> str | None:
+    for key, action in values.items():
+        if key not in ALARM_CODES and not key.isdigit():
+            return f"{key!r} is not an alarm name ({', '.join(ALARM_CODES)}) or a numeric code"
+        if action not in ALARM_ACTIONS:
+            return f"{key}: {action!r} is not one of {', '.join(map(repr, ALARM_ACTIONS))}"
+    return None
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """How edged reaches the GPIO pins."""
+
+    pin_factory: PinFactory = "auto"
+
+
+@dataclass(frozen=True)
+class LockConfig:
+    """A door's lock output: a relay or driver that powers the lock when active."""
+
+    pin: int | None = field(default=None, metadata=_meta(_pin_check))
+    active_high: bool = True
+    kind: Literal["fail_secure", "fail_safe"] = "fail_secure"
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """A switch input (door contact, exit button): unset pin means not fitted."""
+
+    pin: int | None = field(default=None, metadata=_meta(_pin_check))
+    pull_up: bool = True
+    bounce_time: float = field(default=0.05, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    """One door edged drives."""
+
+    name: str = field(default="", metadata=_meta(_name_check))
+    lock: LockConfig = field(default_factory=LockConfig)
+    unlock_time: float = field(default=5.0, metadata=_meta(_positive))
+    max_unlock_time: float = field(default=60.0, metadata=_meta(_positive))
+    contact: InputConfig = field(default_factory=InputConfig)
+    held_open_time: float = field(default=30.0, metadata=_meta(_positive))
+    relock_on_close: bool = True
+    rex: InputConfig = field(default_factory=InputConfig)
+    fire_release: bool = True
+    open_on_terminal_pass: bool = False
+    alarm_actions: dict[str, str] = field(
+        default_factory=dict, metadata=_meta(_alarm_actions_check)
+    )
+
+    def alarm_action(self, code: int | None) -> str:
+        """The action for a terminal alarm code: configured by name or number, else default."""
+        names = [n for n, c in ALARM_CODES.items() if c == code]
+        for key in [str(code), *names]:
+            if key in self.alarm_actions:
+                return self.alarm_actions[key]
+        return DEFAULT_ALARM_ACTIONS.get(names[0], "log") if names else "log"
+
+
+@dataclass(frozen=True)
+class SirenConfig:
+    """The site's siren (or buzzer) output."""
+
+    pin: int | None = field(default=None, metadata=_meta(_pin_check))
+    active_high: bool = True
+    sound_time: float = field(default=60.0, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class FireConfig:
+    """The fire panel's input: while active, fire-release doors stay unlocked."""
+
+    pin: int | None = field(default=None, metadata=_meta(_pin_check))
+    pull_up: bool = True
+    active_high: bool = True
+    bounce_time: float = field(default=0.1, metadata=_meta(_positive))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -180,6 +287,10 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tips: dict[str, str] = field(default_factory=dict)
     terminals: list[TerminalConfig] = field(default_factory=list)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    doors: list[DoorConfig] = field(default_factory=list)
+    siren: SirenConfig = field(default_factory=SirenConfig)
+    fire: FireConfig = field(default_factory=FireConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def terminal_by_serial(self, serial: str) -> TerminalConfig | None:
@@ -187,6 +298,13 @@ class Config:
         for terminal in self.terminals:
             if terminal.serial == serial:
                 return terminal
+        return None
+
+    def door_by_name(self, name: str) -> DoorConfig | None:
+        """The configured door with this name, if any."""
+        for door in self.doors:
+            if door.name == name:
+                return door
         return None
 
 
@@ -211,7 +329,55 @@ def _distinct_paths(cfg: Config) -> list[str]:
     return []
 
 
+def _doors_valid(cfg: Config) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, door in enumerate(cfg.doors):
+        if not door.name:
+            problems.append(f"doors[{i}].name: is required")
+        elif door.name in seen:
+            problems.append(f"doors[{i}].name: {door.name!r} is used twice")
+        seen.add(door.name)
+        if door.lock.pin is None:
+            problems.append(f"doors[{i}].lock.pin: is required")
+        if door.unlock_time > door.max_unlock_time:
+            problems.append(f"doors[{i}].unlock_time: must not exceed max_unlock_time")
+    return problems
+
+
+def _terminal_doors_exist(cfg: Config) -> list[str]:
+    if not cfg.doors:
+        return []
+    names = {d.name for d in cfg.doors}
+    return [
+        f"terminals[{i}].door: {t.door!r} is not a configured door ({', '.join(sorted(names))})"
+        for i, t in enumerate(cfg.terminals)
+        if t.door and t.door not in names
+    ]
+
+
+def _pins_used_once(cfg: Config) -> list[str]:
+    owners: list[tuple[str, int | None]] = []
+    for i, door in enumerate(cfg.doors):
+        for part in ("lock", "contact", "rex"):
+            owners.append((f"doors[{i}].{part}.pin", getattr(door, part).pin))
+    owners += [("siren.pin", cfg.siren.pin), ("fire.pin", cfg.fire.pin)]
+    problems: list[str] = []
+    first: dict[int, str] = {}
+    for path, pin in owners:
+        if pin is None:
+            continue
+        if pin in first:
+            problems.append(f"{path}: GPIO {pin} is already used by {first[pin]}")
+        else:
+            first[pin] = path
+    return problems
+
+
 CROSS_CHECKS: list[Callable[[Config], list[str]]] = [_unique_terminals, _distinct_paths]
+CROSS_CHECKS.append(_doors_valid)
+CROSS_CHECKS.append(_terminal_doors_exist)
+CROSS_CHECKS.append(_pins_used_once)
 
 
 class _Locator:
@@ -434,16 +600,21 @@ def to_toml(data: dict[str, Any]) -> str:
     lines: list[str] = []
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict | list) or _scalar_list(v)}
     for key, value in scalars.items():
+        if value is None:  # TOML has no null: an unset optional key is left out
+            continue
         lines.append(f"{key} = {_toml_value(value)}")
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"\n[{key}]")
             for sub, item in value.items():
-                lines.append(f"{_toml_key(sub)} = {_toml_value(item)}")
+                if item is not None:
+                    lines.append(f"{_toml_key(sub)} = {_toml_value(item)}")
         elif isinstance(value, list) and not _scalar_list(value):
             for item in value:
                 lines.append(f"\n[[{key}]]")
                 for sub, sub_value in item.items():
+                    if sub_value is None:
+                        continue
                     lines.append(f"{_toml_key(sub)} = {_toml_value(sub_value)}")
     return "\n".join(lines).lstrip("\n") + "\n"
 
@@ -467,6 +638,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        inner = ", ".join(
+            f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None
+        )
         return "{ " + inner + " }"
     return _toml_value(str(value))

@@ -47,3 +47,15 @@ class AdminError(EdgedError):
     """The admin API could not be reached or refused a request."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+class GpioError(EdgedError):
+    """The GPIO pins cannot be reached (pin factory missing, pin busy or invalid)."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class DoorError(EdgedError):
+    """A door command names no configured door or cannot be carried out."""
+
+    exit_code = 65  # EX_DATAERR

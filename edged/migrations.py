@@ -78,6 +78,19 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX credentials_person ON credentials (person_id);
     """,
+    # door audit log: every lock change, grant, egress, alarm, hold and manual command
+    3: """
+    CREATE TABLE door_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        door TEXT NOT NULL,
+        action TEXT NOT NULL,
+        source TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX door_log_door ON door_log (door, id);
+    CREATE INDEX door_log_at ON door_log (at);
+    """,
 }
 
 

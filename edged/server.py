@@ -22,7 +22,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from edged import admin, clock, config, receiver
+from edged import admin, clock, config, doors, receiver
 from edged.errors import EdgedError
 from edged.store import Store
 
@@ -84,6 +84,7 @@ class Daemon:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     on_ready: list[Callable[[], None]] = field(default_factory=list)
     services: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    doors: doors.Doors | None = None
     receiver_port: int = field(init=False, default=0)  # the bound port, also when asked for 0
     admin_port: int = field(init=False, default=0)
 
@@ -160,7 +161,23 @@ def build(cfg: config.Config) -> Daemon:
         raise
     recv = receiver.Receiver(cfg, store)
     adm = admin.Admin(cfg, recv, token)
-    return Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
+    # ----- doors: outputs claimed at their locked level before serving -----
+    try:
+        site = doors.build(cfg, store)
+    except EdgedError:
+        for sock in recv_socks + admin_socks:
+            sock.close()
+        store.close()
+        raise
+    daemon = Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
+    if site is not None:
+        recv.listeners.append(site.on_record)
+        adm.doors = site
+        adm.readiness.append(site.readiness)
+        daemon.services.append(site.service)  # attaches; at stop every lock back to locked
+        daemon.doors = site
+    # ----- end doors -----
+    return daemon
 
 
 async def run(cfg: config.Config) -> None:
@@ -176,5 +193,7 @@ async def run(cfg: config.Config) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+        if daemon.doors is not None:  # normally closed by its service already
+            daemon.doors.close()
         daemon.store.close()
         log.info("edged stopped")

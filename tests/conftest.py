@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
 
 from edged import config, server
 
@@ -46,6 +48,21 @@ serial = "{serial_old}"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def mock_factory() -> Iterator[MockFactory]:
+    """gpiozero's MockFactory as the process-wide pin factory; every device closed after."""
+    factory = MockFactory()
+    Device.pin_factory = factory
+    yield factory
+    for refs in list(getattr(factory, "_reservations", {}).values()):
+        for ref in list(refs):
+            device = ref()
+            if device is not None:
+                device.close()
+    factory.reset()
+    Device.pin_factory = None
 
 
 @pytest.fixture
