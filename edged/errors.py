@@ -47,3 +47,15 @@ class AdminError(EdgedError):
     """The admin API could not be reached or refused a request."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+class ModeError(EdgedError):
+    """A lockdown or free-access switch names something that does not exist."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class NotFoundError(EdgedError):
+    """A person or event asked for by id does not exist."""
+
+    exit_code = 66  # EX_NOINPUT
