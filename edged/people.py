@@ -275,7 +275,7 @@ def parse_records(records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo) -> li
         for cred in person.credentials:
             if cred in creds:
                 problems.append(
-                    f"line {line}: {cred[0]} {_mask(cred[1])} already on line {creds[cred]}"
+                    f"line {line}: {cred[0]} {mask(cred[1])} already on line {creds[cred]}"
                 )
             creds[cred] = line
         people.append(person)
@@ -284,7 +284,7 @@ def parse_records(records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo) -> li
     return people
 
 
-def _mask(value: str) -> str:
+def mask(value: str) -> str:
     """Credentials are never printed in full: keep the last 4 characters."""
     return "*" * max(0, len(value) - 4) + value[-4:]
 
@@ -441,7 +441,7 @@ def _apply_people(conn: sqlite3.Connection, people: list[PersonRow], replace: bo
             owner = owners.get(cred)
             if owner and owner != p.id and owner not in incoming and not replace:
                 problems.append(
-                    f"line {p.line}: {cred[0]} {_mask(cred[1])} belongs to person {owner!r}"
+                    f"line {p.line}: {cred[0]} {mask(cred[1])} belongs to person {owner!r}"
                 )
     if problems:
         raise ImportFileError(problems)
