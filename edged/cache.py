@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import timedelta, tzinfo
 
-from edged import schedule
+from edged import policy, schedule
 from edged.model import Event
 from edged.policy import SITE, DoorSettings, Mode, Permission, Person, View
 from edged.schedule import Holiday, Period, Schedule
@@ -177,3 +177,9 @@ def load(
         last_pass=last_pass(conn, person.id, door) if person and settings.anti_passback else None,
     )
     return settings, view
+
+
+def free_access_now(conn: sqlite3.Connection, door: str, now: float, tz: tzinfo) -> bool:
+    """Whether ``door`` should stand unlocked now: for the door driver, one indexed read."""
+    settings, view = load(conn, None, door, now, tz)
+    return policy.free_access_active(settings, view, now)

@@ -112,3 +112,16 @@ def test_a_decision_reads_by_index_only(conn: sqlite3.Connection) -> None:
         plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
         scans = [part for part in plan.split(" | ") if part.startswith("SCAN")]
         assert not scans, f"{sql}\n  {plan}"
+
+
+def test_free_access_for_the_door_driver(conn: sqlite3.Connection) -> None:
+    assert not cache.free_access_now(conn, "lobby", NOW, BERLIN)
+    conn.execute(
+        "INSERT INTO modes (scope, free_access, free_schedule) VALUES ('lobby', 1, 'office')"
+    )
+    monday_noon = datetime(2026, 12, 21, 12, 0, tzinfo=BERLIN).timestamp()
+    assert cache.free_access_now(conn, "lobby", monday_noon, BERLIN)
+    assert not cache.free_access_now(conn, "lobby", NOW, BERLIN)  # Thursday: office is closed
+    assert not cache.free_access_now(conn, "garage", monday_noon, BERLIN)
+    conn.execute("INSERT INTO modes (scope, lockdown) VALUES ('*', 1)")
+    assert not cache.free_access_now(conn, "lobby", monday_noon, BERLIN)

@@ -137,3 +137,12 @@ async def test_event_detail_includes_the_explanation(stack: Stack) -> None:
     assert listing[0]["door"] == "lobby"
     assert detail["explain"][-1].startswith("PASS granted")
     assert any("groups ['staff']" in step for step in detail["explain"])
+
+
+async def test_anti_passback_reads_the_stored_passes(stack: Stack) -> None:
+    door = {"doors": [{"name": "lobby", "anti_passback": 600}]}
+    async with stack.admin_client() as client:
+        await client.post("/api/v1/people", json={**DOC, **door}, headers=AUTH)
+    first, second = await stack.auth(), await stack.auth()
+    assert first["pass"] is True
+    assert second["pass"] is False and second["customtips"] == "Already in"
