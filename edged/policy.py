@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -385,7 +385,9 @@ def _presentation(
     return None
 
 
-def _permissions(door: DoorSettings, view: View, now: float, local: Any, t: _Trail) -> Decision:
+def _permissions(
+    door: DoorSettings, view: View, now: float, local: datetime, t: _Trail
+) -> Decision:
     person = view.person
     assert person is not None
     mine = sorted(
