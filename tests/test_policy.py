@@ -237,6 +237,7 @@ doors = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(events, doors, modes, st.floats(NOW - 1e7, NOW + 1e7))
 def test_a_blocked_person_never_passes(
     ev: Event, door: DoorSettings, mode: Any, now: float
@@ -246,6 +247,7 @@ def test_a_blocked_person_never_passes(
     assert not policy.decide(ev, door, vw, now).granted
 
 
+@settings(deadline=None)
 @given(events, doors, st.sampled_from(list(Replay)))
 def test_replayed_never_passes(ev: Event, door: DoorSettings, replay: Replay) -> None:
     vw = view(site_mode=Mode("*", free_access=True))
@@ -284,7 +286,7 @@ dst_times = st.one_of(
 ).map(float)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(period_lists, dst_times)
 def test_schedules_grant_exactly_the_wall_clock_minutes(periods: list[Period], now: float) -> None:
     vw = view(
@@ -295,6 +297,7 @@ def test_schedules_grant_exactly_the_wall_clock_minutes(periods: list[Period], n
     assert decision.granted is open_by_oracle(periods, now, BERLIN), decision.steps
 
 
+@settings(deadline=None)
 @given(st.lists(period_lists, min_size=1, max_size=3), dst_times, events)
 def test_nobody_passes_outside_every_schedule(
     plans: list[list[Period]], now: float, ev: Event
