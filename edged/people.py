@@ -329,9 +329,11 @@ def _transaction(conn: sqlite3.Connection, dry_run: bool, work: Callable[[], T])
     try:
         result = work()
         conn.execute("ROLLBACK" if dry_run else "COMMIT")
-    except BaseException:
+    except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise ImportFileError([f"the database refused the change: {exc}"]) from None
         raise
     return result
 

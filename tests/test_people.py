@@ -117,7 +117,7 @@ def test_replace_is_atomic(conn: sqlite3.Connection) -> None:
         groups=[{"id": "g"}],
     )
     clash.people[1].credentials.append(("ic", "9"))  # type: ignore[index]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ImportFileError, match="refused the change: UNIQUE constraint failed"):
         people.apply_document(conn, clash, replace=True)
     assert conn.execute("SELECT * FROM people ORDER BY id").fetchall() == before
     assert count(conn, "groups") == 0
