@@ -142,6 +142,7 @@ def in_process(path: Path, count: int, decisions: int, rnd: random.Random) -> li
 
 
 def site_config(state: Path) -> config.Config:
+    """A daemon configuration: loopback, 64 terminals, one per door."""
     terminals = "".join(
         f'\n[[terminals]]\nname = "t{d:02d}"\nserial = "BENCH{d:04d}"\ndoor = "door-{d:02d}"\n'
         for d in range(DOORS)
@@ -174,6 +175,7 @@ class Live:
         self.loop.run_until_complete(self.daemon.serve())
 
     def stop(self) -> None:
+        """Stop the daemon and close its store."""
         self.loop.call_soon_threadsafe(self.daemon.stopping.set)
         self.thread.join(30)
         self.daemon.store.close()
@@ -217,6 +219,7 @@ async def http_phase(url: str, count: int, requests: int, seed: int) -> list[flo
 
 
 def http(state: Path, count: int, requests: int, seed: int) -> list[float]:
+    """Start edged on ``state``, warm up, measure one round, stop it."""
     live = Live(site_config(state))
     try:
         asyncio.run(http_phase(live.url, count, min(400, requests), seed + 1))  # warm-up
@@ -226,6 +229,7 @@ def http(state: Path, count: int, requests: int, seed: int) -> list[float]:
 
 
 def main() -> int:
+    """Run every measurement and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--decisions", type=int, default=20_000)

@@ -114,6 +114,7 @@ class Problems:
         self.items: list[str] = []
 
     def add(self, line: int, text: str) -> None:
+        """Note a problem found on ``line``."""
         self.items.append(f"line {line}: {text}")
 
 

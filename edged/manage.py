@@ -66,6 +66,7 @@ class Manage:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The daemon's read connection."""
         return self.admin.store.db.conn
 
     async def upsert(self, request: Request) -> Response:

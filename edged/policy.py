@@ -221,9 +221,11 @@ class _Trail:
         self.person: Person | None = None
 
     def note(self, text: str) -> None:
+        """Record one step."""
         self.steps.append(text)
 
     def end(self, granted: bool, reason: Reason, rule: str, why: str) -> Decision:
+        """Record the final step and build the Decision."""
         self.steps.append(f"{'PASS' if granted else 'DENY'} {reason.value}: {why}")
         tip = self.tips.text(reason, self.door.language)
         return Decision(granted, reason, rule, self.person, tuple(self.steps), tip)
