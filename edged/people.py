@@ -423,7 +423,12 @@ def _keyed(before: set[Any], rows: list[Any], key: Callable[[Any], Any], replace
 
 
 def _label(key: Any) -> str:
-    return key if isinstance(key, str) else "/".join(str(k) for k in key if k not in (None, ""))
+    if isinstance(key, str):
+        return key
+    if len(key) == 4:  # a holiday: (year, month, day, kind)
+        year, month, day, kind = key
+        return f"{f'{year}-' if year else ''}{month:02d}-{day:02d} {kind}"
+    return "/".join(str(k) for k in key if k not in (None, ""))
 
 
 def _apply_document(conn: sqlite3.Connection, doc: Document, replace: bool) -> dict[str, Any]:
