@@ -31,6 +31,15 @@ class GroupRow:
     name: str = ""
     line: int = 0
 
+    @property
+    def key(self) -> str:
+        """What identifies a group."""
+        return self.id
+
+    def signature(self) -> tuple[Any, ...]:
+        """What an import compares to tell 'updated' from 'unchanged'."""
+        return (self.name,)
+
 
 @dataclass
 class ScheduleRow:
@@ -40,6 +49,15 @@ class ScheduleRow:
     name: str = ""
     periods: list[tuple[str, int, int]] = field(default_factory=list)
     line: int = 0
+
+    @property
+    def key(self) -> str:
+        """What identifies a schedule."""
+        return self.id
+
+    def signature(self) -> tuple[Any, ...]:
+        """What an import compares to tell 'updated' from 'unchanged'."""
+        return (self.name, tuple(self.periods))
 
 
 @dataclass
@@ -58,6 +76,10 @@ class HolidayRow:
         """What identifies a holiday: its date and kind."""
         return (self.year, self.month, self.day, self.kind)
 
+    def signature(self) -> tuple[Any, ...]:
+        """What an import compares to tell 'updated' from 'unchanged'."""
+        return (self.name,)
+
 
 @dataclass
 class DoorRow:
@@ -74,6 +96,15 @@ class DoorRow:
     free_access_applies: bool = True
     language: str | None = None
     line: int = 0
+
+    @property
+    def key(self) -> str:
+        """What identifies a door."""
+        return self.name
+
+    def signature(self) -> tuple[Any, ...]:
+        """What an import compares to tell 'updated' from 'unchanged'."""
+        return self.values()[1:]
 
     def values(self) -> tuple[Any, ...]:
         """The row as stored in ``doors``."""
@@ -105,6 +136,10 @@ class PermissionRow:
     def key(self) -> tuple[str, str, str]:
         """What identifies a permission."""
         return (self.group, self.door, self.schedule or "")
+
+    def signature(self) -> tuple[Any, ...]:
+        """A permission is all key: present or not."""
+        return ()
 
 
 class Problems:
@@ -367,6 +402,28 @@ def write_permissions(conn: sqlite3.Connection, rows: list[PermissionRow], repla
         "INSERT OR IGNORE INTO permissions (group_id, door, schedule_id) VALUES (?,?,?)",
         [(r.group, r.door, r.schedule) for r in rows],
     )
+
+
+def signatures(conn: sqlite3.Connection) -> dict[str, dict[Any, tuple[Any, ...]]]:
+    """Each section's rows in the database as key -> signature (see the row classes)."""
+    periods: dict[str, list[tuple[str, int, int]]] = {}
+    for sid, day, start, end in conn.execute(
+        "SELECT schedule_id, day, start_min, end_min FROM schedule_periods ORDER BY id"
+    ):
+        periods.setdefault(sid, []).append((day, start, end))
+    doors = conn.execute(f"SELECT {', '.join(DOOR_FIELDS)} FROM doors")
+    holidays = conn.execute("SELECT year, month, day, kind, name FROM holidays")
+    permissions = conn.execute("SELECT group_id, door, schedule_id FROM permissions")
+    return {
+        "groups": {i: (n,) for i, n in conn.execute("SELECT id, name FROM groups")},
+        "schedules": {
+            i: (n, tuple(periods.get(i, [])))
+            for i, n in conn.execute("SELECT id, name FROM schedules")
+        },
+        "holidays": {tuple(r[:4]): (r[4],) for r in holidays},
+        "doors": {r[0]: tuple(r[1:]) for r in doors},
+        "permissions": {(g, d, s or ""): () for g, d, s in permissions},
+    }
 
 
 def snapshot(conn: sqlite3.Connection) -> dict[str, list[Any]]:

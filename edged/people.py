@@ -412,13 +412,16 @@ def apply_document(
     return _transaction(conn, dry_run, lambda: _apply_document(conn, doc, replace))
 
 
-def _keyed(before: set[Any], rows: list[Any], key: Callable[[Any], Any], replace: bool) -> Any:
+def _keyed(before: dict[Any, tuple[Any, ...]], rows: list[Any], replace: bool) -> ImportResult:
     result = ImportResult()
-    keys = [key(r) for r in rows]
-    result.added = [_label(k) for k in keys if k not in before]
-    result.updated = [_label(k) for k in keys if k in before]
+    for row in rows:
+        old = before.get(row.key)
+        bucket = result.added if old is None else result.updated
+        if old is not None and old == row.signature():
+            bucket = result.unchanged
+        bucket.append(_label(row.key))
     if replace:
-        result.removed = sorted(_label(k) for k in before - set(keys))
+        result.removed = sorted(_label(k) for k in set(before) - {r.key for r in rows})
     return result
 
 
@@ -434,35 +437,17 @@ def _label(key: Any) -> str:
 def _apply_document(conn: sqlite3.Connection, doc: Document, replace: bool) -> dict[str, Any]:
     _check_references(conn, doc, replace)
     results: dict[str, ImportResult] = {}
-    before: dict[str, set[Any]] = {
-        "groups": access.existing(conn, "groups"),
-        "schedules": access.existing(conn, "schedules"),
-        "doors": access.existing(conn, "doors", "name"),
-        "holidays": {tuple(r) for r in conn.execute("SELECT year, month, day, kind FROM holidays")},
-        "permissions": {
-            (g, d, s or "")
-            for g, d, s in conn.execute("SELECT group_id, door, schedule_id FROM permissions")
-        },
-    }
-    keys: dict[str, Callable[[Any], Any]] = {
-        "groups": lambda r: r.id,
-        "schedules": lambda r: r.id,
-        "doors": lambda r: r.name,
-        "holidays": lambda r: r.key,
-        "permissions": lambda r: r.key,
-    }
+    before = access.signatures(conn)
     for name in ("groups", "schedules", "holidays", "doors"):
         rows = getattr(doc, name)
         if rows is not None:
-            results[name] = _keyed(before[name], rows, keys[name], replace)
+            results[name] = _keyed(before[name], rows, replace)
             getattr(access, f"write_{name}")(conn, rows, replace)
     if doc.people is not None:
         results["people"] = _apply_people(conn, doc.people, replace)
     if doc.permissions is not None:
         access.ensure_groups(conn, {p.group for p in doc.permissions})
-        results["permissions"] = _keyed(
-            before["permissions"], doc.permissions, keys["permissions"], replace
-        )
+        results["permissions"] = _keyed(before["permissions"], doc.permissions, replace)
         access.write_permissions(conn, doc.permissions, replace)
     return results
 

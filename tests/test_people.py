@@ -229,3 +229,22 @@ def test_decisions_do_not_depend_on_import_order(
         a = _decisions(Path(tmp) / "a.db", first, times)
         b = _decisions(Path(tmp) / "b.db", shuffled, times)
     assert a == b
+
+
+def test_a_second_import_reports_what_really_changed(conn: sqlite3.Connection) -> None:
+    site: dict[str, Any] = {
+        "groups": [{"id": "g", "name": "G"}],
+        "schedules": [{"id": "s", "periods": [{"days": "mon", "start": "08:00", "end": "09:00"}]}],
+        "holidays": [{"name": "NY", "date": "01-01"}],
+        "doors": [{"name": "lobby", "min_score": 1, "entry_modes": [3, 1]}],
+        "permissions": [{"group": "g", "door": "lobby", "schedule": "s"}],
+    }
+    people.apply_document(conn, people.parse_document(site, UTC), replace=False)
+    again = people.apply_document(conn, people.parse_document(site, UTC), replace=False)
+    assert all(r.unchanged and not (r.added or r.updated) for r in again.values())
+    site["doors"][0]["anti_passback"] = 30
+    site["holidays"].append({"date": "2027-05-05"})
+    changed = people.apply_document(conn, people.parse_document(site, UTC), replace=True)
+    assert changed["doors"].updated == ["lobby"]
+    assert changed["holidays"].added == ["2027-05-05 holiday"]
+    assert changed["holidays"].unchanged == ["01-01 holiday"]
