@@ -244,6 +244,7 @@ def decide(
     t.person = view.person
     local = schedule.local_time(now, view.tz)
     t.note(f"door {door.name!r}, site time {local.isoformat(timespec='seconds')}")
+    t.note(_request(event))
     refused = _refusals(event, view, replay, t)
     if refused is not None:
         return refused
@@ -266,6 +267,16 @@ def decide(
         rule = f"door:{door.name}:unknown:terminal"
         return t.end(True, Reason.GRANTED, rule, f"terminal vouches for user {user_id!r}")
     return _permissions(door, view, now, local, t)
+
+
+def _request(event: Event) -> str:
+    """What the terminal reported, without credentials (card or ID numbers never appear)."""
+    user = event.user
+    who = f"terminal user {user.user_id!r}" if user is not None and user.user_id else "no user id"
+    return (
+        f"request: {who}, entry mode {event.entry_mode}, score {event.score}, "
+        f"mask {event.mask}, status {event.recognition_type or event.recognize_status}"
+    )
 
 
 def _refusals(event: Event, view: View, replay: Replay | None, t: _Trail) -> Decision | None:
