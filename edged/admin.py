@@ -12,16 +12,15 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import clock, people, store
+from edged import clock, explain, manage
 from edged.config import Config
-from edged.errors import DoorError, ImportFileError, StoreError
+from edged.errors import DoorError
 from edged.receiver import Receiver, json_response
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -30,7 +29,7 @@ EVENT_COLUMNS = (
     "id, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, user_name, "
     "person_id, recognition, recognize_status, score, entry_mode, terminal_pass, alarm_code, "
     "alarm_status, trace_id, replayed, replay_reason, decision, reason, rule, source, duplicates, "
-    "image_path"
+    "image_path, door"
 )
 MAX_PAGE = 1000
 
@@ -161,11 +160,13 @@ class Admin:
         except ValueError:
             return _error(400, "event id must be an integer")
         row = self.store.db.conn.execute(
-            f"SELECT {EVENT_COLUMNS}, raw, response FROM events WHERE id = ?", (event_id,)
+            f"SELECT {EVENT_COLUMNS}, raw, response, explain FROM events WHERE id = ?", (event_id,)
         ).fetchone()
         if row is None:
             return _error(404, f"no event {event_id}")
-        return json_response(event_json(row, with_raw=True))
+        out = event_json(row, with_raw=True)
+        out["explain"] = explain.steps(out["explain"])
+        return json_response(out)
 
     async def terminals(self, request: Request) -> Response:
         out = []
@@ -187,33 +188,8 @@ class Admin:
         return json_response({"terminals": out})
 
     async def import_people(self, request: Request) -> Response:
-        refused = self.authorised(request)
-        if refused:
-            return refused
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return _error(400, "body is not valid JSON")
-        if isinstance(body, dict):
-            body = body.get("people")
-        if not isinstance(body, list) or not all(isinstance(p, dict) for p in body):
-            return _error(400, 'expected a list of people or {"people": [...]}')
-        replace = request.query_params.get("replace") in ("1", "true")
-        dry_run = request.query_params.get("dry_run") in ("1", "true")
-        tz = ZoneInfo(self.cfg.site.timezone)
-        conn = store.connect(self.store.path)
-        try:
-            rows = people.parse_records(list(enumerate(body, start=1)), tz)
-            result = people.apply(conn, rows, replace=replace, dry_run=dry_run)
-        except ImportFileError as exc:
-            return json_response(
-                {"code": 422, "msg": "no change made", "errors": exc.problems}, 422
-            )
-        except StoreError as exc:
-            return _error(503, str(exc))
-        finally:
-            conn.close()
-        return json_response({"code": 200, "dry_run": dry_run, **result.__dict__})
+        """POST /api/v1/people: bulk upsert of people, or a whole document (edged.manage)."""
+        return await manage.Manage(self).upsert(request)
 
     # ----- doors ----------------------------------------------------------------------------
 
@@ -294,6 +270,7 @@ def create_app(admin: Admin) -> Starlette:
         Route("/api/v1/doors", admin.doors_state),
         Route("/api/v1/doors/log", admin.door_log),
         Route("/api/v1/doors/{door}/{action}", admin.door_command, methods=["POST"]),
+        *manage.routes(admin),  # people list/show/delete, export, modes
     ]
     app = Starlette(routes=routes)
     app.state.admin = admin

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edged import __version__, config, logs
-from edged.errors import AdminError, EdgedError
+from edged.errors import AdminError, EdgedError, NotFoundError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -166,26 +169,187 @@ def cmd_events(args: argparse.Namespace) -> int:
         time.sleep(1.0)
 
 
-def cmd_people_import(args: argparse.Namespace) -> int:
-    """Import people from CSV or JSON, all or nothing."""
-    from edged import people, store
+def _database(args: argparse.Namespace) -> tuple[config.Config, Any]:
+    """The configuration and an open (migrated) connection to the state database."""
+    from edged import store
 
     cfg = _load(args)
-    rows = people.parse_file(Path(args.file), ZoneInfo(cfg.site.timezone), args.format)
-    db = store.open_database(cfg.storage.database_path)
+    return cfg, store.open_database(cfg.storage.database_path).conn
+
+
+def cmd_people_import(args: argparse.Namespace) -> int:
+    """Import people (and groups, schedules, doors, …) from CSV or JSON, all or nothing."""
+    from edged import people
+
+    cfg, conn = _database(args)
     try:
-        result = people.apply(db.conn, rows, replace=args.replace, dry_run=args.dry_run)
+        doc = people.load_file(Path(args.file), ZoneInfo(cfg.site.timezone), args.format)
+        results = people.apply_document(conn, doc, replace=args.replace, dry_run=args.dry_run)
     finally:
-        db.conn.close()
+        conn.close()
     verb = "would" if args.dry_run else "did"
+    for section, result in results.items():
+        read = len(getattr(doc, section) or ())
+        print(
+            f"{section}: {read} read; {verb} add {len(result.added)}, update "
+            f"{len(result.updated)}, remove {len(result.removed)}, keep {len(result.unchanged)}"
+        )
+        if args.dry_run:
+            for label, ids in (("+", result.added), ("~", result.updated), ("-", result.removed)):
+                for key in ids:
+                    print(f"  {label} {key}")
+    return 0
+
+
+def cmd_people_export(args: argparse.Namespace) -> int:
+    """Write everything importable as JSON (or people only as CSV)."""
+    from edged import people
+
+    cfg, conn = _database(args)
+    tz = ZoneInfo(cfg.site.timezone)
+    try:
+        with contextlib.ExitStack() as stack:
+            out = sys.stdout
+            if args.output and args.output != "-":
+                out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
+            if args.format == "csv":
+                people.export_csv(conn, tz, out)
+            else:
+                json.dump(people.export(conn, tz), out, indent=1, ensure_ascii=False)
+                out.write("\n")
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_people_list(args: argparse.Namespace) -> int:
+    """List people (id, name, type, groups), optionally of one group."""
+    from edged import people
+
+    _, conn = _database(args)
+    try:
+        rows = people.listing(conn, group=args.group)
+    finally:
+        conn.close()
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+            continue
+        flags = " BLOCKED" if row["blocked"] else ""
+        groups = ",".join(row["groups"]) or "-"
+        print(f"{row['id']:<20} {row['name']:<28} {row['type']:<10} {groups}{flags}")
+    return 0
+
+
+def cmd_people_show(args: argparse.Namespace) -> int:
+    """Show one person: validity, groups, credentials (masked)."""
+    from edged import people
+
+    cfg, conn = _database(args)
+    try:
+        person = people.show(conn, args.id, ZoneInfo(cfg.site.timezone))
+    finally:
+        conn.close()
+    if person is None:
+        raise NotFoundError(f"no person {args.id!r}")
+    for column in people.CREDENTIAL_COLUMNS:
+        if column != "user_id":
+            person[column] = [people.mask(v) for v in person[column]]
+    if args.json:
+        print(json.dumps(person, ensure_ascii=False))
+        return 0
+    for key, value in person.items():
+        text = ", ".join(value) if isinstance(value, list) else value
+        print(f"{key:<12} {'' if text is None else text}")
+    return 0
+
+
+def cmd_people_remove(args: argparse.Namespace) -> int:
+    """Remove people by id, with their credentials and memberships."""
+    from edged import people
+
+    _, conn = _database(args)
+    try:
+        gone = people.remove(conn, args.ids, dry_run=args.dry_run)
+    finally:
+        conn.close()
+    missing = [pid for pid in args.ids if pid not in gone]
+    print(f"{'would remove' if args.dry_run else 'removed'} {len(gone)}: {' '.join(gone)}")
+    if missing:
+        raise NotFoundError(f"no such person: {' '.join(missing)}")
+    return 0
+
+
+def _operator() -> str:
+    """Who runs the command: the sudo caller if any, else the OS user."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def cmd_mode_switch(args: argparse.Namespace) -> int:
+    """Turn lockdown or free access on or off, site-wide or for one door."""
+    from edged import modes
+    from edged.policy import SITE
+
+    _, conn = _database(args)
+    scope = args.door or SITE
+    try:
+        mode = modes.switch(
+            conn,
+            scope,
+            args.mode,
+            args.state == "on",
+            f"cli:{_operator()}",
+            group=getattr(args, "override_group", None),
+            schedule=getattr(args, "schedule", None),
+        )
+    finally:
+        conn.close()
+    where = "site" if scope == SITE else f"door {scope}"
     print(
-        f"{len(rows)} people read; {verb} add {len(result.added)}, update "
-        f"{len(result.updated)}, remove {len(result.removed)}, keep {len(result.unchanged)}"
+        f"{where}: lockdown {'on' if mode.lockdown else 'off'}, free access "
+        f"{'on' if mode.free_access else 'off'}"
     )
-    if args.dry_run:
-        for label, ids in (("+", result.added), ("~", result.updated), ("-", result.removed)):
-            for pid in ids:
-                print(f"  {label} {pid}")
+    return 0
+
+
+def cmd_mode_show(args: argparse.Namespace) -> int:
+    """Show the modes in force and the latest switches."""
+    from edged import modes
+
+    _, conn = _database(args)
+    try:
+        state, log_ = modes.current(conn), modes.changes(conn, args.limit)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps({"modes": state, "changes": log_}))
+        return 0
+    for mode in state:
+        extra = f" (override group {mode['override_group']})" if mode["override_group"] else ""
+        sched = f" (schedule {mode['free_schedule']})" if mode["free_schedule"] else ""
+        print(
+            f"{mode['scope']:<16} lockdown {'on' if mode['lockdown'] else 'off'}{extra}, "
+            f"free access {'on' if mode['free_access'] else 'off'}{sched}"
+        )
+    for change in log_:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(change["at"]))
+        print(
+            f"  {when} {change['by']}: {change['scope']} {change['mode']} {change['state']} "
+            f"{change['detail']}".rstrip()
+        )
+    return 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """Explain how a stored decision was reached."""
+    from edged import explain
+
+    _, conn = _database(args)
+    try:
+        lines = explain.lines(conn, args.event_id)
+    finally:
+        conn.close()
+    print("\n".join(lines))
     return 0
 
 
@@ -238,6 +402,43 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--replace", action="store_true", help="remove everyone not in the file")
     imp.add_argument("--dry-run", action="store_true", help="show the difference, change nothing")
     imp.set_defaults(func=cmd_people_import)
+    exp = ppl_sub.add_parser("export", parents=[common], help="write people, groups, … as JSON")
+    exp.add_argument("--format", choices=["json", "csv"], default="json")
+    exp.add_argument("-o", "--output", help="file to write (default: standard output)")
+    exp.set_defaults(func=cmd_people_export)
+    lst = ppl_sub.add_parser("list", parents=[common], help="list people")
+    lst.add_argument("--group", help="only members of this group")
+    lst.add_argument("--json", action="store_true", help="one JSON object a line")
+    lst.set_defaults(func=cmd_people_list)
+    shw = ppl_sub.add_parser("show", parents=[common], help="show one person")
+    shw.add_argument("id")
+    shw.add_argument("--json", action="store_true")
+    shw.set_defaults(func=cmd_people_show)
+    rem = ppl_sub.add_parser("remove", parents=[common], help="remove people by id")
+    rem.add_argument("ids", nargs="+", metavar="ID")
+    rem.add_argument("--dry-run", action="store_true", help="show what would go, change nothing")
+    rem.set_defaults(func=cmd_people_remove)
+
+    mode = sub.add_parser("mode", help="lockdown and free access, site-wide or per door")
+    mode_sub = mode.add_subparsers(dest="mode_command", metavar="MODE")
+    lock = mode_sub.add_parser("lockdown", parents=[common], help="deny all but an override group")
+    lock.add_argument("state", choices=["on", "off"])
+    lock.add_argument("--door", help="one door only (default: the whole site)")
+    lock.add_argument("--override-group", help="members of this group still pass")
+    lock.set_defaults(func=cmd_mode_switch, mode="lockdown")
+    free = mode_sub.add_parser("free-access", parents=[common], help="leave doors unlocked")
+    free.add_argument("state", choices=["on", "off"])
+    free.add_argument("--door", help="one door only (default: the whole site)")
+    free.add_argument("--schedule", help="only while this schedule is open (default: always)")
+    free.set_defaults(func=cmd_mode_switch, mode="free_access")
+    mshow = mode_sub.add_parser("show", parents=[common], help="modes in force, latest switches")
+    mshow.add_argument("--limit", type=int, default=20, help="how many switches to list")
+    mshow.add_argument("--json", action="store_true")
+    mshow.set_defaults(func=cmd_mode_show)
+
+    why = sub.add_parser("why", parents=[common], help="explain a stored decision")
+    why.add_argument("event_id", type=int, metavar="EVENT_ID")
+    why.set_defaults(func=cmd_why)
 
     door = sub.add_parser("door", help="control a door through the running daemon")
     door_sub = door.add_subparsers(dest="action", metavar="ACTION")

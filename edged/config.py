@@ -276,6 +276,34 @@ class FireConfig:
     bounce_time: float = field(default=0.1, metadata=_meta(_positive))
 
 
+# ----- policy -----
+TipsTable = dict[str, str | dict[str, str]]
+
+
+def _tips_problems(cfg: Config) -> list[str]:
+    """``[tips]`` keys are decision reasons; ``[tips.<lang>]`` tables hold reasons too."""
+    from edged.policy import Reason
+
+    reasons = [r.value for r in Reason]
+    problems: list[str] = []
+
+    def check(path: str, key: str) -> None:
+        if key not in reasons:
+            close = difflib.get_close_matches(key, reasons, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{path}.{key}: not a decision reason (docs/decisions.md){hint}")
+
+    for key, value in cfg.tips.items():
+        if isinstance(value, dict):
+            if not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z0-9]{2,8})?", key):
+                problems.append(f"tips.{key}: not a language code such as 'de' or 'pt-BR'")
+            for reason in value:
+                check(f"tips.{key}", reason)
+        else:
+            check("tips", key)
+    return problems
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -285,7 +313,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    tips: dict[str, str] = field(default_factory=dict)
+    tips: TipsTable = field(default_factory=dict)
     terminals: list[TerminalConfig] = field(default_factory=list)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     doors: list[DoorConfig] = field(default_factory=list)
@@ -378,6 +406,7 @@ CROSS_CHECKS: list[Callable[[Config], list[str]]] = [_unique_terminals, _distinc
 CROSS_CHECKS.append(_doors_valid)
 CROSS_CHECKS.append(_terminal_doors_exist)
 CROSS_CHECKS.append(_pins_used_once)
+CROSS_CHECKS.append(_tips_problems)
 
 
 class _Locator:

@@ -59,3 +59,15 @@ class DoorError(EdgedError):
     """A door command names no configured door or cannot be carried out."""
 
     exit_code = 65  # EX_DATAERR
+
+
+class ModeError(EdgedError):
+    """A lockdown or free-access switch names something that does not exist."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class NotFoundError(EdgedError):
+    """A person or event asked for by id does not exist."""
+
+    exit_code = 66  # EX_NOINPUT

@@ -78,6 +78,85 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX credentials_person ON credentials (person_id);
     """,
+    # access control: groups, schedules, holidays, door permissions and settings, modes
+    2: """
+    CREATE TABLE groups (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE person_groups (
+        person_id TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+        group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        PRIMARY KEY (person_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX person_groups_group ON person_groups (group_id);
+
+    CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE schedule_periods (
+        id INTEGER PRIMARY KEY,
+        schedule_id TEXT NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+        day TEXT NOT NULL,
+        start_min INTEGER NOT NULL,
+        end_min INTEGER NOT NULL
+    );
+    CREATE INDEX schedule_periods_schedule ON schedule_periods (schedule_id);
+
+    CREATE TABLE holidays (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL DEFAULT 'holiday',
+        year INTEGER,
+        month INTEGER NOT NULL,
+        day INTEGER NOT NULL
+    );
+    CREATE INDEX holidays_date ON holidays (month, day);
+
+    CREATE TABLE doors (
+        name TEXT PRIMARY KEY,
+        min_score REAL,
+        min_liveness REAL,
+        mask_required INTEGER NOT NULL DEFAULT 0,
+        entry_modes TEXT,
+        anti_passback INTEGER NOT NULL DEFAULT 0,
+        unknown TEXT NOT NULL DEFAULT 'deny',
+        lockdown_applies INTEGER NOT NULL DEFAULT 1,
+        free_access_applies INTEGER NOT NULL DEFAULT 1,
+        language TEXT
+    );
+    CREATE TABLE permissions (
+        id INTEGER PRIMARY KEY,
+        group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        door TEXT NOT NULL,
+        schedule_id TEXT REFERENCES schedules (id) ON DELETE CASCADE
+    );
+    CREATE UNIQUE INDEX permissions_key ON permissions (door, group_id, IFNULL(schedule_id, ''));
+
+    CREATE TABLE modes (
+        scope TEXT PRIMARY KEY,
+        lockdown INTEGER NOT NULL DEFAULT 0,
+        override_group TEXT,
+        free_access INTEGER NOT NULL DEFAULT 0,
+        free_schedule TEXT,
+        changed_at REAL,
+        changed_by TEXT
+    );
+    CREATE TABLE mode_changes (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        by TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+
+    ALTER TABLE events ADD COLUMN door TEXT;
+    ALTER TABLE events ADD COLUMN explain TEXT;
+    CREATE INDEX events_passes ON events (person_id, door, decision, id);
+    """,
     # door audit log: every lock change, grant, egress, alarm, hold and manual command
     3: """
     CREATE TABLE door_log (

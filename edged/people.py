@@ -1,22 +1,24 @@
-"""The local people cache: lookups for decisions, and all-or-nothing imports.
+"""The local people cache: all-or-nothing imports, export, listing and removal.
 
-File format (CSV with a header row, or JSON: a list of objects, or ``{"people": [...]}``) is
-documented in docs/people.md. Credential columns may hold several values separated by ``|``.
+File formats (CSV with a header row; JSON: a list of people, or a document with people, groups,
+schedules, holidays, doors and permissions) are documented in docs/people.md. Credential and
+group columns may hold several values separated by ``|``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from edged import access, cache, importfile
 from edged.errors import ImportFileError
 from edged.model import Event
 from edged.policy import Person
@@ -30,8 +32,9 @@ CREDENTIAL_COLUMNS = {
     "qr": "qr",
 }
 PERSON_COLUMNS = ("id", "name", "type", "valid_from", "valid_until", "blocked", "notes")
-COLUMNS = PERSON_COLUMNS + tuple(CREDENTIAL_COLUMNS)
+COLUMNS = (*PERSON_COLUMNS, *CREDENTIAL_COLUMNS, "groups")
 PERSON_TYPES = ("employee", "visitor", "contractor", "other")
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,52 +50,22 @@ class PersonRow:
     notes: str = ""
     credentials: list[tuple[str, str]] = field(default_factory=list)
     line: int = 0
-
-
-def _lookup_keys(event: Event) -> list[tuple[str, str]]:
-    keys: list[tuple[str, str]] = []
-    user = event.user
-    if user is not None:
-        for kind, value in (
-            ("user_id", user.user_id),
-            ("ic", user.ic_number),
-            ("job", user.job_number),
-            ("id_number", user.id_number),
-        ):
-            if value:
-                keys.append((kind, value))
-    if event.qrcode:
-        keys.append(("qr", event.qrcode))
-    return keys
-
-
-_FIND = (
-    "SELECT p.id, p.name, p.blocked, p.valid_from, p.valid_until FROM credentials c "
-    "JOIN people p ON p.id = c.person_id WHERE c.kind = ? AND c.value = ?"
-)
+    groups: list[str] | None = None  # None: memberships left as they are
 
 
 def find_person(conn: sqlite3.Connection, event: Event) -> Person | None:
     """The cached person matching the event's credentials, strongest first."""
-    for kind, value in _lookup_keys(event):
-        row = conn.execute(_FIND, (kind, value)).fetchone()
-        if row is not None:
-            return Person(
-                id=row[0],
-                name=row[1],
-                blocked=bool(row[2]),
-                valid_from=row[3],
-                valid_until=row[4],
-            )
-    return None
+    return cache.find_person(conn, event)
 
 
 # ----- parsing ------------------------------------------------------------------------------
 
 
-def _parse_time(value: str, tz: ZoneInfo, end: bool) -> float:
+def _parse_time(value: Any, tz: ZoneInfo, end: bool) -> float:
     """ISO date or date-time, naive ones in the site's zone; an end date is inclusive."""
-    text = value.strip()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)  # epoch seconds (JSON)
+    text = str(value).strip()
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
@@ -132,11 +105,11 @@ def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow |
         problems.append(f"type: {kind!r} is not one of {', '.join(PERSON_TYPES)}")
     times: dict[str, float | None] = {}
     for column in ("valid_from", "valid_until"):
-        text = _as_text(raw.get(column))
+        value = raw.get(column)
         times[column] = None
-        if text:
+        if _as_text(value):
             try:
-                times[column] = _parse_time(text, tz, end=column == "valid_until")
+                times[column] = _parse_time(value, tz, end=column == "valid_until")
             except ValueError as exc:
                 problems.append(f"{column}: {exc}")
     start, stop = times["valid_from"], times["valid_until"]
@@ -155,6 +128,7 @@ def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow |
                 credentials.append((cred_kind, text))
     if pid and not any(k == "user_id" for k, _ in credentials):
         credentials.append(("user_id", pid))
+    groups = _groups(raw, problems)
     if problems:
         return None, [f"line {line}: {p}" for p in problems]
     person = PersonRow(
@@ -167,46 +141,35 @@ def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow |
         notes=_as_text(raw.get("notes")),
         credentials=credentials,
         line=line,
+        groups=groups,
     )
     return person, []
 
 
-def _records(text: str, fmt: str) -> list[tuple[int, dict[str, Any]]]:
-    if fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ImportFileError([f"line {exc.lineno}: not valid JSON: {exc.msg}"]) from None
-        if isinstance(data, dict):
-            data = data.get("people")
-        if not isinstance(data, list):
-            raise ImportFileError(['line 1: expected a list of people or {"people": [...]}'])
-        out = []
-        for index, item in enumerate(data, start=1):
-            if not isinstance(item, dict):
-                raise ImportFileError([f"item {index}: expected an object"])
-            out.append((index, item))
-        return out
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise ImportFileError(["line 1: empty file (expected a header row)"])
-    rows = []
-    for row in reader:
-        extra = row.pop(None, None)  # type: ignore[call-overload]
-        if extra:
-            raise ImportFileError([f"line {reader.line_num}: more values than header columns"])
-        rows.append((reader.line_num, {k.strip(): v for k, v in row.items() if k}))
-    return rows
+def _groups(raw: dict[str, Any], problems: list[str]) -> list[str] | None:
+    if "groups" not in raw:
+        return None
+    value = raw["groups"]
+    items = value if isinstance(value, list) else _as_text(value).split("|")
+    groups = sorted({_as_text(g) for g in items if _as_text(g)})
+    for group in groups:
+        if not access.NAME.fullmatch(group):
+            problems.append(f"groups: {group!r} is not a group id (letters, digits, '_.:@-')")
+    return groups
 
 
 def parse_file(path: Path, tz: ZoneInfo, fmt: str | None = None) -> list[PersonRow]:
-    """Parse and validate a whole file; raise ImportFileError listing every bad row."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImportFileError([f"{path}: cannot read: {exc}"]) from None
-    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
-    return parse_records(_records(text, fmt), tz)
+    """Parse and validate a people file; raise ImportFileError listing every bad row."""
+    doc = load_file(path, tz, fmt)
+    if doc.people is None:
+        raise ImportFileError(['line 1: expected a list of people or {"people": [...]}'])
+    return doc.people
+
+
+def load_file(path: Path, tz: ZoneInfo, fmt: str | None = None) -> Document:
+    """Parse and validate a whole file (CSV people, or a JSON list or document)."""
+    data, lines = importfile.read(path, fmt)
+    return parse_document(data, tz, lines)
 
 
 def parse_records(records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo) -> list[PersonRow]:
@@ -227,7 +190,7 @@ def parse_records(records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo) -> li
         for cred in person.credentials:
             if cred in creds:
                 problems.append(
-                    f"line {line}: {cred[0]} {_mask(cred[1])} already on line {creds[cred]}"
+                    f"line {line}: {cred[0]} {mask(cred[1])} already on line {creds[cred]}"
                 )
             creds[cred] = line
         people.append(person)
@@ -236,10 +199,86 @@ def parse_records(records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo) -> li
     return people
 
 
-def _mask(value: str) -> str:
+def mask(value: str) -> str:
     """Credentials are never printed in full: at most the last 4 characters, half at most."""
     keep = min(4, len(value) // 2)
     return "*" * (len(value) - keep) + value[len(value) - keep :]
+
+
+# ----- documents ----------------------------------------------------------------------------
+
+
+@dataclass
+class Document:
+    """A validated import: each section None when the file does not have it."""
+
+    people: list[PersonRow] | None = None
+    groups: list[access.GroupRow] | None = None
+    schedules: list[access.ScheduleRow] | None = None
+    holidays: list[access.HolidayRow] | None = None
+    doors: list[access.DoorRow] | None = None
+    permissions: list[access.PermissionRow] | None = None
+
+
+SECTIONS = ("people", *access.SECTIONS)
+
+
+def _section(data: dict[str, Any], name: str, lines: dict[str, list[int]], out: list[str]) -> Any:
+    items = data.get(name)
+    if items is None:
+        return None
+    where = lines.get(name, [])
+    if not isinstance(items, list):
+        out.append(f"{name}: expected a list")
+        return None
+    records = []
+    for index, item in enumerate(items):
+        line = where[index] if index < len(where) else index + 1
+        if not isinstance(item, dict):
+            out.append(f"line {line}: {name}[{index}]: expected an object")
+            continue
+        records.append((line, item))
+    return records
+
+
+def parse_document(data: Any, tz: ZoneInfo, lines: dict[str, list[int]] | None = None) -> Document:
+    """Validate a document (or a bare list of people); every problem at once."""
+    lines = lines or {}
+    if isinstance(data, list):
+        data = {"people": data}
+    if not isinstance(data, dict):
+        raise ImportFileError(["line 1: expected a list of people or an object of sections"])
+    problems = [f"{key}: unknown section" for key in sorted(set(data) - set(SECTIONS))]
+    doc = Document()
+    records = _section(data, "people", lines, problems)
+    if records is not None:
+        try:
+            doc.people = parse_records(records, tz)
+        except ImportFileError as exc:
+            problems.extend(exc.problems)
+    found = access.Problems()
+    for name, parse in access.PARSERS.items():
+        records = _section(data, name, lines, problems)
+        if records is not None:
+            setattr(doc, name, [parse(raw, line, found) for line, raw in records])
+    _duplicates(doc, found)
+    problems.extend(found.items)
+    if problems:
+        raise ImportFileError(problems)
+    return doc
+
+
+def _duplicates(doc: Document, found: access.Problems) -> None:
+    for name, key in (
+        ("groups", lambda r: r.id),
+        ("schedules", lambda r: r.id),
+        ("holidays", lambda r: r.key),
+        ("doors", lambda r: r.name),
+        ("permissions", lambda r: r.key),
+    ):
+        rows = getattr(doc, name)
+        if rows:
+            access.duplicates(rows, key, name[:-1], found)
 
 
 # ----- applying -----------------------------------------------------------------------------
@@ -262,10 +301,17 @@ def _current(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
     creds: dict[str, list[tuple[str, str]]] = {}
     for kind, value, pid in conn.execute("SELECT kind, value, person_id FROM credentials"):
         creds.setdefault(pid, []).append((kind, value))
-    return {r[0]: (*tuple(r)[1:], sorted(creds.get(r[0], []))) for r in rows}
+    groups: dict[str, list[str]] = {}
+    for pid, gid in conn.execute("SELECT person_id, group_id FROM person_groups"):
+        groups.setdefault(pid, []).append(gid)
+    return {
+        r[0]: (*tuple(r)[1:], sorted(creds.get(r[0], [])), sorted(groups.get(r[0], [])))
+        for r in rows
+    }
 
 
-def _signature(p: PersonRow) -> tuple[Any, ...]:
+def _signature(p: PersonRow, old_groups: list[str]) -> tuple[Any, ...]:
+    groups = old_groups if p.groups is None else sorted(p.groups)
     return (
         p.name,
         p.type,
@@ -274,50 +320,60 @@ def _signature(p: PersonRow) -> tuple[Any, ...]:
         int(p.blocked),
         p.notes,
         sorted(p.credentials),
+        groups,
     )
+
+
+def _transaction(conn: sqlite3.Connection, dry_run: bool, work: Callable[[], T]) -> T:
+    """Run ``work`` in one write transaction; a dry run is rolled back, an error too."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        conn.execute("ROLLBACK" if dry_run else "COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise ImportFileError([f"the database refused the change: {exc}"]) from None
+        raise
+    return result
 
 
 def apply(
     conn: sqlite3.Connection, people: list[PersonRow], replace: bool, dry_run: bool = False
 ) -> ImportResult:
     """Upsert people in one transaction (``replace``: remove everyone else); all or nothing."""
+    return _transaction(conn, dry_run, lambda: _apply_people(conn, people, replace))
+
+
+def _apply_people(conn: sqlite3.Connection, people: list[PersonRow], replace: bool) -> ImportResult:
     result = ImportResult()
-    now = time.time()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        current = _current(conn)
-        incoming = {p.id for p in people}
-        owners = {
-            (k, v): pid
-            for k, v, pid in conn.execute("SELECT kind, value, person_id FROM credentials")
-        }
-        problems = []
-        for p in people:
-            for cred in p.credentials:
-                owner = owners.get(cred)
-                if owner and owner != p.id and owner not in incoming and not replace:
-                    problems.append(
-                        f"line {p.line}: {cred[0]} {_mask(cred[1])} belongs to person {owner!r}"
-                    )
-        if problems:
-            raise ImportFileError(problems)
-        for p in people:
-            old = current.get(p.id)
-            if old is None:
-                result.added.append(p.id)
-            elif old != _signature(p):
-                result.updated.append(p.id)
-            else:
-                result.unchanged.append(p.id)
-        if replace:
-            result.removed = sorted(set(current) - incoming)
-        if not dry_run:
-            _write(conn, people, result.removed, now)
-        conn.execute("ROLLBACK" if dry_run else "COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    current = _current(conn)
+    incoming = {p.id for p in people}
+    owners = {
+        (k, v): pid for k, v, pid in conn.execute("SELECT kind, value, person_id FROM credentials")
+    }
+    problems = []
+    for p in people:
+        for cred in p.credentials:
+            owner = owners.get(cred)
+            if owner and owner != p.id and owner not in incoming and not replace:
+                problems.append(
+                    f"line {p.line}: {cred[0]} {mask(cred[1])} belongs to person {owner!r}"
+                )
+    if problems:
+        raise ImportFileError(problems)
+    for p in people:
+        old = current.get(p.id)
+        if old is None:
+            result.added.append(p.id)
+        elif old != _signature(p, old[-1]):
+            result.updated.append(p.id)
+        else:
+            result.unchanged.append(p.id)
+    if replace:
+        result.removed = sorted(set(current) - incoming)
+    _write(conn, people, result.removed, time.time())
     return result
 
 
@@ -328,6 +384,7 @@ def _write(
         conn.execute("DELETE FROM people WHERE id = ?", (pid,))
     for p in people:
         conn.execute("DELETE FROM credentials WHERE person_id = ?", (p.id,))
+    access.ensure_groups(conn, {g for p in people for g in p.groups or ()})
     for p in people:
         conn.execute(
             "INSERT INTO people (id, name, type, valid_from, valid_until, blocked, notes, "
@@ -341,3 +398,179 @@ def _write(
             "INSERT INTO credentials (kind, value, person_id) VALUES (?,?,?)",
             [(k, v, p.id) for k, v in p.credentials],
         )
+        if p.groups is not None:
+            conn.execute("DELETE FROM person_groups WHERE person_id = ?", (p.id,))
+            conn.executemany(
+                "INSERT INTO person_groups (person_id, group_id) VALUES (?,?)",
+                [(p.id, g) for g in p.groups],
+            )
+
+
+def apply_document(
+    conn: sqlite3.Connection, doc: Document, replace: bool, dry_run: bool = False
+) -> dict[str, ImportResult]:
+    """Apply every section present in one transaction; ``replace`` is per section present."""
+    return _transaction(conn, dry_run, lambda: _apply_document(conn, doc, replace))
+
+
+def _keyed(before: dict[Any, tuple[Any, ...]], rows: list[Any], replace: bool) -> ImportResult:
+    result = ImportResult()
+    for row in rows:
+        old = before.get(row.key)
+        bucket = result.added if old is None else result.updated
+        if old is not None and old == row.signature():
+            bucket = result.unchanged
+        bucket.append(_label(row.key))
+    if replace:
+        result.removed = sorted(_label(k) for k in set(before) - {r.key for r in rows})
+    return result
+
+
+def _label(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if len(key) == 4:  # a holiday: (year, month, day, kind)
+        year, month, day, kind = key
+        return f"{f'{year}-' if year else ''}{month:02d}-{day:02d} {kind}"
+    return "/".join(str(k) for k in key if k not in (None, ""))
+
+
+def _apply_document(conn: sqlite3.Connection, doc: Document, replace: bool) -> dict[str, Any]:
+    _check_references(conn, doc, replace)
+    results: dict[str, ImportResult] = {}
+    before = access.signatures(conn)
+    for name in ("groups", "schedules", "holidays", "doors"):
+        rows = getattr(doc, name)
+        if rows is not None:
+            results[name] = _keyed(before[name], rows, replace)
+            getattr(access, f"write_{name}")(conn, rows, replace)
+    if doc.people is not None:
+        results["people"] = _apply_people(conn, doc.people, replace)
+    if doc.permissions is not None:
+        access.ensure_groups(conn, {p.group for p in doc.permissions})
+        results["permissions"] = _keyed(before["permissions"], doc.permissions, replace)
+        access.write_permissions(conn, doc.permissions, replace)
+    return results
+
+
+def _check_references(conn: sqlite3.Connection, doc: Document, replace: bool) -> None:
+    """Permissions must name schedules that exist once the document is applied."""
+    known = {s.id for s in doc.schedules or ()}
+    if doc.schedules is None or not replace:
+        known |= access.existing(conn, "schedules")
+    problems = [
+        f"line {p.line}: schedule {p.schedule!r} is not defined"
+        for p in doc.permissions or ()
+        if p.schedule is not None and p.schedule not in known
+    ]
+    if problems:
+        raise ImportFileError(problems)
+
+
+# ----- reading and removing -----------------------------------------------------------------
+
+
+def _iso(ts: float | None, tz: ZoneInfo) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+
+
+def _person_dicts(conn: sqlite3.Connection, tz: ZoneInfo, person_id: str | None = None) -> Any:
+    creds: dict[str, dict[str, list[str]]] = {}
+    groups: dict[str, list[str]] = {}
+    columns = {kind: column for column, kind in CREDENTIAL_COLUMNS.items()}
+    args: tuple[str, ...] = ()
+    where = scoped = ""
+    if person_id is not None:
+        where, scoped, args = "WHERE id = ?", "WHERE person_id = ?", (person_id,)
+    people = conn.execute(
+        "SELECT id, name, type, valid_from, valid_until, blocked, notes FROM people "
+        f"{where} ORDER BY id",
+        args,
+    ).fetchall()
+    for kind, value, pid in conn.execute(
+        f"SELECT kind, value, person_id FROM credentials {scoped} ORDER BY kind, value", args
+    ):
+        creds.setdefault(pid, {}).setdefault(columns.get(kind, kind), []).append(value)
+    for pid, gid in conn.execute(
+        f"SELECT person_id, group_id FROM person_groups {scoped} ORDER BY group_id", args
+    ):
+        groups.setdefault(pid, []).append(gid)
+    for row in people:
+        pid = row[0]
+        out: dict[str, Any] = {
+            "id": pid,
+            "name": row[1],
+            "type": row[2],
+            "valid_from": _iso(row[3], tz),
+            "valid_until": _iso(row[4], tz),
+            "blocked": bool(row[5]),
+            "notes": row[6],
+        }
+        for column in CREDENTIAL_COLUMNS:
+            out[column] = creds.get(pid, {}).get(column, [])
+        out["groups"] = groups.get(pid, [])
+        yield out
+
+
+def export(conn: sqlite3.Connection, tz: ZoneInfo) -> dict[str, Any]:
+    """Everything importable, as a document ``edged people import`` reads back."""
+    return {"people": list(_person_dicts(conn, tz)), **access.snapshot(conn)}
+
+
+def export_csv(conn: sqlite3.Connection, tz: ZoneInfo, out: io.TextIOBase | Any) -> int:
+    """Write people as CSV (lists joined by ``|``); returns how many."""
+    writer = csv.DictWriter(out, fieldnames=list(COLUMNS))
+    writer.writeheader()
+    count = 0
+    for person in _person_dicts(conn, tz):
+        row = {k: "|".join(v) if isinstance(v, list) else v for k, v in person.items()}
+        row["blocked"] = "true" if person["blocked"] else "false"
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        count += 1
+    return count
+
+
+def show(conn: sqlite3.Connection, person_id: str, tz: ZoneInfo) -> dict[str, Any] | None:
+    """One person with credentials and groups, or None."""
+    found = list(_person_dicts(conn, tz, person_id))
+    return found[0] if found else None
+
+
+def listing(
+    conn: sqlite3.Connection, group: str | None = None, limit: int = 0, after: str = ""
+) -> list[dict[str, Any]]:
+    """People in id order (optionally of one group), without credentials."""
+    sql = (
+        "SELECT p.id, p.name, p.type, p.blocked, p.valid_from, p.valid_until, "
+        "(SELECT group_concat(group_id, '|') FROM person_groups g WHERE g.person_id = p.id) "
+        "FROM people p"
+    )
+    args: list[Any] = [after]
+    where = " WHERE p.id > ?"
+    if group:
+        where += " AND p.id IN (SELECT person_id FROM person_groups WHERE group_id = ?)"
+        args.append(group)
+    sql += where + " ORDER BY p.id" + (" LIMIT ?" if limit else "")
+    if limit:
+        args.append(limit)
+    keys = ("id", "name", "type", "blocked", "valid_from", "valid_until", "groups")
+    out = []
+    for row in conn.execute(sql, args):
+        item = dict(zip(keys, row, strict=True))
+        item["blocked"] = bool(item["blocked"])
+        item["groups"] = sorted((item["groups"] or "").split("|")) if item["groups"] else []
+        out.append(item)
+    return out
+
+
+def remove(conn: sqlite3.Connection, ids: list[str], dry_run: bool = False) -> list[str]:
+    """Delete people (credentials and memberships with them); returns those that existed."""
+
+    def work() -> list[str]:
+        gone = []
+        for pid in dict.fromkeys(ids):
+            if conn.execute("DELETE FROM people WHERE id = ?", (pid,)).rowcount:
+                gone.append(pid)
+        return gone
+
+    return _transaction(conn, dry_run, work)

@@ -17,13 +17,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import people, policy
+from edged import cache, policy
 from edged.config import Config
 from edged.errors import PayloadError, StoreError
 from edged.logs import RateLimitedLog
@@ -57,7 +58,7 @@ def ack_body() -> dict[str, Any]:
     return {"code": 200, "msg": "success", "message": "success", "data": {}}
 
 
-def auth_body(decision: policy.Decision, event: Event, tips: dict[str, str]) -> dict[str, Any]:
+def auth_body(decision: policy.Decision, event: Event) -> dict[str, Any]:
     """The answer to a remote-auth request."""
     user = event.user
     person = decision.person
@@ -67,7 +68,7 @@ def auth_body(decision: policy.Decision, event: Event, tips: dict[str, str]) -> 
         "message": "OK",
         "data": {
             "pass": decision.granted,
-            "customtips": policy.tip(decision.reason, tips),
+            "customtips": decision.customtips,
             "verify_code": decision.verify_code,
             "user_id": (user.user_id if user else None) or (person.id if person else ""),
             "user_name": (person.name if person else None) or (user.name if user else "") or "",
@@ -126,7 +127,8 @@ class Receiver:
         self.listeners: list[Listener] = []
         self.stats = ReceiverStats()
         self.bad_log = RateLimitedLog(log, per_minute=10)
-        self.tips = dict(cfg.tips)
+        self.tips = policy.Tips.from_config(cfg.tips, cfg.site.language)
+        self.tz = ZoneInfo(cfg.site.timezone)
 
     def _load_seen(self) -> dict[str, TerminalSeen]:
         rows = self.store.db.conn.execute(
@@ -221,25 +223,37 @@ class Receiver:
         """Decide a remote-auth request; the Record carries the answer to send."""
         now = self.clock()
         replay = policy.replay_of(event, now, self.cfg.receiver.stale_after)
-        person = people.find_person(self.store.db.conn, event)
-        decision = policy.decide(event, person, now, replay)
+        door = self.door_of(event.serial)
+        settings, view = cache.load(self.store.db.conn, event, door, now, self.tz)
+        decision = policy.decide(event, settings, view, now, replay, self.tips)
         return Record(
             event=event,
             received_at=now,
             replay=replay,
             terminal=terminal,
-            response=auth_body(decision, event, self.tips),
+            response=auth_body(decision, event),
             decision="pass" if decision.granted else "deny",
             reason=decision.reason.value,
             rule=decision.rule,
-            person_id=person.id if person else None,
+            person_id=view.person.id if view.person else None,
             source="cache",
+            door=door,
+            explain=list(decision.steps),
         )
+
+    def door_of(self, serial: str) -> str:
+        """The door a terminal serves: its ``door``, else its name, else its serial."""
+        terminal = self.cfg.terminal_by_serial(serial)
+        if terminal is None:
+            return serial
+        return terminal.door or terminal.name
 
     def acknowledge(self, event: Event, terminal: str | None) -> Record:
         now = self.clock()
         replay = policy.replay_of(event, now, self.cfg.receiver.stale_after)
-        return Record(event, now, replay, terminal, ack_body())
+        record = Record(event, now, replay, terminal, ack_body())
+        record.door = self.door_of(event.serial)
+        return record
 
     def notify(self, event: Event, record: Record, stored: Stored) -> None:
         for listener in self.listeners:

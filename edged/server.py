@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from edged import admin, clock, config, doors, receiver
+from edged import admin, automation, clock, config, doors, receiver
 from edged.errors import EdgedError
 from edged.store import Store
 
@@ -176,6 +177,8 @@ def build(cfg: config.Config) -> Daemon:
         adm.readiness.append(site.readiness)
         daemon.services.append(site.service)  # attaches; at stop every lock back to locked
         daemon.doors = site
+        tz = ZoneInfo(cfg.site.timezone)
+        daemon.services.append(lambda d: automation.run(site, store.db.conn, tz))
     # ----- end doors -----
     return daemon
 

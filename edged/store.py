@@ -84,6 +84,8 @@ class Record:
     rule: str | None = None
     person_id: str | None = None
     source: str | None = None  # who decided: "cache", "upstream"
+    door: str | None = None  # the door the terminal serves
+    explain: list[str] | None = None  # the decision's steps, for `edged why`
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +127,8 @@ _INSERT = """
 INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
     user_id, user_name, person_id, recognition, recognize_status, score, entry_mode,
     terminal_pass, alarm_code, alarm_status, trace_id, replayed, replay_reason, decision, reason,
-    rule, source, response, raw)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    rule, source, response, raw, door, explain)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
@@ -162,6 +164,8 @@ def _row(rec: Record) -> tuple[Any, ...]:
         rec.source,
         json.dumps(rec.response, separators=(",", ":")),
         json.dumps(ev.raw, separators=(",", ":"), default=str),
+        rec.door,
+        None if rec.explain is None else json.dumps(rec.explain, ensure_ascii=False),
     )
 
 

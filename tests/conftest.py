@@ -208,6 +208,22 @@ def auth_request(
     return body
 
 
+def grant_person(db_path: Path, pid: str = "e-1", door: str = "lobby", **fields: Any) -> None:
+    """Import a person in group 'staff', which may use ``door`` at any time."""
+    from zoneinfo import ZoneInfo
+
+    from edged import people, store
+
+    row = {"id": pid, "name": "Ann Example", "groups": "staff", **fields}
+    doc = {"people": [row], "permissions": [{"group": "staff", "door": door}]}
+    parsed = people.parse_document(doc, ZoneInfo("UTC"))
+    conn = store.connect(db_path)
+    try:
+        people.apply_document(conn, parsed, replace=False)
+    finally:
+        conn.close()
+
+
 def asgi_client(app: Any, host: str = "127.0.0.1") -> httpx.AsyncClient:
     """An httpx client through the ASGI stack, from a chosen source address."""
     transport = httpx.ASGITransport(app=app, client=(host, 40000))

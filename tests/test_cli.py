@@ -33,10 +33,15 @@ def cfg_file(cfg: config.Config, tmp_path: Path) -> Path:
 def test_people_import_csv_then_decisions_use_it(
     cfg_file: Path, tmp_path: Path, live: LiveDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"permissions": [{"group": "staff", "door": "lobby"}]}))
     csv = tmp_path / "people.csv"
-    csv.write_text("id,name,valid_until,ic_number\ne-1,Ann Example,2999-12-31,111|222\n")
+    csv.write_text(
+        "id,name,groups,valid_until,ic_number\ne-1,Ann Example,staff,2999-12-31,111|222\n"
+    )
     before = httpx.post(f"{live.url}/auth", json=auth_request(ts=time.time() - 1)).json()
     assert before["data"]["pass"] is False
+    assert cli.main(["people", "import", str(rules), "-c", str(cfg_file)]) == 0
     assert cli.main(["people", "import", str(csv), "-c", str(cfg_file)]) == 0
     assert "add 1" in capsys.readouterr().out
     after = httpx.post(f"{live.url}/auth", json=auth_request()).json()  # no restart

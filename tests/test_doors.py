@@ -18,10 +18,10 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged import cli, doors, people, store
+from edged import cli, doors, store
 from edged.config import Config
 from edged.receiver import Receiver, create_app
-from tests.conftest import LiveDaemon, asgi_client, auth_request
+from tests.conftest import LiveDaemon, asgi_client, auth_request, grant_person
 
 pytestmark = pytest.mark.anyio
 
@@ -154,12 +154,7 @@ async def rig(door_cfg: Config) -> AsyncIterator[tuple[doors.Doors, Receiver]]:
 
 
 def add_person(path: Path, pid: str = "e-1") -> None:
-    from zoneinfo import ZoneInfo
-
-    rows = people.parse_records([(1, {"id": pid, "name": "Ann Example"})], ZoneInfo("UTC"))
-    conn = store.connect(path)
-    people.apply(conn, rows, replace=False)
-    conn.close()
+    grant_person(path, pid, door="lobby")
 
 
 def flush(site: doors.Doors) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,10 +32,12 @@ async def receiver(cfg: Config) -> AsyncIterator[Receiver]:
 
 
 def add_person(rec: Receiver, pid: str = "e-1", **fields: object) -> None:
-    row = {"id": pid, "name": "Ann Example", **fields}
-    rows = people.parse_records([(1, row)], __import__("zoneinfo").ZoneInfo("UTC"))
+    """A person in group 'staff', which may use door 'lobby' (the terminal's name) always."""
+    row = {"id": pid, "name": "Ann Example", "groups": "staff", **fields}
+    doc = {"people": [row], "permissions": [{"group": "staff", "door": "lobby"}]}
+    parsed = people.parse_document(doc, ZoneInfo("UTC"))
     conn = store.connect(rec.store.path)
-    people.apply(conn, rows, replace=False)
+    people.apply_document(conn, parsed, replace=False)
     conn.close()
 
 
