@@ -130,8 +130,8 @@ class Edged:
 
 
 @contextmanager
-def edged_server(tmp: Path) -> Iterator[Edged]:
-    """Configure, load one person, start edged; stop it at the end."""
+def edged_server(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Edged]:
+    """Configure, load one person, start edged (``env`` added to its environment); stop it."""
     port, admin_port = free_port(), free_port()
     cfg = tmp / "edged.toml"
     cfg.write_text(
@@ -140,10 +140,16 @@ def edged_server(tmp: Path) -> Iterator[Edged]:
     people = tmp / "people.json"
     people.write_text(json.dumps([{"id": "p-1", "name": "Ann Example", "user_id": USER_ID}]))
     edged = [sys.executable, "-m", "edged"]
-    subprocess.run([*edged, "people", "import", str(people), "-c", str(cfg)], check=True)
+    environ = {**os.environ, **(env or {})}
+    subprocess.run(
+        [*edged, "people", "import", str(people), "-c", str(cfg)],
+        check=True,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+    )
     log = tmp / "edged.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([*edged, "run", "-c", str(cfg)], stderr=err)
+        proc = subprocess.Popen([*edged, "run", "-c", str(cfg)], stderr=err, env=environ)
     try:
         wait_listening(port, proc, "edged", log)
         wait_listening(admin_port, proc, "edged admin", log)
@@ -277,6 +283,7 @@ def start_profiler(
     spy = Path(sys.executable).parent / "py-spy"
     fmt = "speedscope" if out.endswith(".json") else "raw" if out.endswith(".txt") else "flamegraph"
     cmd = [str(spy), "record", "--pid", str(edged.proc.pid), "--threads", "--rate", "250"]
+    cmd += os.environ.get("PYSPY_ARGS", "").split()
     proc = subprocess.Popen([*cmd, "--format", fmt, "--output", out, "--nonblocking"])
     time.sleep(1.0)
     return proc
@@ -420,7 +427,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         metavar="FILE",
         help="sample edged with py-spy (pip install py-spy) during the rounds: .svg flame graph, "
-        ".txt collapsed stacks, .json speedscope",
+        ".txt collapsed stacks, .json speedscope; extra py-spy options in $PYSPY_ARGS "
+        "(e.g. --gil: only the thread holding the GIL)",
     )
     p.add_argument("--profile-only", choices=WORKLOADS, help="run only this workload")
     return p.parse_args(argv)
