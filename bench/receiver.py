@@ -159,15 +159,15 @@ def edged_server(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Edged
 
 
 @contextmanager
-def bare_server(tmp: Path) -> Iterator[int]:
-    """Start the bare endpoint; yields its port."""
+def bare_server(tmp: Path) -> Iterator[tuple[int, int]]:
+    """Start the bare endpoint; yields its port and process id."""
     port = free_port()
     log = tmp / "bare.log"
     with log.open("wb") as err:
         proc = subprocess.Popen([sys.executable, str(HERE / "bare_app.py"), str(port)], stderr=err)
     try:
         wait_listening(port, proc, "bare endpoint", log)
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc)
 
@@ -196,6 +196,12 @@ def drive(port: int, workload: str, args: argparse.Namespace, tag: int) -> dict[
     return dict(json.loads(out.stdout))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(sorted_values: list[int], q: float) -> float:
     """Nearest-rank percentile of sorted values."""
     if not sorted_values:
@@ -212,6 +218,8 @@ class Series:
     requests: int = 0
     wall_s: float = 0.0
     gen_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    sent: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     granted: int = 0
     rounds: list[dict[str, float]] = field(default_factory=list)
@@ -222,6 +230,8 @@ class Series:
         self.requests += len(lat)
         self.wall_s += run["wall_s"]
         self.gen_cpu_s += run["cpu_s"]
+        self.server_cpu_s += run["server_cpu_s"]
+        self.sent += run["sent"]
         self.granted += run["granted"]
         for code, count in run["statuses"].items():
             self.statuses[code] = self.statuses.get(code, 0) + count
@@ -244,6 +254,7 @@ class Series:
             "max_ms": (ordered[-1] / 1000) if ordered else float("nan"),
             "rps": self.requests / self.wall_s if self.wall_s else 0.0,
             "gen_cpu": self.gen_cpu_s / self.wall_s if self.wall_s else 0.0,
+            "server_cpu_ms_per_request": 1000 * self.server_cpu_s / self.sent if self.sent else 0.0,
             "statuses": self.statuses,
             "granted": self.granted,
             "rounds": self.rounds,
@@ -305,17 +316,21 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     workloads = [w for w in WORKLOADS if args.profile_only in (None, w)]
     series = {(s, w): Series() for s in SERVERS for w in WORKLOADS}
     batches: dict[str, list[float]] = {w: [] for w in WORKLOADS}
-    with edged_server(tmp) as edged, bare_server(tmp) as bare_port:
+    with edged_server(tmp) as edged, bare_server(tmp) as (bare_port, bare_pid):
         rss_start = edged.memory_kb()
         profiler = start_profiler(edged, args.profile, args.profile_only)
         ports = {"edged": edged.port, "bare": bare_port}
+        pids = {"edged": edged.proc.pid, "bare": bare_pid}
         tag = 0
         for rnd in range(args.rounds):
             for workload in workloads:
                 for server in SERVERS:
                     before = edged.store_stats() if server == "edged" else {}
                     tag += 1
+                    cpu = cpu_seconds(pids[server])
                     run = drive(ports[server], workload, args, tag)
+                    run["server_cpu_s"] = cpu_seconds(pids[server]) - cpu
+                    run["sent"] = args.requests + args.warmup
                     series[(server, workload)].add(run)
                     if before:
                         after = edged.store_stats()
@@ -362,7 +377,7 @@ def report(data: dict[str, Any]) -> str:
         f"(+{data['args']['warmup']} warm-up), servers alternated",
         "",
         f"{'workload':9} {'server':6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} "
-        f"{'gen CPU':>8}  statuses",
+        f"{'CPU/req':>8} {'gen CPU':>8}  statuses",
     ]
     for w in data["workloads"]:
         for s in SERVERS:
@@ -370,7 +385,8 @@ def report(data: dict[str, Any]) -> str:
             extra = f", granted {r['granted']}" if w == "auth" and s == "edged" else ""
             lines.append(
                 f"{w:9} {s:6} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['max_ms']:8.1f} "
-                f"{r['rps']:8.0f} {r['gen_cpu']:8.0%}  {r['statuses']}{extra}"
+                f"{r['rps']:8.0f} {r['server_cpu_ms_per_request']:6.2f}ms {r['gen_cpu']:8.0%}  "
+                f"{r['statuses']}{extra}"
             )
     lines.append("")
     for w in data["workloads"]:
