@@ -160,8 +160,11 @@ def run(count: int, state: Path) -> None:
     cfg = config.parse(CONFIG.format(state=state, serial=SERIAL), "bench")
     edged = Running(cfg)
     db = store.connect(cfg.storage.database_path)
-    rows = people.parse_records([(1, {"id": "p-1", "name": "Bench"})], ZoneInfo("UTC"))
-    people.apply(db, rows, replace=False)
+    doc = {
+        "people": [{"id": "p-1", "name": "Bench", "groups": "staff"}],
+        "permissions": [{"group": "staff", "door": "bench"}],
+    }
+    people.apply_document(db, people.parse_document(doc, ZoneInfo("UTC")), replace=False)
     db.close()
     assert edged.daemon.doors is not None
     door = edged.daemon.doors.doors["bench"]

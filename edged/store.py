@@ -290,8 +290,7 @@ class Store:
             self.stats.last_error = message
             log.error("store: %s", message)
             error = StoreError(message)
-            for item in items:
-                _resolve(item, None, error)
+            _resolve_all([(item, None, error) for item in items])
             return
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
@@ -299,11 +298,9 @@ class Store:
         self.stats.batch_sizes.append(len(items))
         if len(self.stats.batch_sizes) > 1000:
             del self.stats.batch_sizes[:500]
-        for item, stored in zip(items, results, strict=True):
-            self.stats.records += 1
-            if stored.duplicate:
-                self.stats.duplicates += 1
-            _resolve(item, stored, None)
+        self.stats.records += len(results)
+        self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
+        _resolve_all([(item, stored, None) for item, stored in zip(items, results, strict=True)])
 
     def _insert(self, conn: sqlite3.Connection, rec: Record, written: list[Path]) -> Stored:
         cur = conn.execute(_INSERT, _row(rec))
@@ -415,19 +412,28 @@ class Store:
 
 
 def _resolve(item: _Item, result: Any, error: BaseException | None) -> None:
-    if item.future is None or item.loop is None:
-        if error is not None:
-            log.warning("store: background write failed: %s", error)
-        return
-    fut = item.future
+    _resolve_all([(item, result, error)])
 
-    def done() -> None:
+
+def _resolve_all(outcomes: list[tuple[_Item, Any, BaseException | None]]) -> None:
+    """Wake the waiting requests: one wake-up of each event loop per batch, not per record."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+    for item, result, error in outcomes:
+        if item.future is None or item.loop is None:
+            if error is not None:
+                log.warning("store: background write failed: %s", error)
+            continue
+        by_loop.setdefault(item.loop, []).append((item.future, result, error))
+    for loop, waiting in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, waiting)
+
+
+def _settle(waiting: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, error in waiting:
         if fut.cancelled():
-            return
+            continue
         if error is not None:
             fut.set_exception(error)
         else:
             fut.set_result(result)
-
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-        item.loop.call_soon_threadsafe(done)
