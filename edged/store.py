@@ -116,6 +116,7 @@ class StoreStats:
     duplicates: int = 0
     images_bytes: int = 0
     images_pruned: int = 0
+    images_failed: int = 0
     last_error: str | None = None
     last_commit_at: float | None = None
     pending_items: int = 0
@@ -190,6 +191,7 @@ class Store:
             "SELECT COALESCE(SUM(image_bytes), 0) FROM events WHERE image_path IS NOT NULL"
         ).fetchone()
         self.stats.images_bytes = int(row[0])
+        self._files = _FileWriter(self.images_dir, self._snapshot_failed)
         self._thread = threading.Thread(target=self._run, name="edged-writer", daemon=True)
         self._thread.start()
 
@@ -234,6 +236,7 @@ class Store:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
+        self._files.close(timeout)
         self._writer_conn.close()
         self.db.conn.close()
 
@@ -275,17 +278,15 @@ class Store:
     def _commit_records(self, items: list[_Item]) -> None:
         conn = self._writer_conn
         results: list[Stored] = []
-        written: list[Path] = []
+        snapshots: list[tuple[Path, bytes]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in items:
                 assert item.record is not None
-                results.append(self._insert(conn, item.record, written))
+                results.append(self._insert(conn, item.record, snapshots))
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             self._rollback(conn)
-            for path in written:
-                path.unlink(missing_ok=True)
             message = f"cannot store records: {exc}"
             self.stats.last_error = message
             log.error("store: %s", message)
@@ -300,14 +301,18 @@ class Store:
             del self.stats.batch_sizes[:500]
         self.stats.records += len(results)
         self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
+        self.stats.images_bytes += sum(len(data) for _, data in snapshots)
         _resolve_all([(item, stored, None) for item, stored in zip(items, results, strict=True)])
+        self._files.write(snapshots)
 
-    def _insert(self, conn: sqlite3.Connection, rec: Record, written: list[Path]) -> Stored:
+    def _insert(
+        self, conn: sqlite3.Connection, rec: Record, snapshots: list[tuple[Path, bytes]]
+    ) -> Stored:
         cur = conn.execute(_INSERT, _row(rec))
         if cur.rowcount == 1:
             event_id = int(cur.lastrowid or 0)
             if rec.event.image_b64 and self.images_dir is not None:
-                self._write_image(conn, event_id, rec, written)
+                self._add_snapshot(conn, event_id, rec, snapshots)
             return Stored(event_id, False, rec.replay is not None, rec.response)
         row = conn.execute(
             "UPDATE events SET duplicates = duplicates + 1, last_duplicate_at = ? "
@@ -316,9 +321,14 @@ class Store:
         ).fetchone()
         return Stored(int(row["id"]), True, True, json.loads(row["response"]))
 
-    def _write_image(
-        self, conn: sqlite3.Connection, event_id: int, rec: Record, written: list[Path]
+    def _add_snapshot(
+        self,
+        conn: sqlite3.Connection,
+        event_id: int,
+        rec: Record,
+        snapshots: list[tuple[Path, bytes]],
     ) -> None:
+        """Record the snapshot's file in the row; the file is written after the commit."""
         assert self.images_dir is not None and rec.event.image_b64 is not None
         try:
             data = binascii.a2b_base64(rec.event.image_b64)
@@ -326,16 +336,33 @@ class Store:
             return
         if not data.startswith(b"\xff\xd8"):
             return  # not a JPEG: keep nothing rather than an unknown blob
-        day = time.strftime("%Y/%m/%d", time.gmtime(rec.received_at))
-        path = self.images_dir / day / f"{event_id}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        written.append(path)
+        relative = f"{time.strftime('%Y/%m/%d', time.gmtime(rec.received_at))}/{event_id}.jpg"
         conn.execute(
             "UPDATE events SET image_path = ?, image_bytes = ? WHERE id = ?",
-            (str(path.relative_to(self.images_dir)), len(data), event_id),
+            (relative, len(data), event_id),
         )
-        self.stats.images_bytes += len(data)
+        snapshots.append((self.images_dir / relative, data))
+
+    def _snapshot_failed(self, path: Path, size: int, error: OSError) -> None:
+        """A snapshot file could not be written (file thread): the row forgets it."""
+        assert self.images_dir is not None
+        relative = str(path.relative_to(self.images_dir))
+        with self._lock:
+            self.stats.images_bytes -= size
+            self.stats.images_failed += 1
+        self.submit_nowait(
+            lambda conn: conn.execute(
+                "UPDATE events SET image_path = NULL, image_bytes = NULL WHERE image_path = ?",
+                (relative,),
+            )
+        )
+        if self.stats.images_failed == 1 or self.stats.images_failed % 100 == 0:
+            log.error(
+                "store: cannot write snapshot %s (%d so far): %s",
+                relative,
+                self.stats.images_failed,
+                error,
+            )
 
     def _commit_job(self, item: _Item) -> None:
         conn = self._writer_conn
@@ -371,9 +398,9 @@ class Store:
                 self.stats.images_bytes = 0
                 return
             for row in rows:
-                (self.images_dir / row["image_path"]).unlink(missing_ok=True)
                 self.stats.images_bytes -= int(row["image_bytes"] or 0)
                 self.stats.images_pruned += 1
+            self._files.delete([self.images_dir / r["image_path"] for r in rows])
             ids = ",".join(str(int(r["id"])) for r in rows)
             conn.execute(
                 f"UPDATE events SET image_path = NULL, image_bytes = NULL WHERE id IN ({ids})"
@@ -398,17 +425,87 @@ class Store:
         ).fetchall()
         if not rows:
             return 0
-        for row in rows:
-            if row["image_path"] and self.images_dir is not None:
-                (self.images_dir / row["image_path"]).unlink(missing_ok=True)
-                self.stats.images_bytes -= int(row["image_bytes"] or 0)
+        if self.images_dir is not None:
+            images = [r for r in rows if r["image_path"]]
+            self.stats.images_bytes -= sum(int(r["image_bytes"] or 0) for r in images)
+            self._files.delete([self.images_dir / r["image_path"] for r in images])
         ids = ",".join(str(int(r["id"])) for r in rows)
         conn.execute(f"DELETE FROM events WHERE id IN ({ids})")
         return len(rows)
 
+    def sync_files(self, timeout: float = 10.0) -> bool:
+        """Wait until the snapshot files of everything committed so far are written."""
+        return self._files.sync(timeout)
+
     def healthy(self) -> bool:
         """The writer runs and its last commit did not fail."""
         return self._thread.is_alive() and self.stats.last_error is None
+
+
+class _FileWriter:
+    """Writes snapshot files (and deletes pruned ones) in order, off the commit path.
+
+    A snapshot is evidence, not the record: the record is durable at commit and answered then;
+    its JPEG follows a moment later from this thread (not fsynced: after a power cut the newest
+    snapshots may be missing, never the records). Deletes queue behind writes, so a pruned file
+    is never written back.
+    """
+
+    def __init__(self, root: Path | None, failed: Callable[[Path, int, OSError], None]) -> None:
+        self.root = root
+        self.failed = failed
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._dirs: set[Path] = set()
+        self._thread = threading.Thread(target=self._run, name="edged-files", daemon=True)
+        if root is not None:
+            self._thread.start()
+
+    def write(self, snapshots: list[tuple[Path, bytes]]) -> None:
+        """Queue files to write."""
+        if snapshots:
+            self._queue.put(("write", snapshots))
+
+    def delete(self, paths: list[Path]) -> None:
+        """Queue files to delete (after any queued write of them)."""
+        if paths:
+            self._queue.put(("delete", paths))
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until everything queued so far is on the file system."""
+        if not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(("mark", done))
+        return done.wait(timeout)
+
+    def close(self, timeout: float) -> None:
+        """Finish what is queued and stop."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (task := self._queue.get()) is not None:
+            kind, items = task
+            if kind == "write":
+                for path, data in items:
+                    self._write(path, data)
+            elif kind == "mark":
+                items.set()
+            else:
+                for path in items:
+                    with contextlib.suppress(OSError):
+                        path.unlink(missing_ok=True)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            if path.parent not in self._dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(path.parent)
+            path.write_bytes(data)
+        except OSError as exc:
+            self._dirs.discard(path.parent)
+            self.failed(path, len(data), exc)
 
 
 def _resolve(item: _Item, result: Any, error: BaseException | None) -> None:

@@ -69,6 +69,7 @@ async def test_pin_is_redacted_and_image_kept_out_of_database(receiver: Receiver
     stored = json.loads(raw)
     assert stored["data"]["user"]["pin"] == "***"
     assert "1234" not in raw and jpeg not in raw
+    assert receiver.store.sync_files()
     image = Path(receiver.cfg.storage.images_path) / path
     assert image.read_bytes().startswith(b"\xff\xd8")
 
