@@ -105,6 +105,7 @@ class Admin:
             "commits": stats.commits,
             "pending": stats.pending_items,
             "images_bytes": stats.images_bytes,
+            "images_failed": stats.images_failed,
         }
         ok = ok and store_ok
         clock_ok = clock.plausible(time.time())
