@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
@@ -23,6 +23,9 @@ from edged import clock, people, store
 from edged.config import Config
 from edged.errors import ImportFileError, StoreError
 from edged.receiver import Receiver, json_response
+
+if TYPE_CHECKING:
+    from edged.upstream import Upstream
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -78,6 +81,7 @@ class Admin:
         self.token = token
         self.started_at = time.time()
         self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
+        self.upstream: Upstream | None = None  # set by edged/upstream.py when configured
 
     def authorised(self, request: Request) -> Response | None:
         """None when the request may write, else the refusal."""
@@ -214,6 +218,18 @@ class Admin:
             conn.close()
         return json_response({"code": 200, "dry_run": dry_run, **result.__dict__})
 
+    async def outbox(self, request: Request) -> Response:
+        """Records not yet acknowledged by the upstream (edged/outbox.py)."""
+        if self.upstream is None or self.upstream.forwarder is None:
+            return json_response({"enabled": False, "depth": None})
+        return json_response(self.upstream.forwarder.status(time.time()))
+
+    async def upstream_status(self, request: Request) -> Response:
+        """Upstream decisions, outbox and people sync (edged/upstream.py)."""
+        if self.upstream is None:
+            return json_response({"enabled": False})
+        return json_response({"enabled": True, **self.upstream.status()})
+
 
 def _error(status: int, message: str) -> Response:
     return json_response({"code": status, "msg": message}, status)
@@ -228,6 +244,8 @@ def create_app(admin: Admin) -> Starlette:
         Route("/api/v1/events/{event_id}", admin.event),
         Route("/api/v1/terminals", admin.terminals),
         Route("/api/v1/people", admin.import_people, methods=["POST"]),
+        Route("/api/v1/outbox", admin.outbox),
+        Route("/api/v1/upstream", admin.upstream_status),
     ]
     app = Starlette(routes=routes)
     app.state.admin = admin

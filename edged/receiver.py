@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ from edged.store import Record, Store, Stored
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event, Record, Stored], None]
+# (event, the request's raw bytes, the cache's record) -> the record to store and answer
+Authority = Callable[[Event, bytes | None, Record], Awaitable[Record]]
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -116,6 +118,8 @@ class Receiver:
         self.stats = ReceiverStats()
         self.bad_log = RateLimitedLog(log, per_minute=10)
         self.tips = dict(cfg.tips)
+        # Asked after the cache decided; may replace the answer (edged/upstream.Authority).
+        self.authority: Authority | None = None
 
     # ----- checks ---------------------------------------------------------------------------
 
@@ -185,7 +189,7 @@ class Receiver:
             terminal = self.terminal_name(event.serial)
             self.mark_seen(event.serial, address, push=True)
             if event.kind is Kind.AUTH:
-                record = await self.decide(event, terminal)
+                record = await self.decide(event, terminal, raw)
             else:
                 record = self.acknowledge(event, terminal)
             stored = await self.store.save(record)
@@ -200,13 +204,13 @@ class Receiver:
             self.notify(event, record, stored)
         return json_response(stored.response)
 
-    async def decide(self, event: Event, terminal: str | None) -> Record:
+    async def decide(self, event: Event, terminal: str | None, raw: bytes | None = None) -> Record:
         """Decide a remote-auth request; the Record carries the answer to send."""
         now = self.clock()
         replay = policy.replay_of(event, now, self.cfg.receiver.stale_after)
         person = people.find_person(self.store.db.conn, event)
         decision = policy.decide(event, person, now, replay)
-        return Record(
+        record = Record(
             event=event,
             received_at=now,
             replay=replay,
@@ -218,6 +222,10 @@ class Receiver:
             person_id=person.id if person else None,
             source="cache",
         )
+        # ----- upstream authority hook (edged/upstream.py): may replace the answer -----
+        if self.authority is not None:
+            record = await self.authority(event, raw, record)
+        return record
 
     def acknowledge(self, event: Event, terminal: str | None) -> Record:
         now = self.clock()

@@ -22,7 +22,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from edged import admin, clock, config, receiver
+from edged import admin, clock, config, receiver, upstream
 from edged.errors import EdgedError
 from edged.store import Store
 
@@ -160,7 +160,11 @@ def build(cfg: config.Config) -> Daemon:
         raise
     recv = receiver.Receiver(cfg, store)
     adm = admin.Admin(cfg, recv, token)
-    return Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
+    daemon = Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
+    # ----- upstream: decisions, forwarding, people sync (edged/upstream.py) -----
+    if cfg.upstream.enabled:
+        upstream.Upstream(cfg, store).install(daemon)
+    return daemon
 
 
 async def run(cfg: config.Config) -> None:

@@ -84,6 +84,7 @@ class Record:
     rule: str | None = None
     person_id: str | None = None
     source: str | None = None  # who decided: "cache", "upstream"
+    upstream_error: str | None = None  # why the upstream did not decide (edged/upstream.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +126,8 @@ _INSERT = """
 INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
     user_id, user_name, person_id, recognition, recognize_status, score, entry_mode,
     terminal_pass, alarm_code, alarm_status, trace_id, replayed, replay_reason, decision, reason,
-    rule, source, response, raw)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    rule, source, response, raw, upstream_error)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
@@ -162,6 +163,7 @@ def _row(rec: Record) -> tuple[Any, ...]:
         rec.source,
         json.dumps(rec.response, separators=(",", ":")),
         json.dumps(ev.raw, separators=(",", ":"), default=str),
+        rec.upstream_error,
     )
 
 
@@ -178,6 +180,8 @@ class Store:
         self.images_dir = Path(images_dir) if images_dir else None
         self.images_max_bytes = images_max_bytes
         self.stats = StoreStats()
+        # The highest event id retention may delete (the forwarding cursor: edged/outbox.py).
+        self.prune_limit: Callable[[sqlite3.Connection], int] | None = None
         self.db = open_database(self.path)  # loop-thread reads, also runs migrations
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -390,10 +394,13 @@ class Store:
                 return total
 
     def _prune_batch(self, conn: sqlite3.Connection, older_than: float, batch: int) -> int:
+        # The newest record always stays, so ids never restart from 1 (cursors over events.id
+        # stay valid); records past prune_limit (not yet forwarded) stay too.
+        limit = self.prune_limit(conn) if self.prune_limit is not None else -1
         rows = conn.execute(
             "SELECT id, image_path, image_bytes FROM events WHERE received_at < ? "
-            "ORDER BY id LIMIT ?",
-            (older_than, batch),
+            "AND id < (SELECT MAX(id) FROM events) AND (? < 0 OR id <= ?) ORDER BY id LIMIT ?",
+            (older_than, limit, limit, batch),
         ).fetchall()
         if not rows:
             return 0
