@@ -18,7 +18,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -93,6 +93,29 @@ def parse_answer(status: int, content: bytes) -> dict[str, Any]:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             out[key] = value
     return out
+
+
+async def within(deadline: float, call: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+    """Await an httpx call for at most ``deadline`` seconds, else raise TimeoutError.
+
+    The call runs as its own task behind ``asyncio.shield``: the deadline cancels only the wait
+    (so the answer goes out on time whatever the call's cleanup costs), then the call is
+    cancelled and reaped in the background. Cancelling httpx in the caller's own task also
+    leaks ``CancelledError`` past ``asyncio.timeout`` with anyio 3 (Debian bookworm).
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        async with asyncio.timeout(deadline):
+            return await asyncio.shield(task)
+    except BaseException:
+        task.cancel()
+        task.add_done_callback(_reap)
+        raise
+
+
+def _reap(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" noise
 
 
 class Breaker:
@@ -182,10 +205,12 @@ class Authority:
         assert self.client is not None
         self.stats["asked"] += 1
         try:
-            async with asyncio.timeout(self.up.deadline):
-                response = await self.client.post(
+            response = await within(
+                self.up.deadline,
+                self.client.post(
                     self.up.url, content=raw, headers={"content-type": "application/json"}
-                )
+                ),
+            )
             data = parse_answer(response.status_code, response.content)
         except TimeoutError:
             self._failed("timeout")
@@ -247,8 +272,7 @@ class Authority:
         while self.breaker.open:
             await asyncio.sleep(self.up.probe_interval)
             try:
-                async with asyncio.timeout(self.up.deadline):
-                    response = await self.client.get(self.up.url)
+                response = await within(self.up.deadline, self.client.get(self.up.url))
             except (TimeoutError, httpx.HTTPError) as exc:
                 log.debug("upstream probe failed: %s", type(exc).__name__)
                 continue
