@@ -39,6 +39,7 @@ UPSTREAM_UNAVAILABLE = "upstream_unavailable"
 CACHE_STALE = "cache_stale"
 DEFAULT_TIPS = {UPSTREAM_UNAVAILABLE: "Server offline", CACHE_STALE: "Access denied"}
 NO_PERMISSION = 3  # the terminal's verify_code for "no permission"
+REAP_DELAY = 0.05  # seconds between giving up on a call and cancelling it (see within())
 ANSWER_FIELDS = ("user_id", "user_name", "ic_number", "verify_score", "verify_code")
 
 
@@ -98,17 +99,18 @@ def parse_answer(status: int, content: bytes) -> dict[str, Any]:
 async def within(deadline: float, call: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
     """Await an httpx call for at most ``deadline`` seconds, else raise TimeoutError.
 
-    The call runs as its own task behind ``asyncio.shield``: the deadline cancels only the wait
-    (so the answer goes out on time whatever the call's cleanup costs), then the call is
-    cancelled and reaped in the background. Cancelling httpx in the caller's own task also
-    leaks ``CancelledError`` past ``asyncio.timeout`` with anyio 3 (Debian bookworm).
+    The call runs as its own task behind ``asyncio.shield``: the deadline cancels only the wait,
+    and the call itself is cancelled a moment later (REAP_DELAY), once the answer to the waiting
+    person is on its way, so its cleanup does not compete with the commit. Cancelling httpx in
+    the caller's own task also leaks ``CancelledError`` past ``asyncio.timeout`` with anyio 3
+    (Debian bookworm).
     """
     task = asyncio.ensure_future(call)
     try:
         async with asyncio.timeout(deadline):
             return await asyncio.shield(task)
     except BaseException:
-        task.cancel()
+        asyncio.get_running_loop().call_later(REAP_DELAY, task.cancel)
         task.add_done_callback(_reap)
         raise
 

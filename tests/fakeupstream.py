@@ -106,7 +106,13 @@ def create_app(state: FakeState) -> Starlette:
             return Response(status_code=304, headers={"etag": state.etag})
         return Response(state.people, media_type="application/json", headers={"etag": state.etag})
 
+    async def stats(request: Request) -> Response:
+        keys = {r["key"] for batch in state.batches for r in batch}
+        received = sum(len(batch) for batch in state.batches)
+        return _json({"auth": len(state.auth_bodies), "keys": len(keys), "records": received})
+
     routes = [
+        Route("/stats", stats, methods=["GET"]),
         Route("/auth", auth, methods=["POST"]),
         Route("/auth", heartbeat, methods=["GET"]),
         Route("/records", records, methods=["POST"]),
@@ -186,3 +192,25 @@ class FakeUpstream:
                 return True
             time.sleep(0.02)
         return bool(condition())
+
+
+def main() -> None:
+    """Serve the fake in its own process (for benchmarks): prints the port, runs until killed."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="fake upstream on 127.0.0.1")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--mode", default="ok", help="auth behaviour (see FakeState)")
+    args = parser.parse_args()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    server = FakeUpstream()
+    server.state.delay, server.state.auth_mode = args.delay, args.mode
+    server.start()
+    print(server.port, flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
