@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -233,3 +238,88 @@ def test_cli_outbox_reads_the_database_when_the_daemon_is_down(
     assert status["age_seconds"] >= 59
     assert cli.main(["outbox", "-c", str(path)]) == 0
     assert "1 records waiting" in capsys.readouterr().out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """``edged run`` in its own process, to be killed with SIGKILL like a power cut."""
+
+    def __init__(self, path: Path, admin: str, receiver: str) -> None:
+        self.admin, self.receiver = admin, receiver
+        command = [sys.executable, "-m", "edged", "run", "-c", str(path)]
+        self.proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{admin}/healthz").status_code == 200:
+                    return
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("edged did not start")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def test_kill_in_the_middle_loses_and_reorders_nothing(tmp_path: Path, fake: FakeUpstream) -> None:
+    text = BASE_TOML.format(state=tmp_path / "state", serial=SERIAL, serial_old=SERIAL_OLD)
+    recv_port, admin_port = free_port(), free_port()
+    text = text.replace('listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{recv_port}"]', 1)
+    text = text.replace('listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{admin_port}"]', 1)
+    text += FORWARD.format(url=fake.url, batch=5, images="false")
+    path = tmp_path / "edged.toml"
+    path.write_text(text)
+    cfg = config.load(str(path))
+    admin, receiver = f"http://127.0.0.1:{admin_port}", f"http://127.0.0.1:{recv_port}"
+    fake.state.forward_mode = "http500"
+    first = Process(path, admin, receiver)
+    try:
+        with httpx.Client() as client:
+            for i in range(40):
+                body = recognition(uuid=f"k-{i}")
+                assert client.post(f"{receiver}/eventRcv", json=body).status_code == 200
+        fake.state.forward_delay = 0.05
+        fake.state.forward_mode = "ok"
+        assert fake.wait_for(lambda: len(fake.state.batches) >= 2)
+    finally:
+        first.kill()
+    assert len(fake.records()) < 40
+    second = Process(path, admin, receiver)
+    try:
+        assert fake.wait_for(lambda: httpx.get(f"{admin}/api/v1/outbox").json()["depth"] == 0)
+    finally:
+        second.kill()
+    check_delivery(fake, stored_keys(cfg))
+    assert len(stored_keys(cfg)) == 40
+
+
+def test_cancellation_goes_through_the_retries(
+    make_config: Callable[..., config.Config], fake: FakeUpstream
+) -> None:
+    cfg = forward_config(make_config, fake)
+    fake.state.forward_mode = "http500"
+    st = store.Store(cfg.storage.database_path, None)
+
+    async def scenario() -> float:
+        forwarder = outbox.Forwarder(cfg, st, httpx.AsyncClient())
+        batch = outbox.Batch(b'{"records":[]}', 1, 1, 1)
+        task = asyncio.create_task(forwarder.send(batch))
+        await asyncio.sleep(0.2)  # several failed attempts, backing off
+        assert forwarder.down and forwarder.attempts >= 2
+        start = time.perf_counter()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2.0)
+        await forwarder.aclose()
+        return time.perf_counter() - start
+
+    try:
+        assert asyncio.run(scenario()) < 0.5
+    finally:
+        st.close()
