@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from edged import config, people, store
+from edged import config, people, store, upstream
 from edged.errors import ImportFileError, StoreError
 from edged.store import Store
 
@@ -151,7 +151,9 @@ class PeopleSync:
         if self.state.last_modified:
             headers["if-modified-since"] = self.state.last_modified
         try:
-            response = await self.client.get(self.up.people_url, headers=headers)
+            response = await upstream.request(
+                self.client, "GET", self.up.people_url, headers=headers
+            )
         except httpx.HTTPError as exc:
             raise SyncFailure(f"cannot fetch: {type(exc).__name__}") from None
         if response.status_code == 304:

@@ -96,6 +96,14 @@ def parse_answer(status: int, content: bytes) -> dict[str, Any]:
     return out
 
 
+async def request(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+    """One request, sent once more if a kept-alive connection turns out closed by the server."""
+    try:
+        return await client.request(method, url, **kw)
+    except httpx.RemoteProtocolError:  # closed without an answer (asking again is harmless)
+        return await client.request(method, url, **kw)
+
+
 async def within(deadline: float, call: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
     """Await an httpx call for at most ``deadline`` seconds, else raise TimeoutError.
 
@@ -209,8 +217,12 @@ class Authority:
         try:
             response = await within(
                 self.up.deadline,
-                self.client.post(
-                    self.up.url, content=raw, headers={"content-type": "application/json"}
+                request(
+                    self.client,
+                    "POST",
+                    self.up.url,
+                    content=raw,
+                    headers={"content-type": "application/json"},
                 ),
             )
             data = parse_answer(response.status_code, response.content)
@@ -274,7 +286,7 @@ class Authority:
         while self.breaker.open:
             await asyncio.sleep(self.up.probe_interval)
             try:
-                response = await within(self.up.deadline, self.client.get(self.up.url))
+                response = await within(self.up.deadline, request(self.client, "GET", self.up.url))
             except (TimeoutError, httpx.HTTPError) as exc:
                 log.debug("upstream probe failed: %s", type(exc).__name__)
                 continue

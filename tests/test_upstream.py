@@ -41,7 +41,7 @@ def fake() -> Iterator[FakeUpstream]:
 def upstream_config(
     make_config: Callable[..., config.Config],
     fake: FakeUpstream,
-    deadline: float = 0.3,
+    deadline: float = 2.0,  # generous: a loaded test machine must not time out by chance
     failures: int = 3,
     extra: str = "",
 ) -> config.Config:
@@ -124,7 +124,7 @@ async def test_slow_upstream_is_cut_at_the_deadline(
     rig = rig_for(deadline=0.2)
     fake.state.auth_mode, fake.state.delay = "slow", 2.0
     answer, elapsed = await rig.ask(auth_request())
-    assert 0.19 <= elapsed < 0.45
+    assert 0.19 <= elapsed < 0.6  # cut at the deadline, long before the upstream's 2 s
     assert answer["data"]["pass"] is True  # the cache's decision
     row = rig.last_row()
     assert (row["source"], row["upstream_error"]) == ("cache", "timeout")
@@ -163,15 +163,15 @@ async def test_down_upstream_falls_back_to_the_cache(
 async def test_breaker_opens_then_probes_and_closes(
     rig_for: Callable[..., Rig], fake: FakeUpstream
 ) -> None:
-    rig = rig_for(failures=2, deadline=0.2)
+    rig = rig_for(failures=2)
     fake.state.auth_mode = "http500"
     for user in ("a", "b"):
         await rig.ask(auth_request(user_id=user))
     assert rig.upstream.authority.breaker.open
     asked = len(fake.state.auth_bodies)
-    answer, elapsed = await rig.ask(auth_request())
+    answer, _ = await rig.ask(auth_request())
     assert len(fake.state.auth_bodies) == asked  # not asked while open
-    assert answer["data"]["pass"] is True and elapsed < 0.1
+    assert answer["data"]["pass"] is True
     assert rig.last_row()["upstream_error"] == "breaker open"
     beats = fake.state.heartbeats
     fake.state.auth_mode = "ok"
