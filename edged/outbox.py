@@ -200,15 +200,23 @@ class Forwarder:
     async def run(self) -> None:
         """Forward forever: a batch when there is one, else wait for a record or the poll."""
         while True:
-            batch = await asyncio.to_thread(self.next_batch)
-            if batch is None:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.up.forward_interval):
-                        await self.wake.wait()
-                continue
-            await self.send(batch)
-            await self.acknowledged(batch)
+            try:
+                await self.step()
+            except (EdgedError, sqlite3.Error, OSError) as exc:
+                log.error("outbox: cannot read the outbox (will try again): %s", exc)
+                await asyncio.sleep(self.up.forward_retry_max)
+
+    async def step(self) -> None:
+        """Forward one batch, or wait for a record or the poll when there is none."""
+        batch = await asyncio.to_thread(self.next_batch)
+        if batch is None:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.up.forward_interval):
+                    await self.wake.wait()
+            return
+        await self.send(batch)
+        await self.acknowledged(batch)
 
     async def acknowledged(self, batch: Batch) -> None:
         """Move the cursor past an acknowledged batch, durably, through the store's writer."""

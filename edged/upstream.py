@@ -182,6 +182,8 @@ class Authority:
             return record  # replayed requests are never sent upstream, never granted
         if self.client is not None and self.up.url:
             try:
+                if raw is None:  # a caller without the request's bytes: not the upstream's fault
+                    raise UpstreamFailure("not asked: no request body")
                 data = await self.ask(raw)
             except UpstreamFailure as exc:
                 record.upstream_error = str(exc)
@@ -189,9 +191,12 @@ class Authority:
                 return self._from_upstream(record, data)
             if record.decision == "pass" and not self.cache_may_grant(record.terminal):
                 self._deny(record, UPSTREAM_UNAVAILABLE)
+        return self._from_cache(record)
+
+    def _from_cache(self, record: Record) -> Record:
+        """The cache's record, a grant withdrawn when the cache is stale and that means deny."""
         self.stats["cache"] += 1
-        now = self.clock()
-        if record.decision == "pass" and self.stale is not None and self.stale(now):
+        if record.decision == "pass" and self.stale is not None and self.stale(self.clock()):
             self.stats["stale"] += 1
             overridden = record.person_id in self.up.override_people
             if self.up.stale_cache == "deny" and not overridden:
@@ -205,13 +210,11 @@ class Authority:
         door = self.doors.get(terminal or "", "")
         return door not in self.up.online_only_doors
 
-    async def ask(self, raw: bytes | None) -> dict[str, Any]:
+    async def ask(self, raw: bytes) -> dict[str, Any]:
         """The upstream's answer within the deadline, or UpstreamFailure (breaker included)."""
         if self.breaker.open:
             self.stats["breaker_open"] += 1
             raise UpstreamFailure("breaker open")
-        if raw is None:
-            raise UpstreamFailure("no request body to forward")
         assert self.client is not None
         self.stats["asked"] += 1
         try:

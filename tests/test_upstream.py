@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from edged import config, people, store, upstream
+from edged.normalize import normalize
 from edged.receiver import Receiver, create_app
 from tests.conftest import SERIAL, SERIAL_OLD, LiveDaemon, asgi_client, auth_request
 from tests.fakeupstream import FakeUpstream
@@ -266,3 +267,14 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not reached in time"
         await anyio.sleep(0.02)
+
+
+async def test_a_caller_without_the_raw_body_is_not_an_upstream_failure(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(failures=1, extra='online_only_doors = ["vault"]')
+    event = normalize(auth_request(serial=SERIAL_OLD))
+    record = await rig.receiver.decide(event, "old-gate")  # no raw bytes
+    assert fake.state.auth_bodies == [] and not rig.upstream.authority.breaker.open
+    assert record.upstream_error == "not asked: no request body"
+    assert record.decision == "deny" and record.reason == upstream.UPSTREAM_UNAVAILABLE
