@@ -33,7 +33,14 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from edged import config, outbox, store, upstream  # noqa: E402
-from tests.conftest import BASE_TOML, SERIAL, SERIAL_OLD, LiveDaemon, auth_request  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    BASE_TOML,
+    SERIAL,
+    SERIAL_OLD,
+    LiveDaemon,
+    auth_request,
+    recognition,
+)
 
 DEADLINE = 0.5
 
@@ -127,10 +134,10 @@ def latency(tmp: Path, quick: bool) -> dict[str, list[float]]:
     n = 300 if quick else 2000
     results: dict[str, list[float]] = {"none": [], "down": []}
     # no upstream vs down-with-breaker-open, alternated so that drift hits both alike
-    for round_ in range(4):
-        results["none"] += scenario("none", tmp / f"none{round_}", "", n // 4)
+    for round_ in range(8):
+        results["none"] += scenario("none", tmp / f"none{round_}", "", n // 8)
         extra = upstream_toml(closed_port_url(), failures=1, probe=3600.0)  # opens on warm-up
-        results["down"] += scenario("down", tmp / f"down{round_}", extra, n // 4)
+        results["down"] += scenario("down", tmp / f"down{round_}", extra, n // 8)
     # what a request costs after the daemon sat idle as long as the deadline (cold caches, VM
     # wake-ups): the fair baseline for the hanging case, where edged waits that long first
     results["idle"] = scenario("idle", tmp / "idle", "", 20 if quick else 60, pause=DEADLINE)
@@ -151,9 +158,7 @@ def fill_backlog(path: Path, count: int) -> None:
     """A realistic backlog: recognition records as the receiver stores them."""
     store.open_database(path).conn.close()
     conn = sqlite3.connect(path)
-    raw = json.dumps(
-        {"type": 0, "data": {**auth_request(), "uuid": "x", "rgb_image": "<48213 bytes>"}}
-    )
+    raw = json.dumps(recognition(uuid="x", rgb_image="<48213 bytes>"))
     rows = [
         (f"{SERIAL}:u-{i}", "recognition", 0, SERIAL, "lobby", f"u-{i}", 1.7e9 + i, 1.7e9 + i, raw)
         for i in range(count)

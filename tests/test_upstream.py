@@ -256,6 +256,13 @@ def test_live_daemon_reports_the_upstream(
     ready = httpx.get(f"{live.admin_url}/readyz").json()
     decisions = ready["checks"]["upstream"]["decisions"]
     assert decisions["breaker"] == "closed" and decisions["counts"]["upstream"] == 1
+    fake.stop()
+    httpx.post(f"{live.url}/auth", json=auth_request(user_id="nobody", recognizeScore=0.51))
+    events = httpx.get(f"{live.admin_url}/api/v1/events").json()["events"]
+    assert [(e["source"], e["upstream_error"]) for e in events] == [
+        ("upstream", None),
+        ("cache", "connection: ConnectError"),
+    ]
     status = httpx.get(f"{live.admin_url}/api/v1/upstream").json()
     assert status["enabled"] is True and status["outbox"] == {"enabled": False}
 
