@@ -205,6 +205,9 @@ class Forwarder:
             except (EdgedError, sqlite3.Error, OSError) as exc:
                 log.error("outbox: cannot read the outbox (will try again): %s", exc)
                 await asyncio.sleep(self.up.forward_retry_max)
+            except Exception:  # a bug must not stop forwarding for good
+                log.exception("outbox: unexpected error (will try again)")
+                await asyncio.sleep(self.up.forward_retry_max)
 
     async def step(self) -> None:
         """Forward one batch, or wait for a record or the poll when there is none."""
@@ -255,7 +258,7 @@ class Forwarder:
                 content=batch.body,
                 headers={"content-type": "application/json"},
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:  # OSError: TLS errors with httpx 0.23
             raise ForwardFailure(f"connection: {type(exc).__name__}") from None
         if not 200 <= response.status_code < 300:
             raise ForwardFailure(f"http {response.status_code}")

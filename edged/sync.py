@@ -127,7 +127,10 @@ class PeopleSync:
     async def run(self) -> None:
         """Sync now and then every interval, until cancelled."""
         while True:
-            await self.sync_once()
+            try:
+                await self.sync_once()
+            except Exception:  # a bug must not stop syncing for good
+                log.exception("people sync: unexpected error (will try again)")
             self._report_staleness()
             await asyncio.sleep(self.up.people_interval)
 
@@ -154,7 +157,7 @@ class PeopleSync:
             response = await upstream.request(
                 self.client, "GET", self.up.people_url, headers=headers
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:  # OSError: TLS errors with httpx 0.23
             raise SyncFailure(f"cannot fetch: {type(exc).__name__}") from None
         if response.status_code == 304:
             await self._save(now, response, None)

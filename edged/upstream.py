@@ -232,7 +232,7 @@ class Authority:
         except TimeoutError:
             self._failed("timeout")
             raise UpstreamFailure("timeout") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:  # OSError: TLS errors with httpx 0.23
             why = f"connection: {type(exc).__name__}"
             self._failed(why)
             raise UpstreamFailure(why) from None
@@ -290,7 +290,7 @@ class Authority:
             await asyncio.sleep(self.up.probe_interval)
             try:
                 response = await within(self.up.deadline, request(self.client, "GET", self.up.url))
-            except (TimeoutError, httpx.HTTPError) as exc:
+            except (TimeoutError, httpx.HTTPError, OSError) as exc:
                 log.debug("upstream probe failed: %s", type(exc).__name__)
                 continue
             if response.status_code == 200:

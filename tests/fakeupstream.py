@@ -37,6 +37,7 @@ class FakeState:
     grant: bool = True
     tips: str = "Upstream says hi"
     auth_bodies: list[bytes] = field(default_factory=list)
+    authorization: list[str] = field(default_factory=list)
     heartbeats: int = 0
     flap: int = 0
     forward_mode: str = "ok"
@@ -58,6 +59,7 @@ def create_app(state: FakeState) -> Starlette:
     async def auth(request: Request) -> Response:
         body = await request.body()
         state.auth_bodies.append(body)
+        state.authorization.append(request.headers.get("authorization", ""))
         mode = state.auth_mode
         if mode == "flap":
             state.flap += 1
@@ -124,16 +126,18 @@ def create_app(state: FakeState) -> Starlette:
 class FakeUpstream:
     """The fake server in a thread; ``stop()`` and ``start()`` again keep the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, pem: str | None = None) -> None:
         self.state = FakeState()
         self.port = 0
+        self.pem = pem  # key and certificate chain: serve https
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.pem else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeUpstream:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -156,6 +160,8 @@ class FakeUpstream:
         hc = HyperConfig()
         hc.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn owns (and closes) the dup
         hc.graceful_timeout = 0.2
+        if self.pem:
+            hc.certfile = hc.keyfile = self.pem
         hc.accesslog = None
         hc.errorlog = None
         loop.call_soon(ready.set)

@@ -6,11 +6,13 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import trustme
 
 from edged import config, people, store, upstream
 from edged.normalize import normalize
@@ -285,3 +287,28 @@ async def test_a_caller_without_the_raw_body_is_not_an_upstream_failure(
     assert fake.state.auth_bodies == [] and not rig.upstream.authority.breaker.open
     assert record.upstream_error == "not asked: no request body"
     assert record.decision == "deny" and record.reason == upstream.UPSTREAM_UNAVAILABLE
+
+
+async def test_https_upstream_with_a_private_ca_and_a_token(
+    make_config: Callable[..., config.Config], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    pem, ca_file = tmp_path / "server.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_file))
+    (tmp_path / "token").write_text("s3cret\n")
+    server = FakeUpstream(str(pem)).start()
+    server.state.grant = False
+    try:
+        base = f'url = "{server.url}/auth"\ntoken_file = "{tmp_path / "token"}"\n'
+        trusted = Rig(make_config(f'\n[upstream]\n{base}ca_file = "{ca_file}"\n'))
+        answer, _ = await trusted.ask(auth_request(user_id="nobody"))
+        assert trusted.last_row()["source"] == "upstream" and answer["data"]["pass"] is False
+        assert server.state.authorization == ["Bearer s3cret"]
+        await trusted.close()
+        untrusted = Rig(make_config(f"\n[upstream]\n{base}", state=tmp_path / "other"))
+        await untrusted.ask(auth_request(user_id="nobody"))
+        assert untrusted.last_row()["upstream_error"].startswith("connection: ")
+        await untrusted.close()
+    finally:
+        server.stop()
