@@ -143,6 +143,7 @@ class Daemon:
 def build(cfg: config.Config) -> Daemon:
     """Open the state and bind the listeners; raises a clear EdgedError on failure."""
     token = config.admin_token(cfg)
+    upstream.preflight(cfg)  # upstream token and CA files (edged/upstream.py)
     store = Store(
         cfg.storage.database_path,
         cfg.storage.images_path if cfg.storage.store_images else None,

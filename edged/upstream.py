@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from edged import config
+from edged.errors import ConfigError
 from edged.model import Event
 from edged.store import Record, Store
 
@@ -47,13 +48,27 @@ class UpstreamFailure(Exception):
     """The upstream did not give a usable answer; the text is stored as ``upstream_error``."""
 
 
+def tls_context(cfg: config.Config) -> ssl.SSLContext | bool:
+    """Verification for an https upstream: ``upstream.ca_file``, else the system's CAs."""
+    if not cfg.upstream.ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cfg.upstream.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"upstream.ca_file: cannot load: {exc}") from None
+
+
+def preflight(cfg: config.Config) -> None:
+    """Read the upstream's token and CA files now: a ConfigError before anything is opened."""
+    config.upstream_token(cfg)
+    tls_context(cfg)
+
+
 def make_client(cfg: config.Config, timeout: float, connections: int = 16) -> httpx.AsyncClient:
     """A persistent keep-alive client for the upstream, with its token and CA when set."""
     token = config.upstream_token(cfg)
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    verify: ssl.SSLContext | bool = True
-    if cfg.upstream.ca_file:
-        verify = ssl.create_default_context(cafile=cfg.upstream.ca_file)
+    verify = tls_context(cfg)
     limits = httpx.Limits(
         max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=60
     )

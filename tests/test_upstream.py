@@ -14,7 +14,8 @@ import httpx
 import pytest
 import trustme
 
-from edged import config, people, store, upstream
+from edged import config, people, server, store, upstream
+from edged.errors import ConfigError
 from edged.normalize import normalize
 from edged.receiver import Receiver, create_app
 from tests.conftest import SERIAL, SERIAL_OLD, LiveDaemon, asgi_client, auth_request
@@ -312,3 +313,13 @@ async def test_https_upstream_with_a_private_ca_and_a_token(
         await untrusted.close()
     finally:
         server.stop()
+
+
+def test_unreadable_upstream_files_are_config_errors(
+    make_config: Callable[..., config.Config], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing"
+    for key in ("token_file", "ca_file"):
+        cfg = make_config(f'\n[upstream]\nurl = "https://127.0.0.1:9/auth"\n{key} = "{missing}"\n')
+        with pytest.raises(ConfigError, match=f"upstream.{key}: cannot"):
+            server.build(cfg)
