@@ -171,11 +171,14 @@ class Forwarder:
         parts: list[str] = []
         keys: list[str] = []
         size = 0
+        images = self.up.forward_include_images
         for row in rows:
-            image = self._image(row) if self.up.forward_include_images else None
+            image_size = (int(row["image_bytes"] or 0) * 4 // 3) if images else 0
+            estimate = len(row["raw"]) + len(row["response"]) + image_size + 600
+            if parts and size + estimate > self.up.forward_max_bytes:
+                break  # decided before reading the image: no file read for nothing
+            image = self._image(row) if images else None
             part = _record_json(row, self.doors.get(row["terminal"] or ""), image)
-            if parts and size + len(part) > self.up.forward_max_bytes:
-                break
             parts.append(part)
             keys.append(row["dedup_key"])
             size += len(part)

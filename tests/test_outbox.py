@@ -323,3 +323,20 @@ def test_cancellation_goes_through_the_retries(
         assert asyncio.run(scenario()) < 0.5
     finally:
         st.close()
+
+
+def test_batches_are_cut_at_forward_max_bytes(
+    make_config: Callable[..., config.Config],
+    fake: FakeUpstream,
+    start_live: Callable[[config.Config], LiveDaemon],
+) -> None:
+    text = FORWARD.format(url=fake.url, batch=50, images="true") + "forward_max_bytes = 4000\n"
+    fake.state.forward_mode = "http500"  # let the three records gather in the outbox first
+    live = start_live(make_config(text))
+    jpeg = base64.b64encode(b"\xff\xd8" + bytes(1500)).decode()
+    for i in range(3):
+        httpx.post(f"{live.url}/eventRcv", json=recognition(uuid=f"big-{i}", rgb_image=jpeg))
+    fake.state.forward_mode = "ok"
+    assert fake.wait_for(lambda: outbox_status(live)["depth"] == 0)
+    assert [len(batch) for batch in fake.state.batches] == [1, 1, 1]
+    assert all(base64.b64decode(r["image"]) == base64.b64decode(jpeg) for r in fake.records())
