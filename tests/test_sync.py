@@ -198,3 +198,18 @@ async def test_stale_cache_kept_with_a_warning(
     people.apply(conn, rows, replace=False)
     conn.close()
     assert await rig.ask("e-1") == (True, "granted")
+
+
+async def test_a_stale_cache_does_not_touch_upstream_decisions(
+    make_config: Callable[..., config.Config], fake: FakeUpstream
+) -> None:
+    text = SYNC.format(url=fake.url, stale="deny") + f'url = "{fake.url}/auth"\ndeadline = 2.0\n'
+    rig = Rig(make_config(text))
+    try:
+        fake.state.people_status = 503  # never synced: stale
+        await rig.sync.sync_once()
+        assert await rig.ask("e-1") == (True, "upstream_granted")
+        fake.stop()  # now the cache decides, and a stale cache denies
+        assert await rig.ask("boss") == (False, "unknown_person")
+    finally:
+        await rig.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -165,11 +166,12 @@ async def test_down_upstream_falls_back_to_the_cache(
 
 
 async def test_breaker_opens_then_probes_and_closes(
-    rig_for: Callable[..., Rig], fake: FakeUpstream
+    rig_for: Callable[..., Rig], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="edged.upstream")
     rig = rig_for(failures=2)
     fake.state.auth_mode = "http500"
-    for user in ("a", "b"):
+    for user in ("a", "b", "c"):
         await rig.ask(auth_request(user_id=user))
     assert rig.upstream.authority.breaker.open
     asked = len(fake.state.auth_bodies)
@@ -184,6 +186,8 @@ async def test_breaker_opens_then_probes_and_closes(
     assert fake.state.heartbeats > beats
     answer, _ = await rig.ask(auth_request(user_id="e-1", recognizeScore=0.51))
     assert answer["data"]["pass"] is False and rig.last_row()["source"] == "upstream"
+    levels = [r.levelname for r in caplog.records if r.name == "edged.upstream"]
+    assert levels == ["ERROR", "INFO"]  # one when it went down, one when it came back
 
 
 async def test_flapping_upstream_never_opens_the_breaker(
