@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,13 +23,16 @@ from edged.config import Config
 from edged.errors import DoorError
 from edged.receiver import Receiver, json_response
 
+if TYPE_CHECKING:
+    from edged.upstream import Upstream
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 EVENT_COLUMNS = (
     "id, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, user_name, "
     "person_id, recognition, recognize_status, score, entry_mode, terminal_pass, alarm_code, "
     "alarm_status, trace_id, replayed, replay_reason, decision, reason, rule, source, duplicates, "
-    "image_path, door"
+    "image_path, door, upstream_error"
 )
 MAX_PAGE = 1000
 
@@ -78,6 +81,7 @@ class Admin:
         self.started_at = time.time()
         self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
         self.doors: Any = None  # edged.doors.Doors when doors are configured (server.build)
+        self.upstream: Upstream | None = None  # set by edged/upstream.py when configured
 
     def authorised(self, request: Request) -> Response | None:
         """None when the request may write, else the refusal."""
@@ -246,6 +250,18 @@ class Admin:
         last = entries[-1]["id"] if entries else after
         return json_response({"entries": entries, "last_id": last})
 
+    async def outbox(self, request: Request) -> Response:
+        """Records not yet acknowledged by the upstream (edged/outbox.py)."""
+        if self.upstream is None or self.upstream.forwarder is None:
+            return json_response({"enabled": False, "depth": None})
+        return json_response(self.upstream.forwarder.status(time.time()))
+
+    async def upstream_status(self, request: Request) -> Response:
+        """Upstream decisions, outbox and people sync (edged/upstream.py)."""
+        if self.upstream is None:
+            return json_response({"enabled": False})
+        return json_response({"enabled": True, **self.upstream.status()})
+
 
 def _param(query: Any, name: str, parse: Callable[[str], Any], default: str = "") -> Any:
     text = query.get(name, default)
@@ -253,6 +269,18 @@ def _param(query: Any, name: str, parse: Callable[[str], Any], default: str = ""
         return parse(text)
     except ValueError:
         raise ValueError(f"{name}: {text!r} is not valid") from None
+
+    async def outbox(self, request: Request) -> Response:
+        """Records not yet acknowledged by the upstream (edged/outbox.py)."""
+        if self.upstream is None or self.upstream.forwarder is None:
+            return json_response({"enabled": False, "depth": None})
+        return json_response(self.upstream.forwarder.status(time.time()))
+
+    async def upstream_status(self, request: Request) -> Response:
+        """Upstream decisions, outbox and people sync (edged/upstream.py)."""
+        if self.upstream is None:
+            return json_response({"enabled": False})
+        return json_response({"enabled": True, **self.upstream.status()})
 
 
 def _error(status: int, message: str) -> Response:
@@ -272,6 +300,8 @@ def create_app(admin: Admin) -> Starlette:
         Route("/api/v1/doors/log", admin.door_log),
         Route("/api/v1/doors/{door}/{action}", admin.door_command, methods=["POST"]),
         *manage.routes(admin),  # people list/show/delete, export, modes
+        Route("/api/v1/outbox", admin.outbox),
+        Route("/api/v1/upstream", admin.upstream_status),
     ]
     app = Starlette(routes=routes)
     app.state.admin = admin

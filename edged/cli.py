@@ -353,6 +353,41 @@ def cmd_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox_offline(cfg: config.Config) -> dict[str, Any]:
+    """The outbox read from the database itself (the daemon is not running)."""
+    from edged import outbox, store
+
+    if not cfg.upstream.forward_url:
+        return {"enabled": False}
+    db = store.open_database(cfg.storage.database_path)
+    try:
+        return {**outbox.status(db.conn, time.time()), "state": "daemon not running"}
+    finally:
+        db.conn.close()
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Show the records waiting to be forwarded to the upstream."""
+    cfg = _load(args)
+    try:
+        status = admin_get(cfg, "/api/v1/outbox")
+    except AdminError:
+        status = _outbox_offline(cfg)
+    if args.json:
+        print(json.dumps(status))
+    elif not status.get("enabled"):
+        print("forwarding is off (upstream.forward_url is not set)")
+    else:
+        print(
+            f"outbox: {status['depth']} records waiting, oldest {status['age_seconds']:.0f} s "
+            f"old; acknowledged up to id {status['forwarded_up_to']}"
+        )
+        state = status.get("state", "?")
+        error = f" (last error: {status['last_error']})" if status.get("last_error") else ""
+        print(f"forwarding to {cfg.upstream.forward_url}: {state}{error}")
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     """Print the version."""
     print(f"edged {__version__}")
@@ -456,6 +491,12 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="readiness and every door's state")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.set_defaults(func=cmd_status)
+
+    out = sub.add_parser(
+        "outbox", parents=[common], help="show records waiting to be forwarded upstream"
+    )
+    out.add_argument("--json", action="store_true", help="print the status as JSON")
+    out.set_defaults(func=cmd_outbox)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)

@@ -304,6 +304,72 @@ def _tips_problems(cfg: Config) -> list[str]:
     return problems
 
 
+# ----- upstream -----
+def _url_check(value: str) -> str | None:
+    if not value or re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return None
+    return f"{value!r} is not an http:// or https:// URL"
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """The central access-control server: decisions, record forwarding, people sync."""
+
+    url: str = field(default="", metadata=_meta(_url_check))
+    deadline: float = field(default=0.5, metadata=_meta(_positive))
+    breaker_failures: int = field(default=3, metadata=_meta(_positive))
+    probe_interval: float = field(default=5.0, metadata=_meta(_positive))
+    cache_may_grant: bool = True
+    online_only_doors: list[str] = field(default_factory=list)
+    forward_url: str = field(default="", metadata=_meta(_url_check))
+    forward_batch_size: int = field(default=200, metadata=_meta(_positive))
+    forward_include_images: bool = False
+    forward_max_bytes: int = field(default=8 * 1024 * 1024, metadata=_meta(_positive))
+    forward_timeout: float = field(default=30.0, metadata=_meta(_positive))
+    forward_interval: float = field(default=1.0, metadata=_meta(_positive))
+    forward_retry_min: float = field(default=1.0, metadata=_meta(_positive))
+    forward_retry_max: float = field(default=60.0, metadata=_meta(_positive))
+    people_url: str = field(default="", metadata=_meta(_url_check))
+    people_interval: float = field(default=300.0, metadata=_meta(_positive))
+    people_timeout: float = field(default=30.0, metadata=_meta(_positive))
+    max_cache_age: float = field(default=0.0, metadata=_meta(_not_negative))
+    stale_cache: Literal["keep", "deny"] = "keep"
+    override_people: list[str] = field(default_factory=list)
+    token: str = field(default="", metadata=_meta(secret=True))
+    token_file: str = ""
+    ca_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        """Any part of the upstream is configured."""
+        return bool(self.url or self.forward_url or self.people_url)
+
+
+def _upstream_doors(cfg: Config) -> list[str]:
+    doors = {t.door for t in cfg.terminals if t.door}
+    return [
+        f"upstream.online_only_doors[{i}]: {name!r} is not the door of any terminal"
+        for i, name in enumerate(cfg.upstream.online_only_doors)
+        if name not in doors
+    ]
+
+
+def _upstream_cache_age(cfg: Config) -> list[str]:
+    if cfg.upstream.max_cache_age and not cfg.upstream.people_url:
+        return ["upstream.max_cache_age: needs upstream.people_url (the cache's only source)"]
+    return []
+
+
+def upstream_token(cfg: Config) -> str:
+    """The upstream bearer token: ``upstream.token_file`` wins over inline ``upstream.token``."""
+    if cfg.upstream.token_file:
+        try:
+            return Path(cfg.upstream.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"upstream.token_file: cannot read: {exc}") from None
+    return cfg.upstream.token
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -319,6 +385,7 @@ class Config:
     doors: list[DoorConfig] = field(default_factory=list)
     siren: SirenConfig = field(default_factory=SirenConfig)
     fire: FireConfig = field(default_factory=FireConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def terminal_by_serial(self, serial: str) -> TerminalConfig | None:
@@ -402,11 +469,16 @@ def _pins_used_once(cfg: Config) -> list[str]:
     return problems
 
 
-CROSS_CHECKS: list[Callable[[Config], list[str]]] = [_unique_terminals, _distinct_paths]
-CROSS_CHECKS.append(_doors_valid)
-CROSS_CHECKS.append(_terminal_doors_exist)
-CROSS_CHECKS.append(_pins_used_once)
-CROSS_CHECKS.append(_tips_problems)
+CROSS_CHECKS: list[Callable[[Config], list[str]]] = [
+    _unique_terminals,
+    _distinct_paths,
+    _doors_valid,
+    _terminal_doors_exist,
+    _pins_used_once,
+    _tips_problems,
+    _upstream_doors,
+    _upstream_cache_age,
+]
 
 
 class _Locator:

@@ -170,6 +170,29 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX door_log_door ON door_log (door, id);
     CREATE INDEX door_log_at ON door_log (at);
     """,
+    # upstream: why a decision fell back to the cache, the forwarding cursor, people sync state
+    5: """
+    ALTER TABLE events ADD COLUMN upstream_error TEXT;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        forwarded_up_to INTEGER NOT NULL DEFAULT 0,
+        forwarded_at REAL,
+        batches INTEGER NOT NULL DEFAULT 0,
+        records INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO outbox (id) VALUES (1);
+    CREATE TABLE people_sync (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        url TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        synced_at REAL,
+        checked_at REAL,
+        people INTEGER,
+        last_error TEXT
+    );
+    INSERT INTO people_sync (id) VALUES (1);
+    """,
 }
 
 

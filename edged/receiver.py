@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,6 +35,8 @@ from edged.store import Record, Store, Stored
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event, Record, Stored], None]
+# (event, the request's raw bytes, the cache's record) -> the record to store and answer
+Authority = Callable[[Event, bytes | None, Record], Awaitable[Record]]
 
 # How often a terminal's 'last seen' is written to the database (it is live in memory).
 PERSIST_SEEN_EVERY = 60.0
@@ -129,6 +131,8 @@ class Receiver:
         self.bad_log = RateLimitedLog(log, per_minute=10)
         self.tips = policy.Tips.from_config(cfg.tips, cfg.site.language)
         self.tz = ZoneInfo(cfg.site.timezone)
+        # Asked after the cache decided; may replace the answer (edged/upstream.Authority).
+        self.authority: Authority | None = None
 
     def _load_seen(self) -> dict[str, TerminalSeen]:
         rows = self.store.db.conn.execute(
@@ -204,7 +208,7 @@ class Receiver:
             terminal = self.terminal_name(event.serial)
             self.mark_seen(event.serial, address, push=True)
             if event.kind is Kind.AUTH:
-                record = await self.decide(event, terminal)
+                record = await self.decide(event, terminal, raw)
             else:
                 record = self.acknowledge(event, terminal)
             stored = await self.store.save(record)
@@ -219,14 +223,14 @@ class Receiver:
             self.notify(event, record, stored)
         return json_response(stored.response)
 
-    async def decide(self, event: Event, terminal: str | None) -> Record:
+    async def decide(self, event: Event, terminal: str | None, raw: bytes | None = None) -> Record:
         """Decide a remote-auth request; the Record carries the answer to send."""
         now = self.clock()
         replay = policy.replay_of(event, now, self.cfg.receiver.stale_after)
         door = self.door_of(event.serial)
         settings, view = cache.load(self.store.db.conn, event, door, now, self.tz)
         decision = policy.decide(event, settings, view, now, replay, self.tips)
-        return Record(
+        record = Record(
             event=event,
             received_at=now,
             replay=replay,
@@ -240,6 +244,10 @@ class Receiver:
             door=door,
             explain=list(decision.steps),
         )
+        # ----- upstream authority hook (edged/upstream.py): may replace the answer -----
+        if self.authority is not None:
+            record = await self.authority(event, raw, record)
+        return record
 
     def door_of(self, serial: str) -> str:
         """The door a terminal serves: its ``door``, else its name, else its serial."""

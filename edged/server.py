@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from edged import admin, automation, clock, config, doors, receiver
+from edged import admin, automation, clock, config, doors, receiver, upstream
 from edged.errors import EdgedError
 from edged.store import Store
 
@@ -145,6 +145,7 @@ class Daemon:
 def build(cfg: config.Config) -> Daemon:
     """Open the state and bind the listeners; raises a clear EdgedError on failure."""
     token = config.admin_token(cfg)
+    upstream.preflight(cfg)  # upstream token and CA files (edged/upstream.py)
     store = Store(
         cfg.storage.database_path,
         cfg.storage.images_path if cfg.storage.store_images else None,
@@ -180,6 +181,9 @@ def build(cfg: config.Config) -> Daemon:
         tz = ZoneInfo(cfg.site.timezone)
         daemon.services.append(lambda d: automation.run(site, store.db.conn, tz))
     # ----- end doors -----
+    # ----- upstream: decisions, forwarding, people sync (edged/upstream.py) -----
+    if cfg.upstream.enabled:
+        upstream.Upstream(cfg, store).install(daemon)
     return daemon
 
 

@@ -86,6 +86,7 @@ class Record:
     source: str | None = None  # who decided: "cache", "upstream"
     door: str | None = None  # the door the terminal serves
     explain: list[str] | None = None  # the decision's steps, for `edged why`
+    upstream_error: str | None = None  # why the upstream did not decide (edged/upstream.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +129,8 @@ _INSERT = """
 INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
     user_id, user_name, person_id, recognition, recognize_status, score, entry_mode,
     terminal_pass, alarm_code, alarm_status, trace_id, replayed, replay_reason, decision, reason,
-    rule, source, response, raw, door, explain)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    rule, source, response, raw, door, explain, upstream_error)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
@@ -167,6 +168,7 @@ def _row(rec: Record) -> tuple[Any, ...]:
         json.dumps(ev.raw, separators=(",", ":"), default=str),
         rec.door,
         None if rec.explain is None else json.dumps(rec.explain, ensure_ascii=False),
+        rec.upstream_error,
     )
 
 
@@ -183,6 +185,8 @@ class Store:
         self.images_dir = Path(images_dir) if images_dir else None
         self.images_max_bytes = images_max_bytes
         self.stats = StoreStats()
+        # The highest event id retention may delete (the forwarding cursor: edged/outbox.py).
+        self.prune_limit: Callable[[sqlite3.Connection], int] | None = None
         self.db = open_database(self.path)  # loop-thread reads, also runs migrations
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -302,8 +306,8 @@ class Store:
         self.stats.records += len(results)
         self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
         self.stats.images_bytes += sum(len(data) for _, data in snapshots)
+        self._files.write(snapshots)  # queued before anyone hears of the commit: see sync_files
         _resolve_all([(item, stored, None) for item, stored in zip(items, results, strict=True)])
-        self._files.write(snapshots)
 
     def _insert(
         self, conn: sqlite3.Connection, rec: Record, snapshots: list[tuple[Path, bytes]]
@@ -418,10 +422,13 @@ class Store:
                 return total
 
     def _prune_batch(self, conn: sqlite3.Connection, older_than: float, batch: int) -> int:
+        # The newest record always stays, so ids never restart from 1 (cursors over events.id
+        # stay valid); records past prune_limit (not yet forwarded) stay too.
+        limit = self.prune_limit(conn) if self.prune_limit is not None else -1
         rows = conn.execute(
             "SELECT id, image_path, image_bytes FROM events WHERE received_at < ? "
-            "ORDER BY id LIMIT ?",
-            (older_than, batch),
+            "AND id < (SELECT MAX(id) FROM events) AND (? < 0 OR id <= ?) ORDER BY id LIMIT ?",
+            (older_than, limit, limit, batch),
         ).fetchall()
         if not rows:
             return 0

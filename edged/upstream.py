@@ -1,0 +1,389 @@
+"""The central server ("upstream"): asked first for decisions, fed every record, source of people.
+
+The upstream speaks the terminals' own remote-auth protocol, so an existing third-party server
+works unchanged: it receives the remote-auth body exactly as the terminal sent it and answers
+``{code, data: {pass, customtips, ...}}``. edged asks it under a hard deadline and falls back to
+its cache on any failure; a circuit breaker stops asking after repeated failures and probes in
+the background (the terminals' heartbeat, ``GET <url>``) until the upstream answers again.
+Forwarding lives in edged/outbox.py, people sync in edged/sync.py; :class:`Upstream` wires all
+three into a daemon. Behaviour and protocol: docs/upstream.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from edged import config
+from edged.errors import ConfigError
+from edged.model import Event
+from edged.store import Record, Store
+
+if TYPE_CHECKING:
+    from edged.outbox import Forwarder
+    from edged.server import Daemon
+    from edged.sync import PeopleSync
+
+log = logging.getLogger(__name__)
+
+# Reasons edged adds when it overrides a cache grant (tips are configurable under [tips]).
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+CACHE_STALE = "cache_stale"
+DEFAULT_TIPS = {UPSTREAM_UNAVAILABLE: "Server offline", CACHE_STALE: "Access denied"}
+NO_PERMISSION = 3  # the terminal's verify_code for "no permission"
+REAP_DELAY = 0.05  # seconds between giving up on a call and cancelling it (see within())
+ANSWER_FIELDS = ("user_id", "user_name", "ic_number", "verify_score", "verify_code")
+
+
+class UpstreamFailure(Exception):
+    """The upstream did not give a usable answer; the text is stored as ``upstream_error``."""
+
+
+def tls_context(cfg: config.Config) -> ssl.SSLContext | bool:
+    """Verification for an https upstream: ``upstream.ca_file``, else the system's CAs."""
+    if not cfg.upstream.ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cfg.upstream.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"upstream.ca_file: cannot load: {exc}") from None
+
+
+def preflight(cfg: config.Config) -> None:
+    """Read the upstream's token and CA files now: a ConfigError before anything is opened."""
+    config.upstream_token(cfg)
+    tls_context(cfg)
+
+
+def make_client(cfg: config.Config, timeout: float, connections: int = 16) -> httpx.AsyncClient:
+    """A persistent keep-alive client for the upstream, with its token and CA when set."""
+    token = config.upstream_token(cfg)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    verify = tls_context(cfg)
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=60
+    )
+    return httpx.AsyncClient(
+        headers=headers, timeout=httpx.Timeout(timeout), limits=limits, verify=verify
+    )
+
+
+def _tip(text: Any) -> str:
+    """The terminal shows at most 64 bytes."""
+    if not isinstance(text, str):
+        return ""
+    return text.encode("utf-8")[:64].decode("utf-8", errors="ignore")
+
+
+def parse_answer(status: int, content: bytes) -> dict[str, Any]:
+    """The ``data`` to send the terminal, from the upstream's answer; raise UpstreamFailure."""
+    if status != 200:
+        raise UpstreamFailure(f"http {status}")
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        raise UpstreamFailure("malformed: not JSON") from None
+    if not isinstance(body, dict):
+        raise UpstreamFailure("malformed: not a JSON object")
+    code = body.get("code")
+    if code != 200 or isinstance(code, bool):
+        raise UpstreamFailure(f"code {str(code)[:20]}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise UpstreamFailure("malformed: no data object")
+    granted = data.get("pass")
+    if not isinstance(granted, bool):
+        raise UpstreamFailure("malformed: data.pass is not true or false")
+    out: dict[str, Any] = {"pass": granted, "customtips": _tip(data.get("customtips"))}
+    for key in ANSWER_FIELDS:
+        value = data.get(key)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            out[key] = value
+    return out
+
+
+async def request(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+    """One request, sent once more if a kept-alive connection turns out closed by the server."""
+    try:
+        return await client.request(method, url, **kw)
+    except httpx.RemoteProtocolError:  # closed without an answer (asking again is harmless)
+        return await client.request(method, url, **kw)
+
+
+async def within(deadline: float, call: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+    """Await an httpx call for at most ``deadline`` seconds, else raise TimeoutError.
+
+    The call runs as its own task behind ``asyncio.shield``: the deadline cancels only the wait,
+    and the call itself is cancelled a moment later (REAP_DELAY), once the answer to the waiting
+    person is on its way, so its cleanup does not compete with the commit. Cancelling httpx in
+    the caller's own task also leaks ``CancelledError`` past ``asyncio.timeout`` with anyio 3
+    (Debian bookworm).
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        async with asyncio.timeout(deadline):
+            return await asyncio.shield(task)
+    except BaseException:
+        asyncio.get_running_loop().call_later(REAP_DELAY, task.cancel)
+        task.add_done_callback(_reap)
+        raise
+
+
+def _reap(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" noise
+
+
+class Breaker:
+    """Consecutive failures open it; a successful call or probe closes it."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.failures = 0
+        self.open = False
+        self.opened_at: float | None = None
+        self.last_error: str | None = None
+
+    def success(self) -> bool:
+        """Record a success; returns whether the breaker just closed."""
+        self.failures = 0
+        was_open, self.open = self.open, False
+        return was_open
+
+    def failure(self, why: str, now: float) -> bool:
+        """Record a failure; returns whether the breaker just opened."""
+        self.failures += 1
+        self.last_error = why
+        if self.open or self.failures < self.threshold:
+            return False
+        self.open, self.opened_at = True, now
+        return True
+
+
+class Authority:
+    """Asks the upstream for remote-auth decisions; falls back to the cache's record."""
+
+    def __init__(
+        self,
+        cfg: config.Config,
+        client: httpx.AsyncClient | None,
+        stale: Callable[[float], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.up = cfg.upstream
+        self.client = client
+        self.stale = stale
+        self.clock = clock
+        self.breaker = Breaker(self.up.breaker_failures)
+        self.stats: Counter[str] = Counter()
+        self.tips = {**DEFAULT_TIPS, **cfg.tips}
+        self.doors = {t.name: t.door for t in cfg.terminals}
+        self._probe: asyncio.Task[None] | None = None
+
+    async def __call__(self, event: Event, raw: bytes | None, record: Record) -> Record:
+        """The record to store and answer: the upstream's decision, or the cache's, amended."""
+        if record.replay is not None:
+            self.stats["replayed"] += 1
+            return record  # replayed requests are never sent upstream, never granted
+        if self.client is not None and self.up.url:
+            try:
+                if raw is None:  # a caller without the request's bytes: not the upstream's fault
+                    raise UpstreamFailure("not asked: no request body")
+                data = await self.ask(raw)
+            except UpstreamFailure as exc:
+                record.upstream_error = str(exc)
+            else:
+                return self._from_upstream(record, data)
+            if record.decision == "pass" and not self.cache_may_grant(record.terminal):
+                self._deny(record, UPSTREAM_UNAVAILABLE)
+        return self._from_cache(record)
+
+    def _from_cache(self, record: Record) -> Record:
+        """The cache's record, a grant withdrawn when the cache is stale and that means deny."""
+        self.stats["cache"] += 1
+        if record.decision == "pass" and self.stale is not None and self.stale(self.clock()):
+            self.stats["stale"] += 1
+            overridden = record.person_id in self.up.override_people
+            if self.up.stale_cache == "deny" and not overridden:
+                self._deny(record, CACHE_STALE)
+        return record
+
+    def cache_may_grant(self, terminal: str | None) -> bool:
+        """Whether the cache may grant at this terminal's door while the upstream is away."""
+        if not self.up.cache_may_grant:
+            return False
+        door = self.doors.get(terminal or "", "")
+        return door not in self.up.online_only_doors
+
+    async def ask(self, raw: bytes) -> dict[str, Any]:
+        """The upstream's answer within the deadline, or UpstreamFailure (breaker included)."""
+        if self.breaker.open:
+            self.stats["breaker_open"] += 1
+            raise UpstreamFailure("breaker open")
+        assert self.client is not None
+        self.stats["asked"] += 1
+        try:
+            response = await within(
+                self.up.deadline,
+                request(
+                    self.client,
+                    "POST",
+                    self.up.url,
+                    content=raw,
+                    headers={"content-type": "application/json"},
+                ),
+            )
+            data = parse_answer(response.status_code, response.content)
+        except TimeoutError:
+            self._failed("timeout")
+            raise UpstreamFailure("timeout") from None
+        except (httpx.HTTPError, OSError) as exc:  # OSError: TLS errors with httpx 0.23
+            why = f"connection: {type(exc).__name__}"
+            self._failed(why)
+            raise UpstreamFailure(why) from None
+        except UpstreamFailure as exc:
+            self._failed(str(exc))
+            raise
+        self._succeeded()
+        return data
+
+    def _from_upstream(self, record: Record, data: dict[str, Any]) -> Record:
+        self.stats["upstream"] += 1
+        granted = bool(data["pass"])
+        if "verify_code" not in data:
+            data["verify_code"] = 2 if granted else NO_PERMISSION
+        data.setdefault("user_id", record.response.get("data", {}).get("user_id", ""))
+        data.setdefault("user_name", record.response.get("data", {}).get("user_name", ""))
+        record.response = {"code": 200, "msg": "OK", "message": "OK", "data": data}
+        record.decision = "pass" if granted else "deny"
+        record.reason = "upstream_granted" if granted else "upstream_denied"
+        record.rule = "upstream"
+        record.source = "upstream"
+        record.upstream_error = None
+        return record
+
+    def _deny(self, record: Record, reason: str) -> None:
+        data = dict(record.response.get("data") or {})
+        text = self.tips.get(reason) or DEFAULT_TIPS[reason]
+        data.update({"pass": False, "customtips": _tip(text), "verify_code": NO_PERMISSION})
+        record.response = {**record.response, "data": data}
+        record.decision = "deny"
+        record.reason = reason
+        record.rule = f"upstream:{reason}"
+
+    def _failed(self, why: str) -> None:
+        self.stats["failures"] += 1
+        log.debug("upstream %s: no usable answer: %s", self.up.url, why)
+        if self.breaker.failure(why, self.clock()):
+            log.error(
+                "upstream %s is not answering (%s, %d times in a row): deciding from the local "
+                "cache until it is back",
+                self.up.url,
+                why,
+                self.breaker.failures,
+            )
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    def _succeeded(self) -> None:
+        if self.breaker.success():
+            log.info("upstream %s answers again: asking it for decisions", self.up.url)
+
+    async def _probe_until_back(self) -> None:
+        """While the breaker is open: the terminals' heartbeat, ``GET <url>``, until a 200."""
+        assert self.client is not None
+        while self.breaker.open:
+            await asyncio.sleep(self.up.probe_interval)
+            try:
+                response = await within(self.up.deadline, request(self.client, "GET", self.up.url))
+            except (TimeoutError, httpx.HTTPError, OSError) as exc:
+                log.debug("upstream probe failed: %s", type(exc).__name__)
+                continue
+            if response.status_code == 200:
+                self._succeeded()
+            else:
+                log.debug("upstream probe: HTTP %d", response.status_code)
+
+    async def aclose(self) -> None:
+        """Stop probing and close the connections."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        if self.client is not None:
+            await self.client.aclose()
+
+    def status(self) -> dict[str, Any]:
+        """Breaker state and counters, for /readyz and the admin API."""
+        return {
+            "url": self.up.url or None,
+            "breaker": "open" if self.breaker.open else "closed",
+            "consecutive_failures": self.breaker.failures,
+            "last_error": self.breaker.last_error,
+            "opened_at": self.breaker.opened_at if self.breaker.open else None,
+            "counts": dict(self.stats),
+        }
+
+
+class Upstream:
+    """The upstream's three parts (decisions, forwarding, people sync) wired into a daemon."""
+
+    def __init__(self, cfg: config.Config, store: Store) -> None:
+        from edged.outbox import Forwarder
+        from edged.sync import PeopleSync
+
+        up = cfg.upstream
+        self.cfg = cfg
+        self.store = store
+        self.sync: PeopleSync | None = None
+        self.forwarder: Forwarder | None = None
+        if up.people_url:
+            self.sync = PeopleSync(cfg, store, make_client(cfg, up.people_timeout, 2))
+        if up.forward_url:
+            self.forwarder = Forwarder(cfg, store, make_client(cfg, up.forward_timeout, 2))
+        client = make_client(cfg, up.deadline) if up.url else None
+        self.authority = Authority(cfg, client, self.sync.stale if self.sync else None)
+
+    def install(self, daemon: Daemon) -> None:
+        """Hook into the receiver, the admin API, retention and the daemon's services."""
+        daemon.receiver.authority = self.authority
+        daemon.admin.upstream = self
+        daemon.admin.readiness.append(self.readiness)
+        if self.forwarder is not None:
+            daemon.receiver.listeners.append(self.forwarder.listener)
+            self.store.prune_limit = self.forwarder.prune_limit
+        daemon.services.append(self.run)
+
+    async def run(self, daemon: Daemon) -> None:
+        """Forward and sync until the daemon stops; then close every connection."""
+        jobs = [part.run() for part in (self.forwarder, self.sync) if part is not None]
+        try:
+            await asyncio.gather(*jobs)
+            await asyncio.Event().wait()  # nothing to run: hold the connections until stopped
+        finally:
+            for part in (self.forwarder, self.sync):
+                if part is not None:
+                    await part.aclose()
+            await self.authority.aclose()
+
+    def readiness(self) -> tuple[str, bool, dict[str, Any]]:
+        """The ``upstream`` check of /readyz: informative, never failing (offline is normal)."""
+        return "upstream", True, self.status()
+
+    def status(self) -> dict[str, Any]:
+        """Decisions, outbox and people sync, for /readyz, the admin API and the CLI."""
+        now = time.time()
+        return {
+            "decisions": self.authority.status(),
+            "outbox": self.forwarder.status(now) if self.forwarder else {"enabled": False},
+            "people_sync": self.sync.status(now) if self.sync else {"enabled": False},
+        }

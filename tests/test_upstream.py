@@ -1,0 +1,333 @@
+"""Upstream decisions against a fake server over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+
+from edged import config, server, store, upstream
+from edged.errors import ConfigError
+from edged.normalize import normalize
+from edged.receiver import Receiver, create_app
+from tests.conftest import (
+    SERIAL,
+    SERIAL_OLD,
+    LiveDaemon,
+    asgi_client,
+    auth_request,
+    grant_person,
+)
+from tests.fakeupstream import FakeUpstream
+
+pytestmark = pytest.mark.anyio
+
+# The base config's last table is the "old-gate" terminal: give it the door "vault".
+DOORS = """door = "vault"
+
+[upstream]
+url = "{url}/auth"
+deadline = {deadline}
+breaker_failures = {failures}
+probe_interval = 0.05
+{extra}
+"""
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+def upstream_config(
+    make_config: Callable[..., config.Config],
+    fake: FakeUpstream,
+    deadline: float = 2.0,  # generous: a loaded test machine must not time out by chance
+    failures: int = 3,
+    extra: str = "",
+) -> config.Config:
+    text = DOORS.format(url=fake.url, deadline=deadline, failures=failures, extra=extra)
+    return make_config(text)
+
+
+class Rig:
+    """A receiver with the upstream authority installed, through the ASGI stack."""
+
+    def __init__(self, cfg: config.Config) -> None:
+        self.cfg = cfg
+        self.store = store.Store(cfg.storage.database_path, None)
+        self.receiver = Receiver(cfg, self.store)
+        self.upstream = upstream.Upstream(cfg, self.store)
+        self.receiver.authority = self.upstream.authority
+        self.app = create_app(self.receiver)
+
+    def add_person(self, pid: str = "e-1") -> None:
+        for door in ("lobby", "vault"):
+            grant_person(self.store.path, pid, door=door, name="Ann")
+
+    async def ask(self, body: dict[str, Any] | bytes) -> tuple[dict[str, Any], float]:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        start = time.perf_counter()
+        async with asgi_client(self.app) as client:
+            response = await client.post(
+                "/auth", content=content, headers={"content-type": "application/json"}
+            )
+        return response.json(), time.perf_counter() - start
+
+    def last_row(self) -> dict[str, Any]:
+        conn = sqlite3.connect(self.store.path)
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        conn.close()
+        return dict(row)
+
+    async def close(self) -> None:
+        await self.upstream.authority.aclose()
+        self.store.close()
+
+
+@pytest.fixture
+async def rig_for(
+    make_config: Callable[..., config.Config], fake: FakeUpstream
+) -> AsyncIterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def build(**kwargs: Any) -> Rig:
+        rig = Rig(upstream_config(make_config, fake, **kwargs))
+        rig.add_person()
+        rigs.append(rig)
+        return rig
+
+    yield build
+    for rig in rigs:
+        await rig.close()
+
+
+async def test_upstream_gets_the_raw_body_and_decides(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for()
+    fake.state.grant = False
+    raw = json.dumps(auth_request(rgb_image="/9j/4AAQSkZJRgABAQ==")).encode() + b"  \n"
+    answer, _ = await rig.ask(raw)
+    assert fake.state.auth_bodies == [raw]  # byte for byte, image included
+    assert answer["data"]["pass"] is False  # the cache would have granted
+    assert answer["data"]["customtips"] == "Upstream says hi"
+    row = rig.last_row()
+    assert (row["source"], row["decision"], row["upstream_error"]) == ("upstream", "deny", None)
+
+
+async def test_slow_upstream_is_cut_at_the_deadline(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(deadline=0.2)
+    fake.state.auth_mode, fake.state.delay = "slow", 2.0
+    answer, elapsed = await rig.ask(auth_request())
+    assert 0.19 <= elapsed < 0.6  # cut at the deadline, long before the upstream's 2 s
+    assert answer["data"]["pass"] is True  # the cache's decision
+    row = rig.last_row()
+    assert (row["source"], row["upstream_error"]) == ("cache", "timeout")
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("http500", "http 500"),
+        ("garbage", "malformed: not JSON"),
+        ("code500", "code 500"),
+        ("nopass", "malformed: data.pass is not true or false"),
+    ],
+)
+async def test_bad_answers_fall_back_to_the_cache(
+    rig_for: Callable[..., Rig], fake: FakeUpstream, mode: str, error: str
+) -> None:
+    rig = rig_for()
+    fake.state.auth_mode = mode
+    answer, _ = await rig.ask(auth_request())
+    assert answer["data"]["pass"] is True
+    row = rig.last_row()
+    assert (row["source"], row["upstream_error"]) == ("cache", error)
+
+
+async def test_down_upstream_falls_back_to_the_cache(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for()
+    fake.stop()
+    answer, _ = await rig.ask(auth_request())
+    assert answer["data"]["pass"] is True
+    assert rig.last_row()["upstream_error"].startswith("connection: ")
+
+
+async def test_breaker_opens_then_probes_and_closes(
+    rig_for: Callable[..., Rig], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edged.upstream")
+    rig = rig_for(failures=2)
+    fake.state.auth_mode = "http500"
+    for user in ("a", "b", "c"):
+        await rig.ask(auth_request(user_id=user))
+    assert rig.upstream.authority.breaker.open
+    asked = len(fake.state.auth_bodies)
+    answer, _ = await rig.ask(auth_request())
+    assert len(fake.state.auth_bodies) == asked  # not asked while open
+    assert answer["data"]["pass"] is True
+    assert rig.last_row()["upstream_error"] == "breaker open"
+    beats = fake.state.heartbeats
+    fake.state.auth_mode = "ok"
+    fake.state.grant = False
+    await _until(lambda: not rig.upstream.authority.breaker.open)
+    assert fake.state.heartbeats > beats
+    answer, _ = await rig.ask(auth_request(user_id="e-1", recognizeScore=0.51))
+    assert answer["data"]["pass"] is False and rig.last_row()["source"] == "upstream"
+    levels = [r.levelname for r in caplog.records if r.name == "edged.upstream"]
+    assert levels == ["ERROR", "INFO"]  # one when it went down, one when it came back
+
+
+async def test_flapping_upstream_never_opens_the_breaker(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(failures=2)
+    fake.state.auth_mode = "flap"
+    sources = []
+    for i in range(6):
+        await rig.ask(auth_request(recognizeScore=0.5 + i / 100))
+        sources.append(rig.last_row()["source"])
+    assert sources == ["upstream", "cache"] * 3
+    assert not rig.upstream.authority.breaker.open
+
+
+async def test_replayed_request_is_never_sent_upstream(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for()
+    answer, _ = await rig.ask(auth_request(ts=time.time() - 3600))
+    assert fake.state.auth_bodies == []
+    assert answer["data"]["pass"] is False and rig.last_row()["reason"] == "replayed"
+
+
+async def test_online_only_door_never_granted_by_the_cache(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(extra='online_only_doors = ["vault"]')
+    fake.stop()
+    vault, _ = await rig.ask(auth_request(serial=SERIAL_OLD))
+    assert vault["data"]["pass"] is False
+    assert rig.last_row()["reason"] == upstream.UPSTREAM_UNAVAILABLE
+    lobby, _ = await rig.ask(auth_request(serial=SERIAL))
+    assert lobby["data"]["pass"] is True
+
+
+async def test_online_only_door_granted_by_a_live_upstream(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(extra="cache_may_grant = false")
+    answer, _ = await rig.ask(auth_request(serial=SERIAL_OLD))
+    assert answer["data"]["pass"] is True and rig.last_row()["source"] == "upstream"
+    fake.stop()
+    answer, _ = await rig.ask(auth_request(serial=SERIAL, recognizeScore=0.51))
+    assert answer["data"]["pass"] is False
+
+
+def test_parse_answer_keeps_known_fields_and_cuts_tips() -> None:
+    body = {"code": 200, "data": {"pass": True, "customtips": "é" * 40, "x": 1, "user_id": "7"}}
+    data = upstream.parse_answer(200, json.dumps(body).encode())
+    assert data["pass"] is True and data["user_id"] == "7" and "x" not in data
+    assert len(data["customtips"].encode()) <= 64
+
+
+def test_breaker_counts_consecutive_failures_only() -> None:
+    breaker = upstream.Breaker(3)
+    assert not breaker.failure("x", 0) and not breaker.failure("x", 0)
+    breaker.success()
+    assert not breaker.failure("x", 0) and not breaker.failure("x", 0)
+    assert breaker.failure("x", 1.0) and breaker.open
+    assert not breaker.failure("x", 2.0)  # already open: reported once
+    assert breaker.success() and not breaker.open
+
+
+def test_live_daemon_reports_the_upstream(
+    make_config: Callable[..., config.Config],
+    fake: FakeUpstream,
+    start_live: Callable[[config.Config], LiveDaemon],
+) -> None:
+    live = start_live(upstream_config(make_config, fake))
+    answer = httpx.post(f"{live.url}/auth", json=auth_request(user_id="nobody")).json()
+    assert answer["data"]["pass"] is True  # the upstream's word
+    ready = httpx.get(f"{live.admin_url}/readyz").json()
+    decisions = ready["checks"]["upstream"]["decisions"]
+    assert decisions["breaker"] == "closed" and decisions["counts"]["upstream"] == 1
+    fake.stop()
+    httpx.post(f"{live.url}/auth", json=auth_request(user_id="nobody", recognizeScore=0.51))
+    events = httpx.get(f"{live.admin_url}/api/v1/events").json()["events"]
+    assert [(e["source"], e["upstream_error"]) for e in events] == [
+        ("upstream", None),
+        ("cache", "connection: ConnectError"),
+    ]
+    status = httpx.get(f"{live.admin_url}/api/v1/upstream").json()
+    assert status["enabled"] is True and status["outbox"] == {"enabled": False}
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    import anyio
+
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached in time"
+        await anyio.sleep(0.02)
+
+
+async def test_a_caller_without_the_raw_body_is_not_an_upstream_failure(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(failures=1, extra='online_only_doors = ["vault"]')
+    event = normalize(auth_request(serial=SERIAL_OLD))
+    record = await rig.receiver.decide(event, "old-gate")  # no raw bytes
+    assert fake.state.auth_bodies == [] and not rig.upstream.authority.breaker.open
+    assert record.upstream_error == "not asked: no request body"
+    assert record.decision == "deny" and record.reason == upstream.UPSTREAM_UNAVAILABLE
+
+
+async def test_https_upstream_with_a_private_ca_and_a_token(
+    make_config: Callable[..., config.Config], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    pem, ca_file = tmp_path / "server.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_file))
+    (tmp_path / "token").write_text("s3cret\n")
+    server = FakeUpstream(str(pem)).start()
+    server.state.grant = False
+    try:
+        base = f'url = "{server.url}/auth"\ntoken_file = "{tmp_path / "token"}"\n'
+        trusted = Rig(make_config(f'\n[upstream]\n{base}ca_file = "{ca_file}"\n'))
+        answer, _ = await trusted.ask(auth_request(user_id="nobody"))
+        assert trusted.last_row()["source"] == "upstream" and answer["data"]["pass"] is False
+        assert server.state.authorization == ["Bearer s3cret"]
+        await trusted.close()
+        untrusted = Rig(make_config(f"\n[upstream]\n{base}", state=tmp_path / "other"))
+        await untrusted.ask(auth_request(user_id="nobody"))
+        assert untrusted.last_row()["upstream_error"].startswith("connection: ")
+        await untrusted.close()
+    finally:
+        server.stop()
+
+
+def test_unreadable_upstream_files_are_config_errors(
+    make_config: Callable[..., config.Config], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing"
+    for key in ("token_file", "ca_file"):
+        cfg = make_config(f'\n[upstream]\nurl = "https://127.0.0.1:9/auth"\n{key} = "{missing}"\n')
+        with pytest.raises(ConfigError, match=f"upstream.{key}: cannot"):
+            server.build(cfg)
