@@ -270,18 +270,6 @@ def _param(query: Any, name: str, parse: Callable[[str], Any], default: str = ""
     except ValueError:
         raise ValueError(f"{name}: {text!r} is not valid") from None
 
-    async def outbox(self, request: Request) -> Response:
-        """Records not yet acknowledged by the upstream (edged/outbox.py)."""
-        if self.upstream is None or self.upstream.forwarder is None:
-            return json_response({"enabled": False, "depth": None})
-        return json_response(self.upstream.forwarder.status(time.time()))
-
-    async def upstream_status(self, request: Request) -> Response:
-        """Upstream decisions, outbox and people sync (edged/upstream.py)."""
-        if self.upstream is None:
-            return json_response({"enabled": False})
-        return json_response({"enabled": True, **self.upstream.status()})
-
 
 def _error(status: int, message: str) -> Response:
     return json_response({"code": status, "msg": message}, status)
