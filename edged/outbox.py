@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 COLUMNS = (
     "id, dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, "
     "user_name, person_id, replayed, replay_reason, decision, reason, rule, source, "
-    "upstream_error, image_path, image_bytes, raw, response"
+    "upstream_error, door, image_path, image_bytes, raw, response"
 )
 
 
@@ -92,7 +92,7 @@ class Batch:
     keys: list[str] = field(default_factory=list)
 
 
-def _record_json(row: sqlite3.Row, door: str | None, image: str | None) -> str:
+def _record_json(row: sqlite3.Row, image: str | None) -> str:
     """One record of a batch; the stored payload and answer are spliced in as they are."""
     meta = {
         "key": row["dedup_key"],
@@ -101,7 +101,7 @@ def _record_json(row: sqlite3.Row, door: str | None, image: str | None) -> str:
         "push_type": row["push_type"],
         "serial": row["serial"],
         "terminal": row["terminal"],
-        "door": door,
+        "door": row["door"],  # the door the decision was made for (stored with the record)
         "uuid": row["uuid"],
         "occurred_at": row["occurred_at"],
         "received_at": row["received_at"],
@@ -137,7 +137,6 @@ class Forwarder:
         self.client = client
         self.clock = clock
         self.images = cfg.storage.images_path
-        self.doors = {t.name: t.door or None for t in cfg.terminals}
         self.wake = asyncio.Event()
         self.down = False
         self.last_error: str | None = None
@@ -180,7 +179,7 @@ class Forwarder:
             if parts and size + estimate > self.up.forward_max_bytes:
                 break  # decided before reading the image: no file read for nothing
             image = self._image(row) if images else None
-            part = _record_json(row, self.doors.get(row["terminal"] or ""), image)
+            part = _record_json(row, image)
             parts.append(part)
             keys.append(row["dedup_key"])
             size += len(part)
