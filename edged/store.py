@@ -282,7 +282,7 @@ class Store:
     def _commit_records(self, items: list[_Item]) -> None:
         conn = self._writer_conn
         results: list[Stored] = []
-        snapshots: list[tuple[Path, bytes]] = []
+        snapshots: list[tuple[Path, str, int]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in items:
@@ -305,12 +305,12 @@ class Store:
             del self.stats.batch_sizes[:500]
         self.stats.records += len(results)
         self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
-        self.stats.images_bytes += sum(len(data) for _, data in snapshots)
+        self.stats.images_bytes += sum(size for _, _, size in snapshots)
         self._files.write(snapshots)  # queued before anyone hears of the commit: see sync_files
         _resolve_all([(item, stored, None) for item, stored in zip(items, results, strict=True)])
 
     def _insert(
-        self, conn: sqlite3.Connection, rec: Record, snapshots: list[tuple[Path, bytes]]
+        self, conn: sqlite3.Connection, rec: Record, snapshots: list[tuple[Path, str, int]]
     ) -> Stored:
         cur = conn.execute(_INSERT, _row(rec))
         if cur.rowcount == 1:
@@ -330,22 +330,20 @@ class Store:
         conn: sqlite3.Connection,
         event_id: int,
         rec: Record,
-        snapshots: list[tuple[Path, bytes]],
+        snapshots: list[tuple[Path, str, int]],
     ) -> None:
-        """Record the snapshot's file in the row; the file is written after the commit."""
+        """Name the snapshot's file in the row; it is decoded and written after the commit."""
         assert self.images_dir is not None and rec.event.image_b64 is not None
-        try:
-            data = binascii.a2b_base64(rec.event.image_b64)
-        except (binascii.Error, ValueError):
-            return
-        if not data.startswith(b"\xff\xd8"):
+        text = rec.event.image_b64.strip()
+        size = _jpeg_b64_size(text)
+        if size is None:
             return  # not a JPEG: keep nothing rather than an unknown blob
         relative = f"{time.strftime('%Y/%m/%d', time.gmtime(rec.received_at))}/{event_id}.jpg"
         conn.execute(
             "UPDATE events SET image_path = ?, image_bytes = ? WHERE id = ?",
-            (relative, len(data), event_id),
+            (relative, size, event_id),
         )
-        snapshots.append((self.images_dir / relative, data))
+        snapshots.append((self.images_dir / relative, text, size))
 
     def _snapshot_failed(self, path: Path, size: int, error: OSError) -> None:
         """A snapshot file could not be written (file thread): the row forgets it."""
@@ -458,19 +456,33 @@ class _FileWriter:
     is never written back.
     """
 
+    # Snapshot text waiting to be written, at most: past it the writer thread waits, which
+    # slows new commits down instead of letting memory grow during a replay burst.
+    MAX_PENDING_BYTES = 8 * 1024 * 1024
+
     def __init__(self, root: Path | None, failed: Callable[[Path, int, OSError], None]) -> None:
         self.root = root
         self.failed = failed
         self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._room = threading.Condition()
         self._dirs: set[Path] = set()
         self._thread = threading.Thread(target=self._run, name="edged-files", daemon=True)
         if root is not None:
             self._thread.start()
 
-    def write(self, snapshots: list[tuple[Path, bytes]]) -> None:
-        """Queue files to write."""
-        if snapshots:
-            self._queue.put(("write", snapshots))
+    def write(self, snapshots: list[tuple[Path, str, int]]) -> None:
+        """Queue snapshots (base64 text and decoded size) to decode and write."""
+        if not snapshots:
+            return
+        size = sum(len(text) for _, text, _ in snapshots)
+        with self._room:
+            self._room.wait_for(
+                lambda: self._pending == 0 or self._pending + size <= self.MAX_PENDING_BYTES,
+                timeout=10.0,
+            )
+            self._pending += size
+        self._queue.put(("write", snapshots))
 
     def delete(self, paths: list[Path]) -> None:
         """Queue files to delete (after any queued write of them)."""
@@ -495,8 +507,11 @@ class _FileWriter:
         while (task := self._queue.get()) is not None:
             kind, items = task
             if kind == "write":
-                for path, data in items:
-                    self._write(path, data)
+                for path, text, size in items:
+                    self._write(path, text, size)
+                with self._room:
+                    self._pending -= sum(len(text) for _, text, _ in items)
+                    self._room.notify_all()
             elif kind == "mark":
                 items.set()
             else:
@@ -504,15 +519,38 @@ class _FileWriter:
                     with contextlib.suppress(OSError):
                         path.unlink(missing_ok=True)
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, text: str, size: int) -> None:
         try:
+            data = binascii.a2b_base64(text)
+            if len(data) != size:
+                raise OSError(f"snapshot decodes to {len(data)} bytes, not {size}")
             if path.parent not in self._dirs:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._dirs.add(path.parent)
             path.write_bytes(data)
-        except OSError as exc:
+        except (OSError, binascii.Error, ValueError) as exc:
             self._dirs.discard(path.parent)
-            self.failed(path, len(data), exc)
+            self.failed(path, size, exc if isinstance(exc, OSError) else OSError(str(exc)))
+
+
+def _jpeg_b64_size(text: str) -> int | None:
+    """The decoded size of base64 text that starts a JPEG, without decoding it all.
+
+    Whitespace inside the text (some encoders wrap lines) makes the size uncertain: such text
+    is decoded here once to know it.
+    """
+    try:
+        head = binascii.a2b_base64(text[:8])
+    except (binascii.Error, ValueError):
+        return None
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    if len(text) % 4 == 0 and text.isascii() and not any(c in text for c in " \n\r\t"):
+        return len(text) // 4 * 3 - text[-2:].count("=")
+    try:
+        return len(binascii.a2b_base64(text))
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _resolve(item: _Item, result: Any, error: BaseException | None) -> None:

@@ -298,3 +298,29 @@ async def test_a_failing_snapshot_write_keeps_the_record_and_forgets_the_file(
         assert "cannot write snapshot" in caplog.text
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("extra", [b"", b"a", b"ab", b"abc"])
+def test_snapshot_size_is_known_without_decoding(extra: bytes) -> None:
+    data = b"\xff\xd8\xff\xe0" + bytes(range(200)) + extra
+    text = base64.b64encode(data).decode()
+    assert store._jpeg_b64_size(text) == len(data)
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    assert store._jpeg_b64_size(wrapped) == len(data)
+    assert store._jpeg_b64_size(base64.b64encode(b"GIF89a" + extra).decode()) is None
+    assert store._jpeg_b64_size("!!!!") is None
+
+
+async def test_undecodable_snapshot_is_dropped_not_the_record(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "u.db", tmp_path / "images")
+    try:
+        broken = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(100)).decode()[:-4] + "*&^%"
+        stored = await st.save(record("broken", image=broken))
+        assert st.sync_files()
+        await st.run(lambda conn: None)
+    finally:
+        st.close()
+    assert not stored.duplicate
+    conn = sqlite3.connect(tmp_path / "u.db")
+    assert conn.execute("SELECT uuid, image_path FROM events").fetchone() == ("broken", None)
+    assert list((tmp_path / "images").rglob("*.jpg")) == []
