@@ -74,3 +74,11 @@ lintian:
 
 man:
 	python3 man/mkman.py build/man
+
+# The smoke test CI runs against the installed /usr/bin/edged, here against the dev venv's.
+smoke: venv
+	python3 tests/smoke/smoke.py $(BIN)/edged
+
+# Boots the package under qemu with a real systemd and checks it from outside (root needed).
+vm-test: deb
+	tests/vm/vm-test.sh
