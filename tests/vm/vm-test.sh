@@ -7,7 +7,8 @@
 # stored events survive a reboot.
 #
 # Needs root, debootstrap, qemu-system-x86_64, e2fsprogs, openssh-client, python3.
-# STATUS: see docs/operations.md ("Tests on a real systemd") for timings measured here.
+# STATUS: all checks pass here; ~2.5 min for the first debootstrap (cached after), ~4 min a run
+# under software emulation (details and the KVM note: docs/operations.md, "make vm-test").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -67,11 +68,14 @@ rm -f "$VM/disk.img"
 mkfs.ext4 -q -F -L root -d "$ROOT" "$VM/disk.img" 3G
 
 # ----- 2. boot ------------------------------------------------------------------------------------
-ACCEL=tcg
-if [ -w /dev/kvm ] && [ "${VM_ACCEL:-}" != tcg ]; then ACCEL=kvm; fi
+# Software emulation by default: this machine has a /dev/kvm whose KVM cannot run a guest
+# (qemu aborts setting MSRs with -cpu max/host and hangs with qemu64). VM_ACCEL=kvm opts in.
+ACCEL=${VM_ACCEL:-tcg}
+CPU=max
+if [ "$ACCEL" = kvm ]; then CPU=host; fi
 say "boot under qemu ($ACCEL)"
 rm -f "$VM/qemu.pid" "$VM/console.log"
-qemu-system-x86_64 -machine q35 -accel "$ACCEL" -cpu max -smp 2 -m 1024 \
+qemu-system-x86_64 -machine q35 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m 1024 \
     -kernel "$VM/vmlinuz" -initrd "$VM/initrd.img" \
     -append "root=/dev/vda rw console=ttyS0 net.ifnames=1" \
     -drive "file=$VM/disk.img,format=raw,if=virtio" \
@@ -183,6 +187,14 @@ PID=$(wait_active "" 180) || fail "edged not active after reboot"
 [ "$(stored vm-1)" = 1 ] && [ "$(stored vm-2)" = 1 ] || fail "events lost over the reboot"
 ok "active again after reboot, events vm-1 and vm-2 still stored"
 
+say "the unit as the booted systemd sees it"
+# --man=no: the minimal guest has no man-db (CI checks the man pages on the host).
+vm systemd-analyze verify --man=no edged.service || fail "systemd-analyze verify"
+ok "systemd-analyze verify edged.service: clean"
+vm systemd-analyze security edged.service | tail -n 1
+echo "  warnings of this boot (journalctl -b -p warning):"
+vm journalctl -b -p warning --no-pager -o cat | sed 's/^/    /' | tail -n 20
+
 vm systemctl poweroff || true
 say "all checks passed"
-echo "vm-test: 12 passed, 0 failed"
+echo "vm-test: 13 passed, 0 failed"
