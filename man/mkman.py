@@ -9,12 +9,15 @@ it runs at package build time. Usage: ``mkman.py OUTDIR [VERSION]``.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATE = "2026-11-28"
+# The page date: the package's changelog date when built by dpkg (reproducible), else today.
+DATE = time.strftime("%Y-%m-%d", time.gmtime(int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))))
 
 EDGED_HEAD = r"""
 .SH NAME
