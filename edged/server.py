@@ -22,14 +22,14 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from edged import admin, clock, config, notify, receiver
-from edged.errors import ConfigError, EdgedError
+from edged import admin, clock, config, receiver
+from edged.errors import EdgedError
+from edged.notify import Notifier, keepalive
 from edged.store import Store
 
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL = 3600.0
-STORE_CLOSE_TIMEOUT = 3.0  # with hypercorn's 5 s grace, a stop stays well inside 10 s
 
 Reloader = Callable[[config.Config], None]
 
@@ -97,15 +97,17 @@ class Daemon:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     on_ready: list[Callable[[], None]] = field(default_factory=list)
     services: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    reloaders: list[Reloader] = field(default_factory=list)  # called with a new, valid Config
-    on_stop: list[Callable[[], None]] = field(default_factory=list)  # put outputs in safe state
-    notifier: notify.Notifier = field(default_factory=notify.Notifier)
     receiver_port: int = field(init=False, default=0)  # the bound port, also when asked for 0
     admin_port: int = field(init=False, default=0)
+    # ----- systemd: reload, stop, notifications -----
+    reloaders: list[Reloader] = field(default_factory=list)  # called with a new, valid Config
+    on_stop: list[Callable[[], None]] = field(default_factory=list)  # put outputs in safe state
+    notifier: Notifier = field(default_factory=Notifier)
 
     def __post_init__(self) -> None:
         self.receiver_port = int(self.receiver_sockets[0].getsockname()[1])
         self.admin_port = int(self.admin_sockets[0].getsockname()[1])
+        self.reloaders += [self.receiver.reconfigure, _admin_reloader(self.admin)]
 
     async def serve(self) -> None:
         """Serve until ``stopping`` is set, then shut down gracefully."""
@@ -127,7 +129,7 @@ class Daemon:
             callback()
         # Listeners bound, database open, services (pins) started: now systemd may call us up.
         self.notifier.ready(self.status_line())
-        self.tasks.append(asyncio.create_task(notify.keepalive(self.notifier, self.status_line)))
+        self.tasks.append(asyncio.create_task(keepalive(self.notifier, self.status_line)))
         log.info(
             "edged ready: terminals on %s, admin on %s",
             ", ".join(self.cfg.receiver.listen),
@@ -136,6 +138,8 @@ class Daemon:
         try:
             await asyncio.gather(*servers)
         finally:
+            if not self.stopping.is_set():  # the servers ended by themselves
+                self.notifier.stopping()
             self.stopping.set()
             for task in self.tasks:
                 task.cancel()
@@ -155,8 +159,8 @@ class Daemon:
         try:
             new = config.load(self.cfg.source)
             config.admin_token(new)  # a token file that cannot be read fails the reload
-        except ConfigError as exc:
-            for problem in exc.problems:
+        except EdgedError as exc:  # ConfigError: every problem found
+            for problem in getattr(exc, "problems", None) or [str(exc)]:
                 log.error("reload refused, keeping the running configuration: %s", problem)
             self.notifier.ready(self.status_line())
             return False
@@ -246,9 +250,7 @@ def build(cfg: config.Config) -> Daemon:
         raise
     recv = receiver.Receiver(cfg, store)
     adm = admin.Admin(cfg, recv, token)
-    daemon = Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
-    daemon.reloaders += [recv.reconfigure, _admin_reloader(adm)]
-    return daemon
+    return Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
 
 
 async def run(cfg: config.Config) -> None:
@@ -256,18 +258,14 @@ async def run(cfg: config.Config) -> None:
     clock.report(time.time())
     daemon = build(cfg)
     loop = asyncio.get_running_loop()
-    handlers = {
-        signal.SIGTERM: daemon.stop,
-        signal.SIGINT: daemon.stop,
-        signal.SIGHUP: daemon.reload,
-    }
-    for sig, handler in handlers.items():
-        loop.add_signal_handler(sig, handler)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     try:
         await daemon.serve()
     finally:
-        for sig in handlers:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-        daemon.store.close(STORE_CLOSE_TIMEOUT)
+        daemon.store.close()
         log.info("edged stopped")

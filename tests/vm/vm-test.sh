@@ -15,8 +15,9 @@ REPO=$PWD
 VM=$REPO/build/vm
 BASE=$VM/base
 ROOT=$VM/root
-SSH_PORT=${SSH_PORT:-2222}
-RECV_PORT=${RECV_PORT:-18090}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+SSH_PORT=${SSH_PORT:-$(free_port)}
+RECV_PORT=${RECV_PORT:-$(free_port)}
 SERIAL=PS71HD01MC22C00014  # the terminal in the shipped /etc/edged/edged.toml
 PACKAGES=systemd,systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,openssh-server,\
 python3,python3-starlette,python3-hypercorn,python3-gpiozero,sqlite-utils,python3-tenacity,\
