@@ -48,8 +48,23 @@ format = "text"
 [[terminals]]
 name = "lobby"
 serial = "{serial}"
+door = "lobby"
 """
 
+# An edged with door outputs grants through door permissions: a mock lock, a group allowed
+# through it. One without them grants every known person.
+DOORS = """
+[gpio]
+pin_factory = "mock"
+
+[[doors]]
+name = "lobby"
+lock = { pin = 17 }
+"""
+PEOPLE_WITH_DOORS = {
+    "people": [{"id": "e-1", "name": "Ann Example", "user_id": "e-1", "groups": ["staff"]}],
+    "permissions": [{"group": "staff", "door": "lobby"}],
+}
 PEOPLE = "id,name,user_id\ne-1,Ann Example,e-1\n"
 
 
@@ -151,12 +166,18 @@ def main(argv: list[str]) -> int:
     version = run(edged, "version")
     check(version.returncode == 0 and version.stdout.startswith("edged "), version.stdout.strip())
     check(run(edged, "check-config", "-c", str(cfg)).returncode == 0, "check-config: valid")
+    with_doors = work / "doors.toml"
+    with_doors.write_text(cfg.read_text() + DOORS)
+    doors = run(edged, "check-config", "-c", str(with_doors)).returncode == 0
+    print(f"  ...  this edged {'drives' if doors else 'has no'} door outputs")
+    if doors:
+        cfg = with_doors
     broken = work / "broken.toml"
     broken.write_text(cfg.read_text() + "\n[storage]\nretention_days = 0\n")
     result = run(edged, "check-config", "-c", str(broken))
     check(result.returncode == 78, f"check-config: broken file exits 78 ({result.stderr.strip()})")
-    people = work / "people.csv"
-    people.write_text(PEOPLE)
+    people = work / ("people.json" if doors else "people.csv")
+    people.write_text(json.dumps(PEOPLE_WITH_DOORS) if doors else PEOPLE)
     result = run(edged, "people", "import", str(people), "-c", str(cfg))
     check(result.returncode == 0, f"people import: {result.stdout.strip()}")
 
