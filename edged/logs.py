@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -42,6 +43,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# Fields of the terminals' payloads that must never reach a log line, whatever a message quotes.
+SECRET_FIELDS = (
+    "ic_number|pin|id_number|card_number|qrcode_content|rgb_image|alarm_photo|password|token"
+)
+_QUOTED = re.compile(
+    rf"""(["'](?:{SECRET_FIELDS})["']\s*:\s*)("(?:[^"\\]|\\.)*"|'[^']*'|\[[^\]]*\]|[^,}}\s]+)"""
+)
+_PAYLOAD_PATH = re.compile(rf"(\b(?:user|data)\.(?:{SECRET_FIELDS})\b: [^,]*?, got ).*")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
+
+
+def redact(text: str) -> str:
+    """``text`` with card numbers, PINs, QR contents and images masked."""
+    text = _QUOTED.sub(r'\1"***"', text)
+    text = _PAYLOAD_PATH.sub(r"\1***", text)
+    return _BASE64.sub("<base64 elided>", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in every record a handler emits: a safety net, not a licence to log them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def choose_format(fmt: str) -> str:
     """``auto`` means journal under systemd's journal, text otherwise."""
     if fmt != "auto":
@@ -59,6 +89,7 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -312,6 +312,11 @@ class Receiver:
                 return entry.serial
         return None
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Take a reloaded configuration: networks, terminals, tips, limits (not paths)."""
+        networks = [ipaddress.ip_network(n, strict=False) for n in cfg.receiver.allowed_networks]
+        self.cfg, self.networks, self.tips = cfg, networks, dict(cfg.tips)
+
 
 def create_app(receiver: Receiver) -> Starlette:
     """The terminals' ASGI app."""

@@ -25,11 +25,24 @@ from hypercorn.config import Config as HyperConfig
 
 from edged import admin, automation, clock, config, doors, receiver, upstream
 from edged.errors import EdgedError
+from edged.notify import Notifier, keepalive
 from edged.store import Store
 
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL = 3600.0
+
+Reloader = Callable[[config.Config], None]
+
+# Keys a reload cannot apply to a running daemon: sockets, routes, files, log handlers.
+RESTART_ONLY = (
+    ("receiver", "listen"),
+    ("receiver", "event_path"),
+    ("receiver", "auth_path"),
+    ("admin", "listen"),
+    ("storage", None),
+    ("logging", None),
+)
 
 
 class BindError(EdgedError):
@@ -58,11 +71,11 @@ def bind(address: str) -> socket.socket:
 
 def _hyper_config(sockets: list[socket.socket], cfg: config.Config) -> HyperConfig:
     hc = HyperConfig()
-    # hypercorn takes ownership of the descriptor it is given: hand it a duplicate, and keep
-    # ours (for the port number and to close at the very end).
+    # hypercorn takes ownership of the descriptor it is given: hand it a duplicate; the caller
+    # closes its own copy, or the kernel would keep accepting connections after a stop.
     hc.bind = [f"fd://{os.dup(s.fileno())}" for s in sockets]
     hc.keep_alive_timeout = 75.0  # terminals reuse connections; 75 s outlasts their 30 s beat
-    hc.graceful_timeout = 5.0
+    hc.graceful_timeout = 5.0  # in-flight answers get this long after a stop
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.include_server_header = False
@@ -88,10 +101,15 @@ class Daemon:
     doors: doors.Doors | None = None
     receiver_port: int = field(init=False, default=0)  # the bound port, also when asked for 0
     admin_port: int = field(init=False, default=0)
+    # ----- systemd: reload, stop, notifications -----
+    reloaders: list[Reloader] = field(default_factory=list)  # called with a new, valid Config
+    on_stop: list[Callable[[], None]] = field(default_factory=list)  # put outputs in safe state
+    notifier: Notifier = field(default_factory=Notifier)
 
     def __post_init__(self) -> None:
         self.receiver_port = int(self.receiver_sockets[0].getsockname()[1])
         self.admin_port = int(self.admin_sockets[0].getsockname()[1])
+        self.reloaders += [self.receiver.reconfigure, _admin_reloader(self.admin)]
 
     async def serve(self) -> None:
         """Serve until ``stopping`` is set, then shut down gracefully."""
@@ -99,6 +117,8 @@ class Daemon:
         admin_app = admin.create_app(self.admin)
         recv_hc = _hyper_config(self.receiver_sockets, self.cfg)
         admin_hc = _hyper_config(self.admin_sockets, self.cfg)
+        for sock in self.receiver_sockets + self.admin_sockets:
+            sock.close()  # hypercorn owns the listeners now (its duplicates)
         servers = [
             asyncio.ensure_future(serve(app, hc, shutdown_trigger=self.stopping.wait))  # type: ignore[arg-type]
             for app, hc in ((recv_app, recv_hc), (admin_app, admin_hc))
@@ -109,6 +129,9 @@ class Daemon:
         await asyncio.sleep(0)
         for callback in self.on_ready:
             callback()
+        # Listeners bound, database open, services (pins) started: now systemd may call us up.
+        self.notifier.ready(self.status_line())
+        self.tasks.append(asyncio.create_task(keepalive(self.notifier, self.status_line)))
         log.info(
             "edged ready: terminals on %s, admin on %s",
             ", ".join(self.cfg.receiver.listen),
@@ -117,12 +140,60 @@ class Daemon:
         try:
             await asyncio.gather(*servers)
         finally:
+            if not self.stopping.is_set():  # the servers ended by themselves
+                self.notifier.stopping()
             self.stopping.set()
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
-            for sock in self.receiver_sockets + self.admin_sockets:
-                sock.close()
+            self._safe_outputs()
+
+    def stop(self) -> None:
+        """Begin a graceful stop: no new connections, in-flight answers finish."""
+        if not self.stopping.is_set():
+            log.info("edged stopping: finishing requests in flight")
+            self.notifier.stopping()
+            self.stopping.set()
+
+    def reload(self) -> bool:
+        """Re-read the configuration file; on any error keep the running one and say so."""
+        self.notifier.reloading()
+        try:
+            new = config.load(self.cfg.source)
+            config.admin_token(new)  # a token file that cannot be read fails the reload
+        except EdgedError as exc:  # ConfigError: every problem found
+            for problem in getattr(exc, "problems", None) or [str(exc)]:
+                log.error("reload refused, keeping the running configuration: %s", problem)
+            self.notifier.ready(self.status_line())
+            return False
+        for name in _restart_only_changes(self.cfg, new):
+            log.warning("reload: %s changed; it takes effect after a restart", name)
+        for reloader in self.reloaders:
+            try:
+                reloader(new)
+            except Exception:
+                log.exception("reload: %r failed", reloader)
+        self.cfg = new
+        log.info("configuration reloaded from %s", new.source)
+        self.notifier.ready(self.status_line())
+        return True
+
+    def status_line(self) -> str:
+        """The one-line status systemd shows: what edged is doing and how it fares."""
+        stats = self.store.stats
+        answered = sum(self.receiver.stats.answered.values())
+        line = f"serving {len(self.cfg.terminals)} terminals; {answered} requests answered"
+        line += f", {stats.records} records stored"
+        if not self.store.healthy():
+            line += f"; STORE FAILING: {stats.last_error}"
+        return line
+
+    def _safe_outputs(self) -> None:
+        for callback in self.on_stop:
+            try:
+                callback()
+            except Exception:
+                log.exception("stop: %r failed", callback)
 
     async def _maintenance(self) -> None:
         """Hourly: clock sanity and retention pruning."""
@@ -140,6 +211,25 @@ class Daemon:
             except EdgedError as exc:
                 log.error("retention: %s", exc)
             await asyncio.sleep(MAINTENANCE_INTERVAL)
+
+
+def _restart_only_changes(old: config.Config, new: config.Config) -> list[str]:
+    changed = []
+    for section, key in RESTART_ONLY:
+        before, after = getattr(old, section), getattr(new, section)
+        if key is None and before != after:
+            changed.append(f"[{section}]")
+        elif key is not None and getattr(before, key) != getattr(after, key):
+            changed.append(f"{section}.{key}")
+    return changed
+
+
+def _admin_reloader(adm: admin.Admin) -> Reloader:
+    def apply(cfg: config.Config) -> None:
+        adm.cfg = cfg
+        adm.token = config.admin_token(cfg)
+
+    return apply
 
 
 def build(cfg: config.Config) -> Daemon:
@@ -188,16 +278,17 @@ def build(cfg: config.Config) -> Daemon:
 
 
 async def run(cfg: config.Config) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+    """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     clock.report(time.time())
     daemon = build(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.stopping.set)
+        loop.add_signal_handler(sig, daemon.stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     try:
         await daemon.serve()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         if daemon.doors is not None:  # normally closed by its service already
