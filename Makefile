@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 BOOKWORM_PINS := starlette==0.26.1 hypercorn==0.13.2 gpiozero==1.6.2 sqlite-utils==3.30 \
 	tenacity==8.2.1 httpx==0.23.3 anyio==3.6.2 pytest==7.2.1 hypothesis==6.67.1 trustme==0.9.0
 BW := .venv-bookworm
+# Debian's own interpreter (3.11.2 on bookworm) where there is one: its asyncio differs.
+BW_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo $(PYTHON))
 
 .PHONY: venv run test test-bookworm lint typecheck unit bench clean
 
@@ -36,7 +38,7 @@ test: lint typecheck unit test-bookworm
 
 # The test suite against bookworm's library versions (the .deb's world) in a second venv.
 $(BW)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(BW)
+	$(BW_PYTHON) -m venv $(BW)
 	$(BW)/bin/pip install --quiet --upgrade pip
 	$(BW)/bin/pip install --quiet $(BOOKWORM_PINS)
 	$(BW)/bin/pip install --quiet --no-deps -e .

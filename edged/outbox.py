@@ -218,9 +218,8 @@ class Forwarder:
         batch = await asyncio.to_thread(self.next_batch)
         if batch is None:
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.up.forward_interval):
-                    await self.wake.wait()
+            with contextlib.suppress(TimeoutError):  # not asyncio.timeout: Python 3.11.2
+                await asyncio.wait_for(self.wake.wait(), self.up.forward_interval)
             return
         await self.send(batch)
         await self.acknowledged(batch)

@@ -129,9 +129,8 @@ async def within(deadline: float, call: Coroutine[Any, Any, httpx.Response]) -> 
     (Debian bookworm).
     """
     task = asyncio.ensure_future(call)
-    try:
-        async with asyncio.timeout(deadline):
-            return await asyncio.shield(task)
+    try:  # wait_for, not asyncio.timeout: see receiver.Receiver.read_body (Python 3.11.2)
+        return await asyncio.wait_for(asyncio.shield(task), deadline)
     except BaseException:
         asyncio.get_running_loop().call_later(REAP_DELAY, task.cancel)
         task.add_done_callback(_reap)
