@@ -78,6 +78,21 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX credentials_person ON credentials (person_id);
     """,
+    # terminals: certificates an operator trusted; how far each terminal's history is covered
+    4: """
+    CREATE TABLE terminal_trust (
+        serial TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        subject TEXT,
+        trusted_at REAL NOT NULL
+    );
+    CREATE TABLE terminal_sync (
+        serial TEXT PRIMARY KEY,
+        synced_until REAL NOT NULL,
+        registered_at REAL
+    );
+    """,
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from edged import admin, clock, config, receiver
+from edged import admin, clock, config, receiver, reconciler
 from edged.errors import EdgedError
 from edged.store import Store
 
@@ -86,6 +86,7 @@ class Daemon:
     services: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
     receiver_port: int = field(init=False, default=0)  # the bound port, also when asked for 0
     admin_port: int = field(init=False, default=0)
+    terminals: reconciler.Reconcilers | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.receiver_port = int(self.receiver_sockets[0].getsockname()[1])
@@ -160,7 +161,17 @@ def build(cfg: config.Config) -> Daemon:
         raise
     recv = receiver.Receiver(cfg, store)
     adm = admin.Admin(cfg, recv, token)
-    return Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
+    daemon = Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
+    # ----- terminals: keep managed terminals registered, show their health -----
+    terms = reconciler.Reconcilers(cfg, store, recv)
+    daemon.terminals = terms
+    if terms.items:
+        daemon.services.append(terms.run)
+        adm.readiness.append(terms.readiness)
+        adm.resubscribe = terms.resubscribe
+    adm.terminal_health = terms.health
+    # ----- end terminals -----
+    return daemon
 
 
 async def run(cfg: config.Config) -> None:
