@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edged import __version__, config, logs
+from edged import __version__, config, logs, terminal_cli
 from edged.errors import AdminError, EdgedError
 
 Command = Callable[[argparse.Namespace], int]
@@ -176,6 +176,8 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--replace", action="store_true", help="remove everyone not in the file")
     imp.add_argument("--dry-run", action="store_true", help="show the difference, change nothing")
     imp.set_defaults(func=cmd_people_import)
+
+    terminal_cli.add_parsers(sub, common)  # terminals, status, simulate
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)
