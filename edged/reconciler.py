@@ -94,6 +94,20 @@ class TerminalReconciler:
         self._gap = True  # back-fill at the first success (edged may have been stopped)
         self._last_push: float | None = None
         self._beat_alarm = False
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Ask the task to end (cancel it as well).
+
+        The flag backs up cancellation: anyio 3.x (bookworm) can swallow a cancellation that
+        meets one of its own deadlines; the task then honours the flag at its next loop turn.
+        """
+        self._stopped = True
+        self.wake.set()
+
+    def _honour_stop(self) -> None:
+        if self._stopped:
+            raise asyncio.CancelledError
 
     # ----- the task -------------------------------------------------------------------------
 
@@ -140,6 +154,7 @@ class TerminalReconciler:
         return self.client
 
     async def _attempt(self) -> None:
+        self._honour_stop()
         self.health.attempts += 1
         self.health.last_attempt = self.clock()
         client = await self._ensure_client()
@@ -301,6 +316,7 @@ class TerminalReconciler:
         deadline = time.monotonic() + delay
         unreachable = self.health.state == "down"
         while (left := deadline - time.monotonic()) > 0:
+            self._honour_stop()
             if await self._wait_wake(min(left, probe)):
                 return
             if unreachable and deadline - time.monotonic() > 0 and await self._ping() != "down":
@@ -313,11 +329,13 @@ class TerminalReconciler:
         next_check = time.monotonic() + rc.interval
         failing = False
         while True:
+            self._honour_stop()
             if await self._wait_wake(min(rc.probe_interval, next_check - time.monotonic())):
                 return self.reason or "on demand"
             if time.monotonic() >= next_check:
                 return "periodic check"
             ping = await self._ping()
+            self._honour_stop()
             if ping == "untrusted":
                 return "a different certificate is presented"
             if ping == "down":
@@ -379,6 +397,8 @@ class Reconcilers:
             else:
                 await asyncio.Event().wait()
         finally:
+            for reconciler in self.items.values():
+                reconciler.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

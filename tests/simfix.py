@@ -31,7 +31,12 @@ def free_port() -> int:
 
 
 def managed_config(
-    state: Path, sim: SimulatedTerminal, gateway_port: int = 8090, fast: bool = True, **keys: Any
+    state: Path,
+    sim: SimulatedTerminal,
+    gateway_port: int = 8090,
+    fast: bool = True,
+    admin_port: int = 0,
+    **keys: Any,
 ) -> config.Config:
     """A config managing one terminal (``lobby``) served by ``sim``."""
     terminal = {
@@ -51,7 +56,7 @@ listen = ["127.0.0.1:{gateway_port}"]
 allowed_networks = ["127.0.0.0/8"]
 
 [admin]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:{admin_port}"]
 token = "test-token"
 
 [storage]

@@ -42,6 +42,7 @@ class Running:
         self.task = asyncio.create_task(self.rec.run())
 
     async def stop(self) -> None:
+        self.rec.stop()
         self.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await self.task
