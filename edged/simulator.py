@@ -22,8 +22,10 @@ import random
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid as uuidlib
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,6 +101,8 @@ class SimulatedTerminal:
         self._reboot: asyncio.Task[Any] | None = None
         self._auth_lost_since: float | None = None
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self.port = self.settings.port
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -115,8 +119,57 @@ class SimulatedTerminal:
 
         return fingerprint_pem(Path(self.cert_path).read_text())
 
+    # Each simulated terminal runs on its own thread and event loop, like a separate device:
+    # its server's connection handling (and hypercorn's complaints about TLS peers that vanish
+    # at a reboot) never touches the caller's loop. The public coroutines hop over to it.
+
+    def _ensure_thread(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            loop.set_exception_handler(_quiet)
+            self._loop = loop
+            self._thread = threading.Thread(
+                target=loop.run_forever, name=f"sim-{self.settings.serial}", daemon=True
+            )
+            self._thread.start()
+        return self._loop
+
+    async def _on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._ensure_thread())
+        return await asyncio.wrap_future(future)
+
     async def start(self) -> None:
         """Boot: bind the port (kept across reboots), serve the API, start pushing."""
+        await self._on_loop(self._boot())
+
+    async def stop(self) -> None:
+        """Shut down completely (also ends a reboot in progress) and end the thread."""
+        if self._loop is None:
+            return
+        await self._on_loop(self._shutdown())
+        await self._on_loop(_cancel_all())
+        loop, thread = self._loop, self._thread
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 5)
+        loop.close()
+        self._loop = self._thread = None
+
+    async def reboot(
+        self, down_seconds: float | None = None, new_certificate: bool = False
+    ) -> None:
+        """Go away for ``down_seconds``, then come back with registration and auth mode lost."""
+        await self._on_loop(self._reboot_now(down_seconds, new_certificate))
+
+    def reboot_soon(self, down_seconds: float | None = None) -> None:
+        """Start a reboot in the background (what GET /v1/device/reboot does); any thread."""
+        loop = self._ensure_thread()
+        loop.call_soon_threadsafe(self._spawn_reboot, down_seconds)
+
+    def _spawn_reboot(self, down_seconds: float | None) -> None:
+        self._reboot = asyncio.get_running_loop().create_task(self._reboot_now(down_seconds))
+
+    async def _boot(self) -> None:
         from hypercorn.asyncio import serve
 
         if self._sock is None:
@@ -138,8 +191,7 @@ class SimulatedTerminal:
         self.up = True
         self.came_back_at = time.monotonic()
 
-    async def stop(self) -> None:
-        """Shut down completely (also ends a reboot in progress)."""
+    async def _shutdown(self) -> None:
         if self._reboot is not None and self._reboot is not asyncio.current_task():
             self._reboot.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -162,10 +214,9 @@ class SimulatedTerminal:
             await self._client.aclose()
             self._client = None
 
-    async def reboot(
+    async def _reboot_now(
         self, down_seconds: float | None = None, new_certificate: bool = False
     ) -> None:
-        """Go away for ``down_seconds``, then come back with registration and auth mode lost."""
         down = self.settings.reboot_seconds if down_seconds is None else down_seconds
         await self._halt()
         self._listen_paused(True)
@@ -176,11 +227,7 @@ class SimulatedTerminal:
                 Path(path).unlink(missing_ok=True)
             self.cert_path, self.key_path = self._certificate()
         self._listen_paused(False)
-        await self.start()
-
-    def reboot_soon(self, down_seconds: float | None = None) -> None:
-        """Start a reboot in the background (what GET /v1/device/reboot does)."""
-        self._reboot = asyncio.get_running_loop().create_task(self.reboot(down_seconds))
+        await self._boot()
 
     def _listen_paused(self, paused: bool) -> None:
         """While 'rebooting', refuse connections: close the socket, rebind the same port later."""
@@ -217,11 +264,20 @@ class SimulatedTerminal:
     def emit(self, count: int = 1) -> list[dict[str, Any]]:
         """Record ``count`` passages now: kept in history, queued for push when registered."""
         made = [self._record() for _ in range(count)]
+        queued = []
         for record in made:
             self.history.append({**record, "rgb_image": ""})
             if self.registered:
-                self._enqueue(record)
+                queued.append(record)
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._enqueue_all, queued)
+        else:
+            self._enqueue_all(queued)
         return made
+
+    def _enqueue_all(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self._enqueue(record)
 
     def subscribe(self, event_dest: str, enabled: bool) -> None:
         """Set the push destination (POST /v1/event/subscribe)."""
@@ -349,7 +405,22 @@ class SimulatedTerminal:
 
     async def ask_gateway(self) -> dict[str, Any] | None:
         """Send one remote-auth request now; the gateway's answer, or None."""
-        return await self._maybe_ask_gateway()
+        answer: dict[str, Any] | None = await self._on_loop(self._maybe_ask_gateway())
+        return answer
+
+
+def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The simulator's loop: errors of vanished TLS peers are expected at reboots."""
+    log.debug("simulator loop: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+async def _cancel_all() -> None:
+    """Cancel whatever still runs on the simulator's loop (hypercorn's lingering tasks)."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _fake_jpeg(size: int) -> str:
