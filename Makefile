@@ -9,7 +9,7 @@ BOOKWORM_PINS := starlette==0.26.1 hypercorn==0.13.2 gpiozero==1.6.2 sqlite-util
 	tenacity==8.2.1 httpx==0.23.3 anyio==3.6.2 pytest==7.2.1 hypothesis==6.67.1 trustme==0.9.0
 BW := .venv-bookworm
 
-.PHONY: venv run test test-bookworm lint typecheck unit bench clean
+.PHONY: venv run test test-bookworm lint typecheck unit bench clean demo
 
 venv: $(STAMP)
 
@@ -47,6 +47,18 @@ test-bookworm: $(BW)/.installed
 
 bench: venv
 	$(BIN)/python bench/receiver.py
+
+# edged and two simulated terminals (etc/demo.toml): records, decisions, registrations move.
+# Watch with `.venv/bin/edged events -f -c etc/demo.toml` and `.venv/bin/edged status -c etc/demo.toml`.
+DEMO := etc/demo.toml
+demo: venv
+	mkdir -p var/demo
+	$(BIN)/edged people import etc/demo-people.csv -c $(DEMO)
+	$(BIN)/edged simulate --from-config --rate 0.5 --cert-dir var/demo/certs -c $(DEMO) & \
+	sim=$$!; trap 'kill $$sim' EXIT INT TERM; sleep 2; \
+	$(BIN)/edged terminals trust lobby --yes -c $(DEMO) && \
+	$(BIN)/edged terminals trust gate --yes -c $(DEMO) && \
+	$(BIN)/edged run -c $(DEMO)
 
 clean:
 	rm -rf $(VENV) $(BW) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

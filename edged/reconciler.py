@@ -232,7 +232,14 @@ class TerminalReconciler:
         self.health.last_error = None
         self.health.last_ok = now
         if (self._gap or wrote) and self.cfg.reconciler.backfill:
-            await self._backfill(client, now)
+            try:
+                await self._backfill(client, now)
+            except TerminalError as exc:  # registered all the same: read the gap next time
+                log.warning(
+                    "terminal %s: back-fill failed, retried later: %s", self.terminal.name, exc
+                )
+                self._gap = True
+                return
         self._gap = False
         await self._mark_synced(now, wrote)
 

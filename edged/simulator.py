@@ -264,6 +264,11 @@ class SimulatedTerminal:
     def emit(self, count: int = 1) -> list[dict[str, Any]]:
         """Record ``count`` passages now: kept in history, queued for push when registered."""
         made = [self._record() for _ in range(count)]
+        self._keep(made)
+        return made
+
+    def _keep(self, made: list[dict[str, Any]]) -> None:
+        """Into the history; into the push queue while registered (any thread)."""
         queued = []
         for record in made:
             self.history.append({**record, "rgb_image": ""})
@@ -273,7 +278,6 @@ class SimulatedTerminal:
             self._loop.call_soon_threadsafe(self._enqueue_all, queued)
         else:
             self._enqueue_all(queued)
-        return made
 
     def _enqueue_all(self, records: list[dict[str, Any]]) -> None:
         for record in records:
@@ -298,13 +302,17 @@ class SimulatedTerminal:
         self.buffer.append(record)
         self._work.set()
 
-    def _record(self) -> dict[str, Any]:
-        n = next(self._counter)
+    def _record(self, n: int | None = None, passed: bool | None = None) -> dict[str, Any]:
+        n = next(self._counter) if n is None else n
         user_id, name = PEOPLE[n % len(PEOPLE)]
         now = int(time.time())
         if self.settings.firmware == "old":
-            return simapi.old_record(self.settings.serial, n, now, user_id, name, self._image)
-        return simapi.new_record(self.settings.serial, n, now, user_id, name, self._image)
+            record = simapi.old_record(self.settings.serial, n, now, user_id, name, self._image)
+        else:
+            record = simapi.new_record(self.settings.serial, n, now, user_id, name, self._image)
+        if passed is not None:
+            record["pass"] = passed  # the gateway decided (remote authentication)
+        return record
 
     async def _generate(self) -> None:
         rate = self.settings.rate
@@ -312,8 +320,11 @@ class SimulatedTerminal:
             return
         while True:
             await asyncio.sleep(random.expovariate(rate))
-            await self._maybe_ask_gateway()
-            self.emit(1)
+            n = next(self._counter)
+            answer = await self._maybe_ask_gateway(n)
+            data = answer.get("data") if answer else None
+            passed = bool(data.get("pass")) if isinstance(data, dict) else None
+            self._keep([self._record(n, passed)])
 
     async def _send(self) -> None:
         """Push buffered records oldest first; keep a record until it is acknowledged."""
@@ -386,12 +397,12 @@ class SimulatedTerminal:
             self.state.functions["auth_mode"] = 0
             log.info("simulator %s: server lost, back to local decisions", self.settings.serial)
 
-    async def _maybe_ask_gateway(self) -> dict[str, Any] | None:
-        """In remote-auth mode, ask the gateway about the next person (as the terminal does)."""
+    async def _maybe_ask_gateway(self, n: int | None = None) -> dict[str, Any] | None:
+        """In remote-auth mode, ask the gateway about person ``n`` (as the terminal does)."""
         address = self._remote_address()
         if address is None or self._client is None:
             return None
-        n = next(self._counter)
+        n = next(self._counter) if n is None else n
         user_id, name = PEOPLE[n % len(PEOPLE)]
         body = simapi.auth_request(self.settings.serial, user_id, name)
         try:
