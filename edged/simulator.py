@@ -208,7 +208,12 @@ class SimulatedTerminal:
         for task in self._tasks[1:]:
             task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # a TLS peer that never answers the close can hold hypercorn for its 30 s SSL
+            # shutdown timeout: a terminal going away does not wait for it
+            _, pending = await asyncio.wait(self._tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(self._tasks, timeout=1.0)
         self._tasks = []
         if self._client is not None:
             await self._client.aclose()
