@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ async def test_unacknowledged_records_are_replayed_in_order(tmp_path: Path) -> N
     receiver = FlakyReceiver(failures=3)
     sock = bind("127.0.0.1:0")
     hc = HyperConfig()
-    hc.bind = [f"fd://{sock.fileno()}"]
+    hc.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn owns (and closes) its copy
     hc.accesslog = None
     stop = asyncio.Event()
     app = Starlette(routes=[Route("/e", receiver.post, methods=["POST"])])
@@ -145,6 +146,7 @@ async def test_unacknowledged_records_are_replayed_in_order(tmp_path: Path) -> N
         await sim.stop()
         stop.set()
         await server
+        sock.close()
 
 
 async def test_buffer_cap_drops_oldest(tmp_path: Path) -> None:
