@@ -250,3 +250,56 @@ async def test_reconcilers_run_health_and_readiness(sim: SimulatedTerminal, stat
     conn = sqlite3.connect(cfg.storage.database_path)
     assert conn.execute("SELECT COUNT(*) FROM terminal_sync").fetchone()[0] == 1
     conn.close()
+
+
+async def test_signs_of_drift_from_the_receiver(sim: SimulatedTerminal, state: Path) -> None:
+    now = [10_000.0]
+    seen = {sim.settings.serial: TerminalSeen(sim.settings.serial)}
+    cfg = managed_config(state, sim, remote_auth=True)  # heartbeat_timeout 1 s here
+    st = store.Store(cfg.storage.database_path)
+    try:
+        rec = TerminalReconciler(cfg, cfg.terminals[0], st, seen, clock=lambda: now[0])
+        entry = seen[sim.settings.serial]
+        rec.health.last_ok = now[0]
+        entry.last_heartbeat = now[0]
+        assert rec._signs() is None
+        now[0] += 2  # no heartbeat for 2 s: one trigger, not one a probe
+        assert rec._signs() == "no heartbeat for 1 s"
+        assert rec._signs() is None
+        entry.last_heartbeat = now[0]  # heartbeats again: armed again
+        assert rec._signs() is None
+        entry.last_push = now[0]
+        assert rec._signs() is None  # the first push seen: nothing to compare with
+        now[0] += 0.5
+        entry.last_push = now[0]
+        entry.last_heartbeat = now[0]
+        assert rec._signs() is None  # pushes flowing
+        now[0] += 5
+        entry.last_push = now[0]
+        entry.last_heartbeat = now[0]
+        assert rec._signs() == "first push after a silence"
+    finally:
+        st.close()
+
+
+async def test_backfill_failure_does_not_block_registration(
+    sim: SimulatedTerminal, state: Path
+) -> None:
+    cfg = managed_config(state, sim)
+    run = Running(cfg)
+    await until(lambda: run.rec.health.state == "registered")
+    await run.stop()
+    real = sim.history
+
+    class Broken(list):  # type: ignore[type-arg]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("storage failure")
+
+    sim.history = Broken(real)  # /v1/event/records now answers HTTP 500
+    sim.state.subscription = None
+    run = Running(cfg)
+    try:
+        await until(lambda: run.rec.health.state == "registered" and sim.registered)
+        assert run.rec.health.backfilled == 0 and run.rec._gap
+    finally:
+        await run.stop()

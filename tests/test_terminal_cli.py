@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -103,7 +104,13 @@ async def test_simulate_runs_several_for_a_while(
         "--cert-dir",
         str(tmp_path / "c"),
     ]
-    assert await asyncio.to_thread(cli.main, argv) == 0
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert await asyncio.to_thread(cli.main, argv) == 0
+    finally:  # the command sets up logging on this test's stderr: put the test's back
+        root.handlers[:] = handlers
+        root.setLevel(level)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["SIM0009", "SIM0010"]
     assert all("https://127.0.0.1:" in line and "sha256:" in line for line in lines)
