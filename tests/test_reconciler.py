@@ -100,11 +100,12 @@ async def test_remote_auth_read_modify_write_keeps_other_fields(
 
 
 async def test_reboot_is_noticed_and_registration_restored(
-    sim: SimulatedTerminal, state: Path
+    sim: SimulatedTerminal, state: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = Running(managed_config(state, sim, remote_auth=True))
     try:
         await until(lambda: run.rec.health.state == "registered")
+        caplog.set_level(logging.DEBUG, "edged.reconciler")
         await sim.reboot(0.3)
         assert sim.state.subscription is None and sim.state.functions["auth_mode"] == 0
         took = await until(lambda: sim.registered and sim.state.functions["auth_mode"] == 1)
@@ -113,6 +114,13 @@ async def test_reboot_is_noticed_and_registration_restored(
         assert run.rec.health.registrations == 2
     finally:
         await run.stop()
+    ours = [r for r in caplog.records if r.name == "edged.reconciler"]
+    assert [r.getMessage() for r in ours if r.levelno == logging.ERROR] == [
+        "terminal lobby is down: ping does not answer"
+    ]
+    assert [r.getMessage() for r in ours if r.levelno == logging.INFO].count(
+        "terminal lobby is back: registered and verified"
+    ) == 1
 
 
 async def test_drift_fixed_on_demand(sim: SimulatedTerminal, state: Path) -> None:
