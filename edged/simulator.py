@@ -1,6 +1,6 @@
 """A fake door terminal: its web API over real HTTPS on loopback, and its pushes to a gateway.
 
-It behaves like the terminals described in ``docs/terminal-protocol`` as far as edged cares: JWT
+It behaves like a real terminal as far as edged cares (docs/simulator.md): JWT
 and Basic login, push registration, functions (read-modify-write), device info, ping, records,
 door, reboot. It pushes records to its registered ``event_dest``, keeps them (up to 50,000) while
 the receiver does not answer 200 with ``code`` 200 and sends them again in order, and can reboot:
@@ -20,11 +20,9 @@ import logging
 import os
 import random
 import socket
-import sys
 import tempfile
 import threading
 import time
-import uuid as uuidlib
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any, Literal
 
 import httpx
 
-from edged import simapi
+from edged import simapi, simcert
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +256,7 @@ class SimulatedTerminal:
         key = Path(folder) / f"{self.settings.serial}.key"
         if not (cert.exists() and key.exists()):
             Path(folder).mkdir(parents=True, exist_ok=True)
-            pem_cert, pem_key = self_signed_certificate(self.settings.model)
+            pem_cert, pem_key = simcert.self_signed_certificate(self.settings.model)
             key.write_bytes(pem_key)
             key.chmod(0o600)
             cert.write_bytes(pem_cert)
@@ -475,114 +473,3 @@ def _hyper_config(sock: socket.socket, certfile: str, keyfile: str) -> Any:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("edged.simulator.http")
     return hc
-
-
-def self_signed_certificate(model: str) -> tuple[bytes, bytes]:
-    """A PEM certificate and key like a terminal's: self-signed, names not matching its IP."""
-    import datetime
-
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        from edged.errors import SimulatorError
-
-        raise SimulatorError(
-            "the simulator needs the 'cryptography' package (pip install 'edged[simulator]', "
-            "or apt install python3-cryptography)"
-        ) from None
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, model),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edged simulator"),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, uuidlib.uuid4().hex[:16]),
-        ]
-    )
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key
-
-
-def _settings_from_args(args: Any) -> list[SimSettings]:
-    """One SimSettings a simulated terminal, from ``edged simulate``'s options."""
-    common = {
-        "firmware": args.firmware,
-        "rate": args.rate,
-        "image_bytes": args.image_bytes,
-        "reboot_seconds": args.reboot_seconds,
-        "cert_dir": args.cert_dir,
-        "event_dest": args.event_dest,
-    }
-    if args.from_config:
-        from edged import config, terminals
-
-        cfg = config.load(getattr(args, "config", None))
-        local = [t for t in cfg.terminals if t.host.startswith("127.") or t.host == "localhost"]
-        if not local:
-            from edged.errors import SimulatorError
-
-            raise SimulatorError("no terminal with a loopback host in the configuration")
-        return [
-            SimSettings(
-                serial=t.serial,
-                host=t.host,
-                port=t.port,
-                username=t.username,
-                password=terminals.password(t),
-                **common,
-            )
-            for t in local
-        ]
-    head = args.serial.rstrip("0123456789")
-    digits = args.serial[len(head) :] or "0"
-    return [
-        SimSettings(
-            serial=f"{head}{int(digits) + i:0{len(digits)}d}",
-            port=args.port + i if args.port else 0,
-            username=args.username,
-            password=args.password,
-            **common,
-        )
-        for i in range(args.count)
-    ]
-
-
-async def simulate_main(args: Any) -> None:
-    """Run simulated terminals until cancelled, or for ``args.duration`` seconds."""
-    sims = [SimulatedTerminal(s) for s in _settings_from_args(args)]
-    try:
-        for sim in sims:
-            await sim.start()
-            s = sim.settings
-            print(f"{s.serial}  {sim.url}  {s.username}/{s.password}  {sim.fingerprint}")
-        sys.stdout.flush()
-        loop = asyncio.get_running_loop()
-        end = loop.time() + args.duration if args.duration else None
-        next_reboot = loop.time() + args.reboot_every if args.reboot_every else None
-        while end is None or loop.time() < end:
-            await asyncio.sleep(0.1)
-            if next_reboot is not None and loop.time() >= next_reboot:
-                for sim in sims:
-                    log.info("simulator %s: rebooting", sim.settings.serial)
-                    sim.reboot_soon()
-                next_reboot = loop.time() + args.reboot_every
-    finally:
-        for sim in sims:
-            await sim.stop()
