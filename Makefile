@@ -11,14 +11,14 @@ BW := .venv-bookworm
 # Debian's own interpreter (3.11.2 on bookworm) where there is one: its asyncio differs.
 BW_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo $(PYTHON))
 
-.PHONY: venv run test test-bookworm lint typecheck unit bench clean
+.PHONY: venv run test test-bookworm lint typecheck unit bench clean demo
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,simulator]'
 	touch $(STAMP)
 
 run: venv
@@ -49,6 +49,18 @@ test-bookworm: $(BW)/.installed
 
 bench: venv
 	$(BIN)/python bench/receiver.py
+
+# edged and two simulated terminals (etc/demo.toml): records, decisions, registrations move.
+# Watch with `.venv/bin/edged events -f -c etc/demo.toml` and `.venv/bin/edged status -c etc/demo.toml`.
+DEMO := etc/demo.toml
+demo: venv
+	mkdir -p var/demo
+	$(BIN)/edged people import etc/demo-people.json -c $(DEMO)
+	$(BIN)/edged simulate --from-config --rate 0.5 --cert-dir var/demo/certs -c $(DEMO) & \
+	sim=$$!; trap 'kill $$sim' EXIT INT TERM; sleep 2; \
+	$(BIN)/edged terminals trust lobby --yes -c $(DEMO) && \
+	$(BIN)/edged terminals trust gate --yes -c $(DEMO) && \
+	$(BIN)/edged run -c $(DEMO)
 
 clean:
 	rm -rf $(VENV) $(BW) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

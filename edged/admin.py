@@ -82,6 +82,9 @@ class Admin:
         self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
         self.doors: Any = None  # edged.doors.Doors when doors are configured (server.build)
         self.upstream: Upstream | None = None  # set by edged/upstream.py when configured
+        # terminals: health by serial, and on-demand reconcile (set by server.build)
+        self.terminal_health: Callable[[], dict[str, dict[str, Any]]] = dict
+        self.resubscribe: Callable[[str | None], list[str]] | None = None
 
     def authorised(self, request: Request) -> Response | None:
         """None when the request may write, else the refusal."""
@@ -177,20 +180,39 @@ class Admin:
         out = []
         configured = {t.serial: t for t in self.cfg.terminals}
         serials = list(configured) + [s for s in self.receiver.seen if s not in configured]
+        health = self.terminal_health()
         for serial in serials:
             seen = self.receiver.seen.get(serial)
             term = configured.get(serial)
-            out.append(
-                {
-                    "name": term.name if term else None,
-                    "serial": serial,
-                    "configured": term is not None,
-                    "address": seen.address if seen else None,
-                    "last_push": _iso(seen.last_push) if seen else None,
-                    "last_heartbeat": _iso(seen.last_heartbeat) if seen else None,
-                }
-            )
+            entry = {
+                "name": term.name if term else None,
+                "serial": serial,
+                "configured": term is not None,
+                "managed": serial in health,
+                "address": seen.address if seen else None,
+                "last_push": _iso(seen.last_push) if seen else None,
+                "last_heartbeat": _iso(seen.last_heartbeat) if seen else None,
+            }
+            entry.update(_terminal_health(health.get(serial)))
+            out.append(entry)
         return json_response({"terminals": out})
+
+    async def resubscribe_terminals(self, request: Request) -> Response:
+        refused = self.authorised(request)
+        if refused:
+            return refused
+        if self.resubscribe is None:
+            return _error(503, "no terminal is managed (none has a host)")
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _error(400, "body is not valid JSON")
+        name = body.get("name") if isinstance(body, dict) else None
+        try:
+            names = self.resubscribe(name or None)
+        except KeyError:
+            return _error(404, f"no managed terminal named {name!r}")
+        return json_response({"code": 200, "terminals": names})
 
     async def import_people(self, request: Request) -> Response:
         """POST /api/v1/people: bulk upsert of people, or a whole document (edged.manage)."""
@@ -271,6 +293,16 @@ def _param(query: Any, name: str, parse: Callable[[str], Any], default: str = ""
         raise ValueError(f"{name}: {text!r} is not valid") from None
 
 
+def _terminal_health(health: dict[str, Any] | None) -> dict[str, Any]:
+    """The reconciler's view of a managed terminal, times as ISO strings."""
+    if health is None:
+        return {}
+    out = {k: v for k, v in health.items() if k not in ("name", "serial")}
+    for key in ("last_ok", "last_attempt", "since"):
+        out[key] = _iso(out.get(key))
+    return out
+
+
 def _error(status: int, message: str) -> Response:
     return json_response({"code": status, "msg": message}, status)
 
@@ -283,6 +315,7 @@ def create_app(admin: Admin) -> Starlette:
         Route("/api/v1/events", admin.events),
         Route("/api/v1/events/{event_id}", admin.event),
         Route("/api/v1/terminals", admin.terminals),
+        Route("/api/v1/terminals/resubscribe", admin.resubscribe_terminals, methods=["POST"]),
         Route("/api/v1/people", admin.import_people, methods=["POST"]),
         Route("/api/v1/doors", admin.doors_state),
         Route("/api/v1/doors/log", admin.door_log),

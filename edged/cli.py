@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edged import __version__, config, logs
+from edged import __version__, config, logs, terminal_cli, terminals
 from edged.errors import AdminError, EdgedError, NotFoundError
 
 Command = Callable[[argparse.Namespace], int]
@@ -116,12 +116,13 @@ def cmd_door(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print readiness and every door's state."""
+    """Print readiness, every door's state and every terminal's health."""
     cfg = _load(args)
     ready = admin_get(cfg, "/readyz")
     site = admin_get(cfg, "/api/v1/doors")
+    listing = admin_get(cfg, "/api/v1/terminals").get("terminals", [])
     if args.json:
-        print(json.dumps({"ready": ready, "doors": site}))
+        print(json.dumps({"ready": ready, "doors": site, "terminals": listing}))
         return 0 if ready.get("ready") else 1
     print(f"{cfg.site.name}: {'ready' if ready.get('ready') else 'NOT READY'}")
     for name, check in ready.get("checks", {}).items():
@@ -131,6 +132,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"doors{': ' + ', '.join(f.upper() for f in flags) if flags else ''}")
     for door in site.get("doors", []):
         print(_door_line(door))
+    print("\n".join(terminals.status_section(listing)))
     return 0 if ready.get("ready") else 1
 
 
@@ -497,6 +499,8 @@ def parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--json", action="store_true", help="print the status as JSON")
     out.set_defaults(func=cmd_outbox)
+
+    terminal_cli.add_parsers(sub, common)  # terminals, status, simulate
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)

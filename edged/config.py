@@ -167,6 +167,59 @@ class TerminalConfig:
     name: str = field(default="", metadata=_meta(_name_check))
     serial: str = field(default="", metadata=_meta(_serial_check))
     door: str = ""
+    # managed by the reconciler when host is set (docs/terminals.md)
+    host: str = ""
+    port: int = 8000
+    scheme: Literal["https", "http"] = "https"
+    username: str = "admin"
+    password: str = field(default="", metadata=_meta(secret=True))
+    password_file: str = ""
+    tls_mode: Literal["pinned", "ca"] = "pinned"
+    tls_fingerprint: str = ""
+    ca_file: str = ""
+    auth: Literal["jwt", "basic"] = "jwt"
+    remote_auth: bool = False
+    remote_auth_mode: Literal[1, 3] = 1
+    remote_auth_fallback_minutes: int = 0
+
+
+# ----- terminals -----
+def _base_url_check(value: str) -> str | None:
+    if not value:
+        return None
+    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+        return f"{value!r} is not an http:// or https:// URL such as 'http://192.168.1.10:8090'"
+    return None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """How the terminals reach edged: the base of their event_dest and remote-auth address."""
+
+    public_url: str = field(default="", metadata=_meta(_base_url_check))
+
+    def url(self, path: str) -> str:
+        """``public_url`` joined with a receiver path."""
+        return self.public_url.rstrip("/") + path
+
+
+def _token_check(value: int) -> str | None:
+    return None if 1 <= value <= 1440 else "must be 1-1440 minutes"
+
+
+@dataclass(frozen=True)
+class ReconcilerConfig:
+    """How edged keeps the terminals registered (docs/terminals.md)."""
+
+    interval: float = field(default=300.0, metadata=_meta(_positive))
+    probe_interval: float = field(default=2.0, metadata=_meta(_positive))
+    backoff_initial: float = field(default=1.0, metadata=_meta(_positive))
+    backoff_max: float = field(default=60.0, metadata=_meta(_positive))
+    heartbeat_timeout: float = field(default=90.0, metadata=_meta(_positive))
+    token_minutes: int = field(default=60, metadata=_meta(_token_check))
+    request_timeout: float = field(default=10.0, metadata=_meta(_positive))
+    backfill: bool = True
+    backfill_max_hours: float = field(default=72.0, metadata=_meta(_positive))
 
 
 # ----- doors -----
@@ -386,6 +439,8 @@ class Config:
     siren: SirenConfig = field(default_factory=SirenConfig)
     fire: FireConfig = field(default_factory=FireConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def terminal_by_serial(self, serial: str) -> TerminalConfig | None:
@@ -469,6 +524,35 @@ def _pins_used_once(cfg: Config) -> list[str]:
     return problems
 
 
+def _managed_terminals(cfg: Config) -> list[str]:
+    """Managed terminals need a gateway URL the terminal can use, within 1024 bytes."""
+    problems: list[str] = []
+    if any(t.host for t in cfg.terminals) and not cfg.gateway.public_url:
+        problems.append("gateway.public_url: required when a terminal has a host (reconciler)")
+    for path in (cfg.receiver.event_path, cfg.receiver.auth_path):
+        if len(cfg.gateway.url(path).encode()) > 1024:
+            problems.append("gateway.public_url: the terminals' URLs would pass 1024 bytes")
+    for i, t in enumerate(cfg.terminals):
+        problems.extend(f"terminals[{i}].{p}" for p in _terminal_problems(t))
+    return problems
+
+
+def _terminal_problems(t: TerminalConfig) -> list[str]:
+    from edged.tlspin import check_fingerprint
+
+    problems = []
+    if not 1 <= t.port <= 65535:
+        problems.append("port: must be a port number 1-65535")
+    if t.password and t.password_file:
+        problems.append("password: set password or password_file, not both")
+    fingerprint = check_fingerprint(t.tls_fingerprint)
+    if fingerprint:
+        problems.append(f"tls_fingerprint: {fingerprint}")
+    if not 0 <= t.remote_auth_fallback_minutes <= 60:
+        problems.append("remote_auth_fallback_minutes: must be 0-60 (0: never)")
+    return problems
+
+
 CROSS_CHECKS: list[Callable[[Config], list[str]]] = [
     _unique_terminals,
     _distinct_paths,
@@ -478,6 +562,7 @@ CROSS_CHECKS: list[Callable[[Config], list[str]]] = [
     _tips_problems,
     _upstream_doors,
     _upstream_cache_age,
+    _managed_terminals,
 ]
 
 

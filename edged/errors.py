@@ -71,3 +71,34 @@ class NotFoundError(EdgedError):
     """A person or event asked for by id does not exist."""
 
     exit_code = 66  # EX_NOINPUT
+
+
+# ----- terminals -----
+class TerminalError(EdgedError):
+    """A terminal cannot be reached or refused a request."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class TerminalUntrusted(TerminalError):
+    """A terminal's certificate is not trusted (none recorded, or a different one presented)."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class TerminalAuthError(TerminalError):
+    """A terminal refused edged's account or password."""
+
+    exit_code = 77
+
+
+class TerminalMismatch(TerminalError):
+    """The terminal at the configured address has another serial than configured."""
+
+
+class SimulatorError(EdgedError):
+    """The terminal simulator cannot run."""
+
+
+class DiscoveryError(EdgedError):
+    """mDNS discovery is unavailable (python3-zeroconf missing) or failed."""

@@ -170,6 +170,21 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX door_log_door ON door_log (door, id);
     CREATE INDEX door_log_at ON door_log (at);
     """,
+    # terminals: certificates an operator trusted; how far each terminal's history is covered
+    4: """
+    CREATE TABLE terminal_trust (
+        serial TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        subject TEXT,
+        trusted_at REAL NOT NULL
+    );
+    CREATE TABLE terminal_sync (
+        serial TEXT PRIMARY KEY,
+        synced_until REAL NOT NULL,
+        registered_at REAL
+    );
+    """,
     # upstream: why a decision fell back to the cache, the forwarding cursor, people sync state
     5: """
     ALTER TABLE events ADD COLUMN upstream_error TEXT;

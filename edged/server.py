@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from edged import admin, automation, clock, config, doors, receiver, upstream
+from edged import admin, automation, clock, config, doors, receiver, reconciler, upstream
 from edged.errors import EdgedError
 from edged.notify import Notifier, keepalive
 from edged.store import Store
@@ -105,6 +105,7 @@ class Daemon:
     reloaders: list[Reloader] = field(default_factory=list)  # called with a new, valid Config
     on_stop: list[Callable[[], None]] = field(default_factory=list)  # put outputs in safe state
     notifier: Notifier = field(default_factory=Notifier)
+    terminals: reconciler.Reconcilers | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.receiver_port = int(self.receiver_sockets[0].getsockname()[1])
@@ -274,6 +275,15 @@ def build(cfg: config.Config) -> Daemon:
     # ----- upstream: decisions, forwarding, people sync (edged/upstream.py) -----
     if cfg.upstream.enabled:
         upstream.Upstream(cfg, store).install(daemon)
+    # ----- terminals: keep managed terminals registered, show their health -----
+    terms = reconciler.Reconcilers(cfg, store, recv)
+    daemon.terminals = terms
+    if terms.items:
+        daemon.services.append(terms.run)
+        adm.readiness.append(terms.readiness)
+        adm.resubscribe = terms.resubscribe
+    adm.terminal_health = terms.health
+    # ----- end terminals -----
     return daemon
 
 

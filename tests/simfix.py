@@ -1,0 +1,90 @@
+"""Helpers for tests against the terminal simulator over real HTTPS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edged import config
+from edged.simulator import SimSettings, SimulatedTerminal
+
+FAST = """
+[reconciler]
+probe_interval = 0.05
+interval = 30
+backoff_initial = 0.05
+backoff_max = 0.2
+heartbeat_timeout = 1
+request_timeout = 3
+"""
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a gateway URL needed before the daemon binds)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def managed_config(
+    state: Path,
+    sim: SimulatedTerminal,
+    gateway_port: int = 8090,
+    fast: bool = True,
+    admin_port: int = 0,
+    **keys: Any,
+) -> config.Config:
+    """A config managing one terminal (``lobby``) served by ``sim``."""
+    terminal = {
+        "name": "lobby",
+        "serial": sim.settings.serial,
+        "host": "127.0.0.1",
+        "port": sim.port,
+        "password": sim.settings.password,
+        "tls_fingerprint": sim.fingerprint,
+        **keys,
+    }
+    terminal = {k: v for k, v in terminal.items() if v is not None}
+    lines = "\n".join(f"{k} = {config._toml_value(v)}" for k, v in terminal.items())
+    text = f"""
+[receiver]
+listen = ["127.0.0.1:{gateway_port}"]
+allowed_networks = ["127.0.0.0/8"]
+
+[admin]
+listen = ["127.0.0.1:{admin_port}"]
+token = "test-token"
+
+[storage]
+state_dir = "{state}"
+
+[gateway]
+public_url = "http://127.0.0.1:{gateway_port}"
+{FAST if fast else ""}
+[[terminals]]
+{lines}
+"""
+    return config.parse(text, "test.toml")
+
+
+def make_sim(
+    tmp_path: Path, serial: str = "PS71HD01MC22C00014", **settings: Any
+) -> SimulatedTerminal:
+    """A simulator keeping its certificate under tmp_path."""
+    return SimulatedTerminal(
+        SimSettings(serial=serial, cert_dir=str(tmp_path / "certs"), **settings)
+    )
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Wait until ``predicate()``; returns the seconds it took; fails after ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start

@@ -1,0 +1,313 @@
+"""The reconciler against the simulator over real HTTPS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged import store, terminals, tlspin
+from edged.receiver import TerminalSeen
+from edged.reconciler import Reconcilers, TerminalReconciler
+from edged.simulator import SimulatedTerminal
+from tests.simfix import make_sim, managed_config, until
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
+    terminal = make_sim(tmp_path)
+    await terminal.start()
+    yield terminal
+    await terminal.stop()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+class Running:
+    """A reconciler task with its store; stopped (and checked) at the end."""
+
+    def __init__(self, cfg: Any, seen: dict[str, TerminalSeen] | None = None, **kw: Any) -> None:
+        self.store = store.Store(cfg.storage.database_path)
+        self.rec = TerminalReconciler(cfg, cfg.terminals[0], self.store, seen or {}, **kw)
+        self.task = asyncio.create_task(self.rec.run())
+
+    async def stop(self) -> None:
+        self.rec.stop()
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+        assert self.rec.client is None or self.rec.client.http.is_closed
+        self.store.close()
+
+
+async def test_first_registration(sim: SimulatedTerminal, state: Path) -> None:
+    cfg = managed_config(state, sim, gateway_port=8090)
+    run = Running(cfg)
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        assert sim.state.subscription == {
+            "event_dest": "http://127.0.0.1:8090/eventRcv",
+            "enabled": True,
+        }
+        assert run.rec.health.registration == "confirmed"
+        assert run.rec.health.auth_mode == 0  # remote auth not asked for: left alone
+        assert sim.requests["POST /v1/auth/login"] == 1
+    finally:
+        await run.stop()
+
+
+async def test_old_firmware_cannot_confirm_and_is_rewritten(tmp_path: Path, state: Path) -> None:
+    sim = make_sim(tmp_path, firmware="old")
+    await sim.start()
+    run = Running(managed_config(state, sim))
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        assert run.rec.health.registration == "unconfirmed"
+        run.rec.trigger("test")
+        await until(lambda: sim.requests["POST /v1/event/subscribe"] == 2)
+    finally:
+        await run.stop()
+        await sim.stop()
+
+
+async def test_remote_auth_read_modify_write_keeps_other_fields(
+    sim: SimulatedTerminal, state: Path
+) -> None:
+    sim.state.functions.update(record_image=False, stranger_record=False, liveness=False)
+    cfg = managed_config(state, sim, remote_auth=True, remote_auth_fallback_minutes=5)
+    run = Running(cfg)
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+    finally:
+        await run.stop()
+    functions = sim.state.functions
+    assert functions["auth_mode"] == 1
+    assert functions["remote_authentication_address"] == "http://127.0.0.1:8090/auth"
+    assert functions["remote_auth_timeout_to_local_auth"] == 5
+    assert functions["record_image"] is False
+    assert functions["stranger_record"] is False and functions["liveness"] is False
+    assert functions["record"] is True and functions["alarm_record"] is True
+
+
+async def test_reboot_is_noticed_and_registration_restored(
+    sim: SimulatedTerminal, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = Running(managed_config(state, sim, remote_auth=True))
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        caplog.set_level(logging.DEBUG, "edged.reconciler")
+        await sim.reboot(0.3)
+        assert sim.state.subscription is None and sim.state.functions["auth_mode"] == 0
+        took = await until(lambda: sim.registered and sim.state.functions["auth_mode"] == 1)
+        assert took < 3.0
+        await until(lambda: run.rec.health.state == "registered")
+        assert run.rec.health.registrations == 2
+    finally:
+        await run.stop()
+    ours = [r for r in caplog.records if r.name == "edged.reconciler"]
+    assert [r.getMessage() for r in ours if r.levelno == logging.ERROR] == [
+        "terminal lobby is down: ping does not answer"
+    ]
+    assert [r.getMessage() for r in ours if r.levelno == logging.INFO].count(
+        "terminal lobby is back: registered and verified"
+    ) == 1
+
+
+async def test_drift_fixed_on_demand(sim: SimulatedTerminal, state: Path) -> None:
+    run = Running(managed_config(state, sim))
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        sim.state.subscription = {"event_dest": "http://elsewhere.invalid/x", "enabled": True}
+        run.rec.trigger("on demand")
+        await until(lambda: sim.state.subscription["event_dest"].startswith("http://127.0.0.1"))
+    finally:
+        await run.stop()
+
+
+async def test_token_expiry_means_login_again(tmp_path: Path, state: Path) -> None:
+    # edged asks for 60-minute tokens; here a "minute" lasts 2 ms, so they die after 0.12 s
+    sim = make_sim(tmp_path, minute_seconds=0.002)
+    await sim.start()
+    run = Running(managed_config(state, sim))
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        await asyncio.sleep(0.2)
+        run.rec.trigger("test")
+        await until(lambda: sim.requests["POST /v1/auth/login"] >= 2)
+        await until(lambda: run.rec.health.state == "registered" and run.rec.wake.is_set() is False)
+        assert run.rec.health.last_error is None
+    finally:
+        await run.stop()
+        await sim.stop()
+
+
+async def test_changed_certificate_is_refused_until_trusted_again(
+    sim: SimulatedTerminal, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = managed_config(state, sim, tls_fingerprint=None)
+    db = store.open_database(cfg.storage.database_path)
+    presented = await tlspin.fetch_certificate("127.0.0.1", sim.port)
+    terminals.record_pin(db.conn, cfg.terminals[0], presented)
+    run = Running(cfg)
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        logins = sim.requests["POST /v1/auth/login"]
+        caplog.set_level(logging.ERROR, "edged.reconciler")
+        await sim.reboot(0.1, new_certificate=True)
+        await until(lambda: run.rec.health.state == "untrusted")
+        await asyncio.sleep(0.3)  # several more attempts, all refused before any request
+        assert sim.requests["POST /v1/auth/login"] == logins
+        assert not sim.registered
+        assert sim.fingerprint in (run.rec.health.last_error or "")
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len([r for r in errors if "untrusted" in r.getMessage()]) == 1
+        # the operator re-trusts: the next attempt uses the new pin
+        terminals.record_pin(
+            db.conn, cfg.terminals[0], await tlspin.fetch_certificate("127.0.0.1", sim.port)
+        )
+        await until(lambda: run.rec.health.state == "registered")
+        assert sim.registered
+    finally:
+        await run.stop()
+        db.conn.close()
+
+
+async def test_serial_mismatch_is_refused(sim: SimulatedTerminal, state: Path) -> None:
+    run = Running(managed_config(state, sim, serial="PS71HD01MC22C09999"))
+    try:
+        await until(lambda: run.rec.health.state == "serial-mismatch")
+        assert "PS71HD01MC22C00014" in (run.rec.health.last_error or "")
+        assert not sim.registered
+        assert sim.requests["POST /v1/event/subscribe"] == 0
+    finally:
+        await run.stop()
+
+
+async def test_backoff_spreads_retries_and_is_capped(tmp_path: Path, state: Path) -> None:
+    sim = make_sim(tmp_path)
+    await sim.start()
+    cfg = managed_config(state, sim, fast=False)  # default backoff: 1 s doubling, 60 s cap
+    await sim.stop()  # nobody listens any more: every attempt fails at once
+    delays: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) >= 40:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)
+
+    run = Running(cfg, sleep=fake_sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await run.task
+    run.store.close()
+    assert len(delays) == 40
+    for n, delay in enumerate(delays):
+        assert 0 <= delay <= min(60.0, 2.0**n) + 1e-9
+    assert len({round(d, 6) for d in delays}) == 40  # jittered: no two alike
+    late = delays[10:]
+    assert max(late) > 30 and min(late) < 30  # capped at 60 but spread over [0, 60]
+    assert run.rec.health.state == "down"
+
+
+async def test_cancellation_is_clean_mid_backoff_and_mid_watch(
+    sim: SimulatedTerminal, state: Path
+) -> None:
+    run = Running(managed_config(state, sim))
+    await until(lambda: run.rec.health.state == "registered")
+    await asyncio.sleep(0.1)  # watching
+    await run.stop()
+    cfg = managed_config(state, sim, port=1)  # nothing there: backing off
+    run = Running(cfg)
+    await until(lambda: run.rec.health.attempts >= 2)
+    await run.stop()
+    assert not [t for t in asyncio.all_tasks() if "terminal" in t.get_name()]
+
+
+async def test_reconcilers_run_health_and_readiness(sim: SimulatedTerminal, state: Path) -> None:
+    cfg = managed_config(state, sim)
+    st = store.Store(cfg.storage.database_path)
+
+    class FakeReceiver:
+        seen: dict[str, TerminalSeen] = {}
+
+    group = Reconcilers(cfg, st, FakeReceiver())  # type: ignore[arg-type]
+    task = asyncio.create_task(group.run())
+    try:
+        assert group.readiness()[1] is False
+        await until(lambda: group.readiness()[1])
+        health = group.health()[sim.settings.serial]
+        assert health["state"] == "registered" and health["event_dest"].endswith("/eventRcv")
+        await group.open_door("lobby", 1)
+        assert sim.door_log == [1]
+        with pytest.raises(KeyError):
+            group.resubscribe("nope")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        st.close()
+    conn = sqlite3.connect(cfg.storage.database_path)
+    assert conn.execute("SELECT COUNT(*) FROM terminal_sync").fetchone()[0] == 1
+    conn.close()
+
+
+async def test_signs_of_drift_from_the_receiver(sim: SimulatedTerminal, state: Path) -> None:
+    now = [10_000.0]
+    seen = {sim.settings.serial: TerminalSeen(sim.settings.serial)}
+    cfg = managed_config(state, sim, remote_auth=True)  # heartbeat_timeout 1 s here
+    st = store.Store(cfg.storage.database_path)
+    try:
+        rec = TerminalReconciler(cfg, cfg.terminals[0], st, seen, clock=lambda: now[0])
+        entry = seen[sim.settings.serial]
+        rec.health.last_ok = now[0]
+        entry.last_heartbeat = now[0]
+        assert rec._signs() is None
+        now[0] += 2  # no heartbeat for 2 s: one trigger, not one a probe
+        assert rec._signs() == "no heartbeat for 1 s"
+        assert rec._signs() is None
+        entry.last_heartbeat = now[0]  # heartbeats again: armed again
+        assert rec._signs() is None
+        entry.last_push = now[0]
+        assert rec._signs() is None  # the first push seen: nothing to compare with
+        now[0] += 0.5
+        entry.last_push = now[0]
+        entry.last_heartbeat = now[0]
+        assert rec._signs() is None  # pushes flowing
+        now[0] += 5
+        entry.last_push = now[0]
+        entry.last_heartbeat = now[0]
+        assert rec._signs() == "first push after a silence"
+    finally:
+        st.close()
+
+
+async def test_backfill_failure_does_not_block_registration(
+    sim: SimulatedTerminal, state: Path
+) -> None:
+    cfg = managed_config(state, sim)
+    run = Running(cfg)
+    await until(lambda: run.rec.health.state == "registered")
+    await run.stop()
+    real = sim.history
+
+    class Broken(list):  # type: ignore[type-arg]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("storage failure")
+
+    sim.history = Broken(real)  # /v1/event/records now answers HTTP 500
+    sim.state.subscription = None
+    run = Running(cfg)
+    try:
+        await until(lambda: run.rec.health.state == "registered" and sim.registered)
+        assert run.rec.health.backfilled == 0 and run.rec._gap
+    finally:
+        await run.stop()

@@ -1,0 +1,194 @@
+"""The simulator itself: its API, pushes with replay in order, reboots, several at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from edged import tlspin
+from edged.simulator import SimSettings, SimulatedTerminal
+from tests.simfix import make_sim, until
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
+    terminal = make_sim(tmp_path, minute_seconds=0.01)
+    await terminal.start()
+    yield terminal
+    await terminal.stop()
+
+
+def client(sim: SimulatedTerminal) -> httpx.AsyncClient:
+    ctx = tlspin.pinned_context(sim.fingerprint)
+    return httpx.AsyncClient(base_url=sim.url, verify=ctx, timeout=5.0)
+
+
+async def login(c: httpx.AsyncClient, password: str = "admin-pass", **kw: Any) -> dict[str, Any]:
+    body = {"username": "admin", "password": password, **kw}
+    return dict((await c.post("/v1/auth/login", json=body)).json())
+
+
+async def test_login_errors_tokens_expire_and_basic(sim: SimulatedTerminal) -> None:
+    async with client(sim) as c:
+        assert (await login(c, username="nobody"))["code"] == 1000
+        assert (await login(c, "wrong"))["code"] == 1001
+        token = (await login(c, validTime=1))["data"]["token"]
+        bearer = {"authorization": f"Bearer {token}"}
+        assert (await c.get("/v1/device/info", headers=bearer)).json()["code"] == 200
+        await asyncio.sleep(0.05)  # one "minute" is 10 ms here
+        expired = await c.get("/v1/device/info", headers=bearer)
+        assert expired.status_code == 401 and expired.json()["code"] == 401
+        basic = await c.get("/v1/device/info", auth=("admin", "admin-pass"))
+        assert basic.json()["data"]["device_sn"] == sim.settings.serial
+        assert (await c.get("/v1/device/info")).status_code == 401
+        assert (await c.get("/v2/datasync/ping")).json() == {
+            "code": 200,
+            "msg": "success",
+            "data": None,
+        }
+
+
+async def test_functions_need_the_whole_object(sim: SimulatedTerminal) -> None:
+    async with client(sim) as c:
+        auth = ("admin", "admin-pass")
+        partial = await c.post("/v1/device/functions", json={"auth_mode": 1}, auth=auth)
+        assert partial.json()["code"] == 400 and "record" in partial.json()["msg"]
+        whole = (await c.get("/v1/device/functions", auth=auth)).json()["data"]
+        whole["auth_mode"] = 1
+        assert (await c.post("/v1/device/functions", json=whole, auth=auth)).json()["code"] == 200
+        assert sim.state.functions["auth_mode"] == 1
+
+
+async def test_subscribe_read_back_by_firmware(tmp_path: Path) -> None:
+    for firmware, expected in (
+        ("new", {"event_dest": "http://x:1/e", "enabled": True}),
+        ("old", None),
+    ):
+        sim = make_sim(tmp_path, serial=f"SIM{firmware}", firmware=firmware)
+        await sim.start()
+        try:
+            async with client(sim) as c:
+                auth = ("admin", "admin-pass")
+                body = {"event_dest": "http://x:1/e", "enabled": True}
+                await c.post("/v1/event/subscribe", json=body, auth=auth)
+                got = (await c.get("/v1/event/subscribe", auth=auth)).json()
+                assert got["code"] == 200 and got["data"] == expected
+                assert sim.registered
+        finally:
+            await sim.stop()
+
+
+async def test_records_are_paged(sim: SimulatedTerminal) -> None:
+    sim.emit(250)
+    async with client(sim) as c:
+        auth = ("admin", "admin-pass")
+        too_many = await c.post("/v1/event/records", json={"limit": 201}, auth=auth)
+        assert too_many.json()["code"] == 400
+        page = (
+            await c.post("/v1/event/records", json={"offset": 200, "limit": 200}, auth=auth)
+        ).json()["data"]
+    assert (page["total"], page["count"], len(page["items"])) == (250, 50, 50)
+    assert page["items"][0]["uuid"] == sim.history[200]["uuid"]
+
+
+class FlakyReceiver:
+    """A receiver on loopback that refuses the first ``failures`` pushes."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.got: list[str] = []
+
+    async def post(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        if self.failures > 0:
+            self.failures -= 1
+            return Response(b'{"code": 500}', status_code=200)  # HTTP 200, code 500: not taken
+        self.got.append(body["data"]["uuid"])
+        return Response(b'{"code": 200, "msg": "success"}', media_type="application/json")
+
+
+async def test_unacknowledged_records_are_replayed_in_order(tmp_path: Path) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config as HyperConfig
+
+    from edged.server import bind
+
+    receiver = FlakyReceiver(failures=3)
+    sock = bind("127.0.0.1:0")
+    hc = HyperConfig()
+    hc.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn owns (and closes) its copy
+    hc.accesslog = None
+    stop = asyncio.Event()
+    app = Starlette(routes=[Route("/e", receiver.post, methods=["POST"])])
+    server = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    dest = f"http://127.0.0.1:{sock.getsockname()[1]}/e"
+    sim = make_sim(tmp_path, event_dest=dest, retry_seconds=0.02)
+    await sim.start()
+    try:
+        made = sim.emit(5)
+        await until(lambda: len(receiver.got) == 5)
+        assert receiver.got == [r["uuid"] for r in made]
+        assert not sim.buffer and sim.pushed == 5
+    finally:
+        await sim.stop()
+        stop.set()
+        await server
+        sock.close()
+
+
+async def test_buffer_cap_drops_oldest(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, event_dest="http://127.0.0.1:9/e", buffer_cap=10)
+    sim.emit(15)  # not started: nothing is sent
+    assert len(sim.buffer) == 10 and sim.dropped == 5
+    assert sim.buffer[0]["uuid"] == sim.history[5]["uuid"]
+
+
+async def test_reboot_loses_registration_and_several_run_at_once(tmp_path: Path) -> None:
+    sims = [make_sim(tmp_path, serial=f"SIM000{i}", event_dest="http://x:1/e") for i in range(2)]
+    for s in sims:
+        await s.start()
+    try:
+        assert sims[0].port != sims[1].port
+        fingerprint = sims[0].fingerprint
+        sims[0].state.functions["auth_mode"] = 1
+        reboot = asyncio.create_task(sims[0].reboot(0.3))
+        await until(lambda: not sims[0].up)
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", sims[0].port)
+        await reboot
+        assert sims[0].boots == 2 and sims[0].state.subscription is None
+        assert sims[0].state.functions["auth_mode"] == 0
+        assert sims[0].fingerprint == fingerprint
+        assert sims[1].registered  # the other one is untouched
+    finally:
+        for s in sims:
+            await s.stop()
+
+
+async def test_remote_auth_fallback_to_local(tmp_path: Path) -> None:
+    sim = SimulatedTerminal(
+        SimSettings(cert_dir=str(tmp_path), minute_seconds=0.01, heartbeat_seconds=0.01)
+    )
+    sim.state.functions.update(
+        auth_mode=1,
+        remote_authentication_address="http://127.0.0.1:9/a",
+        remote_auth_timeout_to_local_auth=1,
+    )
+    await sim.start()
+    try:
+        await until(lambda: sim.state.functions["auth_mode"] == 0)
+    finally:
+        await sim.stop()
