@@ -51,8 +51,6 @@ serial = "{serial}"
 door = "lobby"
 """
 
-# An edged with door outputs grants through door permissions: a mock lock, a group allowed
-# through it. One without them grants every known person.
 DOORS = """
 [gpio]
 pin_factory = "mock"
@@ -61,11 +59,29 @@ pin_factory = "mock"
 name = "lobby"
 lock = { pin = 17 }
 """
-PEOPLE_WITH_DOORS = {
+PEOPLE = {
     "people": [{"id": "e-1", "name": "Ann Example", "user_id": "e-1", "groups": ["staff"]}],
-    "permissions": [{"group": "staff", "door": "lobby"}],
+    "permissions": [{"group": "staff", "door": "lobby"}, {"group": "staff", "door": "sim"}],
 }
-PEOPLE = "id,name,user_id\ne-1,Ann Example,e-1\n"
+
+# A managed terminal played by `edged simulate` on loopback: edged logs in over pinned TLS,
+# registers its event_dest and remote-auth address, and the terminal pushes to it.
+SIMULATED = """
+[gateway]
+public_url = "http://127.0.0.1:{receiver}"
+
+[reconciler]
+probe_interval = 1
+
+[[terminals]]
+name = "sim"
+serial = "SIM0000000000001"
+host = "127.0.0.1"
+port = {sim}
+username = "admin"
+password_file = "{password}"
+remote_auth = true
+"""
 
 
 def section(title: str) -> None:
@@ -165,21 +181,17 @@ def main(argv: list[str]) -> int:
     section(f"command {edged}")
     version = run(edged, "version")
     check(version.returncode == 0 and version.stdout.startswith("edged "), version.stdout.strip())
+    cfg.write_text(cfg.read_text() + DOORS)
     check(run(edged, "check-config", "-c", str(cfg)).returncode == 0, "check-config: valid")
-    with_doors = work / "doors.toml"
-    with_doors.write_text(cfg.read_text() + DOORS)
-    doors = run(edged, "check-config", "-c", str(with_doors)).returncode == 0
-    print(f"  ...  this edged {'drives' if doors else 'has no'} door outputs")
-    if doors:
-        cfg = with_doors
     broken = work / "broken.toml"
     broken.write_text(cfg.read_text() + "\n[storage]\nretention_days = 0\n")
     result = run(edged, "check-config", "-c", str(broken))
     check(result.returncode == 78, f"check-config: broken file exits 78 ({result.stderr.strip()})")
-    people = work / ("people.json" if doors else "people.csv")
-    people.write_text(json.dumps(PEOPLE_WITH_DOORS) if doors else PEOPLE)
+    people = work / "people.json"
+    people.write_text(json.dumps(PEOPLE))
     result = run(edged, "people", "import", str(people), "-c", str(cfg))
     check(result.returncode == 0, f"people import: {result.stdout.strip()}")
+    simulated = simulator_config(edged, cfg, work, ports["receiver"])
 
     section("daemon start")
     env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
@@ -187,10 +199,8 @@ def main(argv: list[str]) -> int:
     proc = subprocess.Popen([edged, "run", "-c", str(cfg)], stderr=log, env=env)
     try:
         check(wait_ready(admin, proc), "answers on its admin listener")
-        # ----- registration via the terminal simulator ---------------------------------------
-        # When `edged simulate` is available, drive a registration round here: a simulated
-        # terminal on loopback that edged registers its event_dest/auth address with, then a
-        # push from it. Until then the checks below play the terminal with plain HTTP.
+        if simulated is not None:
+            registration(edged, simulated, admin, work)
         checks(base, admin)
         section("reload and stop")
         proc.send_signal(signal.SIGHUP)
@@ -211,13 +221,78 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def simulator_config(edged: str, cfg: Path, work: Path, receiver: int) -> Path | None:
+    """The config with a simulated managed terminal, or None when the simulator cannot run."""
+    probe = run(edged, "simulate", "--help")
+    if probe.returncode != 0:
+        print("  ...  `edged simulate` unavailable: registration round skipped")
+        return None
+    password = work / "sim.password"
+    password.write_text("admin-pass\n")
+    text = cfg.read_text() + SIMULATED.format(receiver=receiver, sim=free_port(), password=password)
+    cfg.write_text(text)
+    check(
+        run(edged, "check-config", "-c", str(cfg)).returncode == 0, "config with a managed terminal"
+    )
+    return cfg
+
+
+def registration(edged: str, cfg: Path, admin: str, work: Path) -> None:
+    """A simulated terminal over HTTPS: trusted, registered by edged, pushing to it."""
+    section("registration via the terminal simulator")
+    log = (work / "simulate.log").open("wb")
+    sim = subprocess.Popen(
+        [
+            edged,
+            "simulate",
+            "--from-config",
+            "--rate",
+            "2",
+            "--cert-dir",
+            str(work / "certs"),
+            "-c",
+            str(cfg),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        trusted = run(edged, "terminals", "trust", "sim", "--yes", "-c", str(cfg))
+        while trusted.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the simulator is still starting
+            trusted = run(edged, "terminals", "trust", "sim", "--yes", "-c", str(cfg))
+        check(trusted.returncode == 0, "terminals trust: certificate pinned")
+        resub = run(edged, "terminals", "resubscribe", "sim", "-c", str(cfg))
+        check(resub.returncode == 0, f"terminals resubscribe: {resub.stdout.strip()}")
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            _, listing = http("GET", f"{admin}/api/v1/terminals")
+            state = next(t for t in listing["terminals"] if t["name"] == "sim")
+            if state.get("state") == "registered" and state.get("last_push"):
+                break
+            time.sleep(0.5)
+        check(state.get("state") == "registered", f"registered: {state.get('state')}")
+        check(
+            bool(state.get("last_push")), f"its pushes arrive: last push {state.get('last_push')}"
+        )
+        check(
+            state.get("auth_mode") == 1,
+            f"remote authentication set: auth_mode {state.get('auth_mode')}",
+        )
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        log.close()
+
+
 def checks(base: str, admin: str) -> None:
     """The terminal's side: pushes, decisions, a duplicate, bad requests."""
     section("pushes")
     for i in range(3):
         status, body = http("POST", f"{base}/eventRcv", recognition(f"smoke-{i}"))
         check(status == 200 and body["code"] == 200, f"push {i} acknowledged")
-    status, page = http("GET", f"{admin}/api/v1/events?limit=100")
+    status, page = http("GET", f"{admin}/api/v1/events?limit=1000&serial={SERIAL}")
     kinds = [e["kind"] for e in page["events"]]
     check(status == 200 and kinds.count("recognition") == 3, f"3 pushes stored: {kinds}")
     status, _ = http("GET", f"{base}/auth")
@@ -233,7 +308,7 @@ def checks(base: str, admin: str) -> None:
     section("duplicate")
     status, again = http("POST", f"{base}/auth", denied_body)
     check(status == 200 and again == denied, "a re-sent request gets the very same answer")
-    status, page = http("GET", f"{admin}/api/v1/events?limit=100")
+    status, page = http("GET", f"{admin}/api/v1/events?limit=1000&serial={SERIAL}")
     auths = [e for e in page["events"] if e["kind"] == "auth"]
     check(len(auths) == 2 and sum(e["duplicates"] for e in auths) == 1, "stored once, counted")
 
