@@ -135,8 +135,9 @@ async def fetch_certificate(host: str, port: int, timeout: float = 10.0) -> Pres
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # only to look: nothing is sent on this connection
-    async with asyncio.timeout(timeout):
-        _, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+    _, writer = await asyncio.wait_for(  # not asyncio.timeout: Python 3.11.2
+        asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), timeout
+    )
     try:
         obj = writer.get_extra_info("ssl_object")
         der = obj.getpeercert(binary_form=True) if obj else None
