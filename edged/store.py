@@ -458,7 +458,7 @@ class _FileWriter:
 
     # Snapshot text waiting to be written, at most: past it the writer thread waits, which
     # slows new commits down instead of letting memory grow during a replay burst.
-    MAX_PENDING_BYTES = 8 * 1024 * 1024
+    MAX_PENDING_BYTES = 2 * 1024 * 1024
 
     def __init__(self, root: Path | None, failed: Callable[[Path, int, OSError], None]) -> None:
         self.root = root
