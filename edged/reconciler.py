@@ -298,9 +298,8 @@ class TerminalReconciler:
 
     async def _wait_wake(self, timeout: float) -> bool:
         if timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wake.wait()
+            with contextlib.suppress(TimeoutError):  # not asyncio.timeout: Python 3.11.2
+                await asyncio.wait_for(self.wake.wait(), timeout)
         woken = self.wake.is_set()
         self.wake.clear()
         return woken
