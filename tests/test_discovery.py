@@ -24,7 +24,6 @@ import pytest
 from edged import config, discovery
 from tests.conftest import SERIAL
 
-ROOT = Path(__file__).resolve().parent.parent
 ANNOUNCER = Path(__file__).resolve().parent / "mdns_terminal.py"
 OTHER_SERIAL = "PS71HD01MC22C00099"
 
@@ -136,7 +135,9 @@ def _discover(ns: str, config_path: Path) -> str:
     code = "import sys; from edged.cli import main; sys.exit(main(sys.argv[1:]))"
     cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", code]
     cmd += ["terminals", "discover", "--timeout", "3", "-c", str(config_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    # The edged this test imported (the checkout, or the installed package in CI), not the cwd's.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, cwd="/")
     assert done.returncode == 0, done.stderr
     return done.stdout
 
