@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 # The versions Debian bookworm ships (what the .deb runs on), for `make test-bookworm`.
 BOOKWORM_PINS := starlette==0.26.1 hypercorn==0.13.2 gpiozero==1.6.2 sqlite-utils==3.30 \
-	tenacity==8.2.1 httpx==0.23.3 anyio==3.6.2 pytest==7.2.1 hypothesis==6.67.1 trustme==0.9.0
+	tenacity==8.2.1 httpx==0.23.3 anyio==3.6.2 pytest==7.2.1 hypothesis==6.67.1 trustme==0.9.0 \
+	zeroconf==0.47.3
 BW := .venv-bookworm
 # Debian's own interpreter (3.11.2 on bookworm) where there is one: its asyncio differs.
 BW_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo $(PYTHON))
@@ -15,10 +16,10 @@ BW_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo $
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,simulator]'
+	$(BIN)/pip install --quiet -e '.[test,simulator,discovery]'
 	touch $(STAMP)
 
 run: venv
@@ -37,7 +38,7 @@ typecheck: venv
 test: lint typecheck unit test-bookworm
 
 # The test suite against bookworm's library versions (the .deb's world) in a second venv.
-$(BW)/.installed: pyproject.toml
+$(BW)/.installed: pyproject.toml Makefile
 	$(BW_PYTHON) -m venv $(BW)
 	$(BW)/bin/pip install --quiet --upgrade pip
 	$(BW)/bin/pip install --quiet $(BOOKWORM_PINS)
