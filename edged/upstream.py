@@ -186,7 +186,6 @@ class Authority:
         self.breaker = Breaker(self.up.breaker_failures)
         self.stats: Counter[str] = Counter()
         self.tips = {**DEFAULT_TIPS, **cfg.tips}
-        self.doors = {t.name: t.door for t in cfg.terminals}
         self._probe: asyncio.Task[None] | None = None
 
     async def __call__(self, event: Event, raw: bytes | None, record: Record) -> Record:
@@ -198,12 +197,14 @@ class Authority:
             try:
                 if raw is None:  # a caller without the request's bytes: not the upstream's fault
                     raise UpstreamFailure("not asked: no request body")
-                data = await self.ask(raw)
+                # The person has waited since the request arrived: the deadline counts from then.
+                budget = self.up.deadline - max(0.0, self.clock() - record.received_at)
+                data = await self.ask(raw, budget)
             except UpstreamFailure as exc:
                 record.upstream_error = str(exc)
             else:
                 return self._from_upstream(record, data)
-            if record.decision == "pass" and not self.cache_may_grant(record.terminal):
+            if record.decision == "pass" and not self.cache_may_grant(record.door):
                 self._deny(record, UPSTREAM_UNAVAILABLE)
         return self._from_cache(record)
 
@@ -217,15 +218,14 @@ class Authority:
                 self._deny(record, CACHE_STALE)
         return record
 
-    def cache_may_grant(self, terminal: str | None) -> bool:
-        """Whether the cache may grant at this terminal's door while the upstream is away."""
+    def cache_may_grant(self, door: str | None) -> bool:
+        """Whether the cache may grant at this door (the record's) while the upstream is away."""
         if not self.up.cache_may_grant:
             return False
-        door = self.doors.get(terminal or "", "")
-        return door not in self.up.online_only_doors
+        return (door or "") not in self.up.online_only_doors
 
-    async def ask(self, raw: bytes) -> dict[str, Any]:
-        """The upstream's answer within the deadline, or UpstreamFailure (breaker included)."""
+    async def ask(self, raw: bytes, budget: float | None = None) -> dict[str, Any]:
+        """The upstream's answer within ``budget`` (default: the deadline), or UpstreamFailure."""
         if self.breaker.open:
             self.stats["breaker_open"] += 1
             raise UpstreamFailure("breaker open")
@@ -233,7 +233,7 @@ class Authority:
         self.stats["asked"] += 1
         try:
             response = await within(
-                self.up.deadline,
+                self.up.deadline if budget is None else max(budget, 0.001),
                 request(
                     self.client,
                     "POST",
