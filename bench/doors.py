@@ -17,20 +17,20 @@ directions, which would measure the client, not edged.)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edged import config, people, server, store
+from indaemon import InThread
+
+from edged import config, people, store
 
 SERIAL = "BENCH0000000001"
 CONFIG = """
@@ -133,32 +133,9 @@ def request(i: int, user_id: str) -> dict[str, Any]:
     }
 
 
-class Running:
-    """edged in a background thread."""
-
-    def __init__(self, cfg: config.Config) -> None:
-        self.daemon = server.build(cfg)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self.daemon.on_ready.append(ready.set)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        if not ready.wait(10):
-            raise SystemExit("edged did not start")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.daemon.serve())
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.daemon.stopping.set)
-        self.thread.join(15)
-        self.daemon.store.close()
-
-
 def run(count: int, state: Path) -> None:
     cfg = config.parse(CONFIG.format(state=state, serial=SERIAL), "bench")
-    edged = Running(cfg)
+    edged = InThread(cfg)
     db = store.connect(cfg.storage.database_path)
     doc = {
         "people": [{"id": "p-1", "name": "Bench", "groups": "staff"}],

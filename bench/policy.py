@@ -17,15 +17,15 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from indaemon import InThread
 
-from edged import cache, config, people, policy, server, store
+from edged import cache, config, people, policy, store
 from edged.model import Event, Kind, User
 
 TZ = "Europe/Berlin"
@@ -156,31 +156,6 @@ def site_config(state: Path) -> config.Config:
     return config.parse(text, "bench")
 
 
-class Live:
-    """A real daemon in a background thread."""
-
-    def __init__(self, cfg: config.Config) -> None:
-        self.daemon = server.build(cfg)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self.daemon.on_ready.append(ready.set)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        if not ready.wait(30):
-            raise RuntimeError("daemon did not start")
-        self.url = f"http://127.0.0.1:{self.daemon.receiver_port}/auth"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.daemon.serve())
-
-    def stop(self) -> None:
-        """Stop the daemon and close its store."""
-        self.loop.call_soon_threadsafe(self.daemon.stopping.set)
-        self.thread.join(30)
-        self.daemon.store.close()
-
-
 async def http_phase(url: str, count: int, requests: int, seed: int) -> list[float]:
     """CLIENTS concurrent clients, ``requests`` remote-auth requests in all."""
     rnd = random.Random(seed)
@@ -220,7 +195,7 @@ async def http_phase(url: str, count: int, requests: int, seed: int) -> list[flo
 
 def http(state: Path, count: int, requests: int, seed: int) -> list[float]:
     """Start edged on ``state``, warm up, measure one round, stop it."""
-    live = Live(site_config(state))
+    live = InThread(site_config(state))
     try:
         asyncio.run(http_phase(live.url, count, min(400, requests), seed + 1))  # warm-up
         return asyncio.run(http_phase(live.url, count, requests, seed))
