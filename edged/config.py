@@ -297,6 +297,7 @@ class DoorConfig:
     rex: InputConfig = field(default_factory=InputConfig)
     fire_release: bool = True
     open_on_terminal_pass: bool = False
+    terminal_relay: str = ""
     alarm_actions: dict[str, str] = field(
         default_factory=dict, metadata=_meta(_alarm_actions_check)
     )
@@ -488,8 +489,15 @@ def _doors_valid(cfg: Config) -> list[str]:
         elif door.name in seen:
             problems.append(f"doors[{i}].name: {door.name!r} is used twice")
         seen.add(door.name)
-        if door.lock.pin is None:
-            problems.append(f"doors[{i}].lock.pin: is required")
+        if door.lock.pin is None and not door.terminal_relay:
+            problems.append(f"doors[{i}].lock.pin: is required (or a terminal_relay)")
+        if door.terminal_relay:
+            relay = next((t for t in cfg.terminals if t.name == door.terminal_relay), None)
+            if relay is None or not relay.host:
+                problems.append(
+                    f"doors[{i}].terminal_relay: {door.terminal_relay!r} is not a managed "
+                    "terminal (a [[terminals]] name with a host)"
+                )
         if door.unlock_time > door.max_unlock_time:
             problems.append(f"doors[{i}].unlock_time: must not exceed max_unlock_time")
     return problems

@@ -18,7 +18,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,11 +142,56 @@ class Siren:
             self.output.close()
 
 
+# The terminal relay's open_mode (/v1/device/door): 0 open then re-lock after the terminal's own
+# delay, 1 stay open. edged never sends 2 ("stay closed"): the vendor's guide does not say
+# whether it also stops the terminal opening for its own exit handling.
+RELAY_PULSE, RELAY_STAY_OPEN = 0, 1
+
+
+def relay_mode(on: bool, held: bool, was_held: bool) -> int | None:
+    """What to tell a terminal's relay when the door's lock state changes (None: nothing)."""
+    if on:
+        return RELAY_STAY_OPEN if held else RELAY_PULSE
+    # Locked again. After a pulse the terminal re-locks by itself; after a hold, a pulse puts
+    # its relay back in normal operation (it opens once for its delay, then re-locks).
+    return RELAY_PULSE if was_held else None
+
+
+def _was_held(why: str) -> bool:
+    return why == "fire" or why.startswith((FIRE, "hold:"))
+
+
+class RelayLock:
+    """The lock of a door opened only through a terminal's relay: no pin, state only."""
+
+    pin = None
+    level = "relay"
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.on = False
+        self.changed_at = time.perf_counter()
+
+    def hold(self, held: bool) -> None:
+        """No max-on guard for a relay: the terminal times its own openings."""
+
+    def set(self, on: bool, why: str) -> bool:
+        """Record the state; returns whether it changed."""
+        if on == self.on:
+            return False
+        self.on = on
+        self.changed_at = time.perf_counter()
+        return True
+
+    def close(self) -> None:
+        """Nothing to release."""
+        self.on = False
+
+
 class Door:
     """One door: its lock output, optional contact and exit button, holds, pulses and alarms."""
 
     def __init__(self, cfg: DoorConfig, factory: Any, site: Doors) -> None:
-        assert cfg.lock.pin is not None
         self.cfg = cfg
         self.name = cfg.name
         self.site = site
@@ -161,14 +206,18 @@ class Door:
         self._pulse_timer: asyncio.TimerHandle | None = None
         self._held_timer: asyncio.TimerHandle | None = None
         fail_safe = cfg.lock.kind == "fail_safe"  # a maglock is locked while energised
-        self.lock = gpio.Output(
-            f"door {self.name} lock",
-            cfg.lock.pin,
-            cfg.lock.active_high,
-            fail_safe,
-            factory,
-            limit=cfg.max_unlock_time,
-        )
+        self.lock: gpio.Output | RelayLock
+        if cfg.lock.pin is None:  # opened only through a terminal's relay
+            self.lock = RelayLock(f"door {self.name} (terminal {cfg.terminal_relay}'s relay)")
+        else:
+            self.lock = gpio.Output(
+                f"door {self.name} lock",
+                cfg.lock.pin,
+                cfg.lock.active_high,
+                fail_safe,
+                factory,
+                limit=cfg.max_unlock_time,
+            )
         self.contact: gpio.Input | None = None
         self.rex: gpio.Input | None = None
         try:
@@ -218,12 +267,18 @@ class Door:
         return on and (why == "fire" or why.startswith(FIRE) or why.startswith("hold:"))
 
     def apply(self) -> None:
-        """Drive the lock to the level the state asks for."""
+        """Drive the lock to the level the state asks for (and the terminal's relay, if any)."""
         on, why = self.desired()
-        self.lock.hold(self.held())
+        held = self.held()
+        self.lock.hold(held)
+        before = self.why
         if self.lock.set(on, why):
             self.why = why
             self.site.audit(self.name, "unlock" if on else "lock", why, {})
+            if self.cfg.terminal_relay:
+                mode = relay_mode(on, held, _was_held(before))
+                if mode is not None:
+                    self.site.send_relay(self, mode, why)
 
     # ----- timed unlocks --------------------------------------------------------------------
 
@@ -453,9 +508,35 @@ class Doors:
         except GpioError:
             self.close()
             raise
-        self.guard.outputs = [d.lock for d in self.doors.values()]
+        self.guard.outputs = [
+            d.lock for d in self.doors.values() if isinstance(d.lock, gpio.Output)
+        ]
+        # Set by server.build when terminals are managed: opens a door through a terminal's relay.
+        self.relay: Callable[[str, int], Awaitable[None]] | None = None
+        self._relay_tasks: set[asyncio.Task[None]] = set()
         if self.siren.output is not None:
             self.guard.outputs.append(self.siren.output)
+
+    def send_relay(self, door: Door, mode: int, why: str) -> None:
+        """Command the terminal relay of ``door`` (in the background; failures are audited)."""
+        terminal = door.cfg.terminal_relay
+        if self.relay is None or self.loop is None:
+            self.audit(door.name, "relay_skipped", terminal, {"open_mode": mode, "why": why})
+            return
+        task = self.loop.create_task(self._relay(door.name, terminal, mode, why))
+        self._relay_tasks.add(task)
+        task.add_done_callback(self._relay_tasks.discard)
+
+    async def _relay(self, door: str, terminal: str, mode: int, why: str) -> None:
+        assert self.relay is not None
+        detail = {"open_mode": mode, "why": why}
+        try:
+            await self.relay(terminal, mode)
+        except Exception as exc:
+            log.error("door %s: terminal %s relay failed: %s", door, terminal, exc)
+            self.audit(door, "relay_failed", terminal, {**detail, "error": str(exc)})
+            return
+        self.audit(door, "relay", terminal, detail)
 
     def door(self, name: str) -> Door:
         """The door of this name; DoorError if none is configured."""
@@ -605,9 +686,10 @@ class Doors:
         if stored.duplicate or stored.replayed or record.replay is not None or self.closed:
             return
         terminal = self.cfg.terminal_by_serial(event.serial)
-        if terminal is None or not terminal.door or terminal.door not in self.doors:
+        # The door the record was decided for (terminals[].door, else the terminal's name).
+        if terminal is None or record.door not in self.doors:
             return
-        door = self.doors[terminal.door]
+        door = self.doors[record.door]
         source = f"terminal:{terminal.name}"
         if event.kind is Kind.AUTH:
             granted = record.decision == "pass"

@@ -283,6 +283,8 @@ def build(cfg: config.Config) -> Daemon:
         adm.readiness.append(terms.readiness)
         adm.resubscribe = terms.resubscribe
     adm.terminal_health = terms.health
+    if daemon.doors is not None and terms.items:
+        daemon.doors.relay = terms.open_door  # doors[].terminal_relay
     # ----- end terminals -----
     return daemon
 
