@@ -46,6 +46,17 @@ async def _body(request: Request) -> Any:
         raise ImportFileError(["body is not valid JSON"]) from None
 
 
+async def _write_body(admin: Admin, request: Request) -> Any:
+    """The JSON body of an authorised write, or the Response refusing it."""
+    refused = admin.authorised(request)
+    if refused:
+        return refused
+    try:
+        return await _body(request)
+    except ImportFileError as exc:
+        return _error(400, exc.problems[0])
+
+
 async def _write(admin: Admin, work: Callable[[sqlite3.Connection], T]) -> T:
     def run() -> T:
         conn = store.connect(admin.store.path)
@@ -71,14 +82,10 @@ class Manage:
 
     async def upsert(self, request: Request) -> Response:
         """POST /api/v1/people: a list of people or a document; ?replace, ?dry_run."""
-        refused = self.admin.authorised(request)
-        if refused:
-            return refused
+        body = await _write_body(self.admin, request)
+        if isinstance(body, Response):
+            return body
         replace, dry_run = _flag(request, "replace"), _flag(request, "dry_run")
-        try:
-            body = await _body(request)
-        except ImportFileError as exc:
-            return _error(400, exc.problems[0])
         try:
             doc = people.parse_document(body, self.tz)
             results = await _write(
@@ -94,13 +101,9 @@ class Manage:
 
     async def delete_many(self, request: Request) -> Response:
         """DELETE /api/v1/people with ``{"ids": [...]}``; ?dry_run."""
-        refused = self.admin.authorised(request)
-        if refused:
-            return refused
-        try:
-            body = await _body(request)
-        except ImportFileError as exc:
-            return _error(400, exc.problems[0])
+        body = await _write_body(self.admin, request)
+        if isinstance(body, Response):
+            return body
         ids = body.get("ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return _error(400, 'expected {"ids": ["person id", ...]}')
@@ -159,13 +162,9 @@ class Manage:
 
     async def switch(self, request: Request) -> Response:
         """POST /api/v1/modes ``{mode, on, door?, override_group?, schedule?, by?}``."""
-        refused = self.admin.authorised(request)
-        if refused:
-            return refused
-        try:
-            body = await _body(request)
-        except ImportFileError as exc:
-            return _error(400, exc.problems[0])
+        body = await _write_body(self.admin, request)
+        if isinstance(body, Response):
+            return body
         if not isinstance(body, dict) or not isinstance(body.get("on"), bool):
             return _error(400, 'expected {"mode": "lockdown"|"free_access", "on": true|false}')
         by = str(body.get("by") or "admin-api")
