@@ -140,10 +140,10 @@ def latency(tmp: Path, quick: bool) -> dict[str, list[float]]:
         results["down"] += scenario("down", tmp / f"down{round_}", extra, n // 8)
     # what a request costs after the daemon sat idle as long as the deadline (cold caches, VM
     # wake-ups): the fair baseline for the hanging case, where edged waits that long first
-    results["idle"] = scenario("idle", tmp / "idle", "", 20 if quick else 60, pause=DEADLINE)
+    results["idle"] = scenario("idle", tmp / "idle", "", 20 if quick else 200, pause=DEADLINE)
     for key, delay, failures, count in (
         ("healthy", 0.020, 3, 200 if quick else 500),
-        ("hanging", 3600.0, 10**9, 20 if quick else 60),  # a breaker that never opens
+        ("hanging", 3600.0, 10**9, 20 if quick else 200),  # a breaker that never opens
     ):
         fake = FakeProcess(delay)
         try:
