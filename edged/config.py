@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -445,18 +446,17 @@ class Config:
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def terminal_by_serial(self, serial: str) -> TerminalConfig | None:
-        """The configured terminal with this serial, if any."""
-        for terminal in self.terminals:
-            if terminal.serial == serial:
-                return terminal
-        return None
+        """The configured terminal with this serial, if any (asked on every request)."""
+        return self._terminals_by_serial.get(serial)
 
     def door_by_name(self, name: str) -> DoorConfig | None:
         """The configured door with this name, if any."""
-        for door in self.doors:
-            if door.name == name:
-                return door
-        return None
+        return {d.name: d for d in self.doors}.get(name)
+
+    @functools.cached_property
+    def _terminals_by_serial(self) -> dict[str, TerminalConfig]:
+        # built once per (immutable) Config; a reload makes a new Config and so a new index
+        return {t.serial: t for t in self.terminals}
 
 
 # Cross-field checks: each takes the built Config and returns problems.

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,6 @@ class StoreStats:
     last_commit_at: float | None = None
     pending_items: int = 0
     pending_bytes: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 _INSERT = """
@@ -300,9 +299,6 @@ class Store:
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
         self.stats.last_error = None
-        self.stats.batch_sizes.append(len(items))
-        if len(self.stats.batch_sizes) > 1000:
-            del self.stats.batch_sizes[:500]
         self.stats.records += len(results)
         self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
         self.stats.images_bytes += sum(size for _, _, size in snapshots)
