@@ -6,6 +6,7 @@ Reads are open to whoever can reach the listener (loopback by default); every wr
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import clock, explain, manage
+from edged import clock, explain, manage, snapshots
 from edged.config import Config
 from edged.errors import DoorError
 from edged.receiver import Receiver, json_response
@@ -49,7 +50,8 @@ def event_json(row: Any, with_raw: bool = False) -> dict[str, Any]:
     out["occurred_at"] = _iso(out["occurred_at"])
     out["received_at"] = _iso(out["received_at"])
     out["replayed"] = bool(out["replayed"])
-    out["image"] = out.pop("image_path")
+    # the snapshot's place inside a segment means nothing outside: show where to fetch it
+    out["image"] = f"/api/v1/events/{out['id']}/snapshot" if out.pop("image_path") else None
     if out.get("terminal_pass") is not None:
         out["terminal_pass"] = bool(out["terminal_pass"])
     if with_raw and "raw" in out:
@@ -175,6 +177,32 @@ class Admin:
         out = event_json(row, with_raw=True)
         out["explain"] = explain.steps(out["explain"])
         return json_response(out)
+
+    async def snapshot(self, request: Request) -> Response:
+        """An event's snapshot as ``image/jpeg``; behind the token (it shows a person's face)."""
+        refused = self.authorised(request)
+        if refused is not None:
+            return refused
+        try:
+            event_id = int(request.path_params["event_id"])
+        except ValueError:
+            return _error(400, "event id must be an integer")
+        row = self.store.db.conn.execute(
+            "SELECT image_path, image_offset, image_bytes FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
+        if row is None:
+            return _error(404, f"no event {event_id}")
+        data = await asyncio.to_thread(self._read_snapshot, row)
+        if data is None:
+            return _error(404, f"event {event_id} has no snapshot (none sent, or pruned)")
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "no-store"})
+
+    def _read_snapshot(self, row: Any) -> bytes | None:
+        root = self.store.images_dir
+        if row["image_path"] is None or root is None:
+            return None
+        self.store.sync_files(2.0)  # a snapshot follows its commit by a moment
+        return snapshots.read(root, row["image_path"], row["image_offset"], row["image_bytes"])
 
     async def terminals(self, request: Request) -> Response:
         out = []
@@ -314,6 +342,7 @@ def create_app(admin: Admin) -> Starlette:
         Route("/readyz", admin.readyz),
         Route("/api/v1/events", admin.events),
         Route("/api/v1/events/{event_id}", admin.event),
+        Route("/api/v1/events/{event_id}/snapshot", admin.snapshot),
         Route("/api/v1/terminals", admin.terminals),
         Route("/api/v1/terminals/resubscribe", admin.resubscribe_terminals, methods=["POST"]),
         Route("/api/v1/people", admin.import_people, methods=["POST"]),

@@ -355,6 +355,43 @@ def cmd_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Write a stored event's snapshot (a JPEG) to a file or to standard output."""
+    from edged import snapshots
+
+    cfg, conn = _database(args)
+    try:
+        row = conn.execute(
+            "SELECT image_path, image_offset, image_bytes FROM events WHERE id = ?",
+            (args.event_id,),
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise NotFoundError(f"no event {args.event_id}")
+    if row["image_path"] is None:
+        raise NotFoundError(f"event {args.event_id} has no snapshot")
+    data = snapshots.read(
+        cfg.storage.images_path, row["image_path"], row["image_offset"], row["image_bytes"]
+    )
+    if data is None:
+        raise NotFoundError(
+            f"the snapshot of event {args.event_id} is gone (pruned, or lost in a power cut)"
+        )
+    if args.output and args.output != "-":
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            raise EdgedError(f"{args.output}: {exc.strerror or exc}") from None
+        print(f"{args.output}: {len(data)} bytes")
+    elif sys.stdout.isatty():
+        raise EdgedError("not writing a JPEG to a terminal: use -o FILE or a redirection")
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
 def _outbox_offline(cfg: config.Config) -> dict[str, Any]:
     """The outbox read from the database itself (the daemon is not running)."""
     from edged import outbox, store
@@ -476,6 +513,11 @@ def parser() -> argparse.ArgumentParser:
     why = sub.add_parser("why", parents=[common], help="explain a stored decision")
     why.add_argument("event_id", type=int, metavar="EVENT_ID")
     why.set_defaults(func=cmd_why)
+
+    snap = sub.add_parser("snapshot", parents=[common], help="write an event's snapshot JPEG")
+    snap.add_argument("event_id", type=int, metavar="EVENT_ID")
+    snap.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+    snap.set_defaults(func=cmd_snapshot)
 
     door = sub.add_parser("door", help="control a door through the running daemon")
     door_sub = door.add_subparsers(dest="action", metavar="ACTION")

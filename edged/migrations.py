@@ -208,6 +208,12 @@ MIGRATIONS: dict[int, str] = {
     );
     INSERT INTO people_sync (id) VALUES (1);
     """,
+    # Snapshots appended to segment files (edged/snapshots.py): the row names its segment
+    # (image_path), the snapshot's offset in it and its size. NULL offset: a file of its own.
+    6: """
+    ALTER TABLE events ADD COLUMN image_offset INTEGER;
+    CREATE INDEX events_image_segment ON events (image_path) WHERE image_path IS NOT NULL;
+    """,
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from edged import config, store
+from edged import config, snapshots, store
 from edged.errors import EdgedError
 from edged.model import Event
 from edged.store import Record, Store, Stored
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 COLUMNS = (
     "id, dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, "
     "user_name, person_id, replayed, replay_reason, decision, reason, rule, source, "
-    "upstream_error, door, image_path, image_bytes, raw, response"
+    "upstream_error, door, image_path, image_offset, image_bytes, raw, response"
 )
 
 
@@ -193,9 +193,10 @@ class Forwarder:
     def _image(self, row: sqlite3.Row) -> str | None:
         if not row["image_path"]:
             return None
-        try:
-            data = (Path(self.images) / row["image_path"]).read_bytes()
-        except OSError:
+        data = snapshots.read(
+            Path(self.images), row["image_path"], row["image_offset"], row["image_bytes"]
+        )
+        if data is None:
             return None  # pruned under the images quota: the record goes without it
         return base64.b64encode(data).decode("ascii")
 

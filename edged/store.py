@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
+from edged import snapshots
 from edged.errors import StoreError
 from edged.migrations import migrate
 from edged.model import Event, Replay
@@ -128,13 +129,14 @@ _INSERT = """
 INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
     user_id, user_name, person_id, recognition, recognize_status, score, entry_mode,
     terminal_pass, alarm_code, alarm_status, trace_id, replayed, replay_reason, decision, reason,
-    rule, source, response, raw, door, explain, upstream_error)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    rule, source, response, raw, door, explain, upstream_error, image_path, image_offset,
+    image_bytes)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
 
-def _row(rec: Record) -> tuple[Any, ...]:
+def _row(rec: Record, image: tuple[str, int, int] | tuple[None, None, None]) -> tuple[Any, ...]:
     ev = rec.event
     user = ev.user
     return (
@@ -168,6 +170,7 @@ def _row(rec: Record) -> tuple[Any, ...]:
         rec.door,
         None if rec.explain is None else json.dumps(rec.explain, ensure_ascii=False),
         rec.upstream_error,
+        *image,
     )
 
 
@@ -194,7 +197,12 @@ class Store:
             "SELECT COALESCE(SUM(image_bytes), 0) FROM events WHERE image_path IS NOT NULL"
         ).fetchone()
         self.stats.images_bytes = int(row[0])
-        self._files = _FileWriter(self.images_dir, self._snapshot_failed)
+        self._files = snapshots.Writer(self.images_dir, self._snapshot_failed)
+        self._placer = (
+            snapshots.Placer(self.images_dir, snapshots.segment_bytes(images_max_bytes))
+            if self.images_dir is not None
+            else None
+        )
         self._thread = threading.Thread(target=self._run, name="edged-writer", daemon=True)
         self._thread.start()
 
@@ -281,12 +289,12 @@ class Store:
     def _commit_records(self, items: list[_Item]) -> None:
         conn = self._writer_conn
         results: list[Stored] = []
-        snapshots: list[tuple[Path, str, int]] = []
+        pending: list[tuple[str, int, str, int]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in items:
                 assert item.record is not None
-                results.append(self._insert(conn, item.record, snapshots))
+                results.append(self._insert(conn, item.record, pending))
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             self._rollback(conn)
@@ -301,19 +309,22 @@ class Store:
         self.stats.last_error = None
         self.stats.records += len(results)
         self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
-        self.stats.images_bytes += sum(size for _, _, size in snapshots)
-        self._files.write(snapshots)  # queued before anyone hears of the commit: see sync_files
+        self.stats.images_bytes += sum(size for _, _, _, size in pending)
+        self._files.write(pending)  # queued before anyone hears of the commit: see sync_files
         _resolve_all([(item, stored, None) for item, stored in zip(items, results, strict=True)])
 
     def _insert(
-        self, conn: sqlite3.Connection, rec: Record, snapshots: list[tuple[Path, str, int]]
+        self, conn: sqlite3.Connection, rec: Record, pending: list[tuple[str, int, str, int]]
     ) -> Stored:
-        cur = conn.execute(_INSERT, _row(rec))
+        snapshot = self._place_snapshot(rec)
+        image = (snapshot[0], snapshot[1], snapshot[3]) if snapshot else (None, None, None)
+        cur = conn.execute(_INSERT, _row(rec, image))
         if cur.rowcount == 1:
-            event_id = int(cur.lastrowid or 0)
-            if rec.event.image_b64 and self.images_dir is not None:
-                self._add_snapshot(conn, event_id, rec, snapshots)
-            return Stored(event_id, False, rec.replay is not None, rec.response)
+            if snapshot is not None:
+                pending.append(snapshot)
+            return Stored(int(cur.lastrowid or 0), False, rec.replay is not None, rec.response)
+        if snapshot is not None and self._placer is not None:
+            self._placer.unplace(snapshot[1], snapshot[3])  # a duplicate keeps the first's
         row = conn.execute(
             "UPDATE events SET duplicates = duplicates + 1, last_duplicate_at = ? "
             "WHERE dedup_key = ? RETURNING id, replayed, response",
@@ -321,45 +332,36 @@ class Store:
         ).fetchone()
         return Stored(int(row["id"]), True, True, json.loads(row["response"]))
 
-    def _add_snapshot(
-        self,
-        conn: sqlite3.Connection,
-        event_id: int,
-        rec: Record,
-        snapshots: list[tuple[Path, str, int]],
-    ) -> None:
-        """Name the snapshot's file in the row; it is decoded and written after the commit."""
-        assert self.images_dir is not None and rec.event.image_b64 is not None
+    def _place_snapshot(self, rec: Record) -> tuple[str, int, str, int] | None:
+        """Where the record's snapshot goes (segment, offset, text, size); None: not kept.
+
+        The row names the place at commit; the bytes are decoded and written after it.
+        """
+        if not rec.event.image_b64 or self._placer is None:
+            return None
         text = rec.event.image_b64.strip()
         size = _jpeg_b64_size(text)
         if size is None:
-            return  # not a JPEG: keep nothing rather than an unknown blob
-        relative = f"{time.strftime('%Y/%m/%d', time.gmtime(rec.received_at))}/{event_id}.jpg"
-        conn.execute(
-            "UPDATE events SET image_path = ?, image_bytes = ? WHERE id = ?",
-            (relative, size, event_id),
-        )
-        snapshots.append((self.images_dir / relative, text, size))
+            return None  # not a JPEG: keep nothing rather than an unknown blob
+        name, offset = self._placer.place(size)
+        return name, offset, text, size
 
-    def _snapshot_failed(self, path: Path, size: int, error: OSError) -> None:
-        """A snapshot file could not be written (file thread): the row forgets it."""
-        assert self.images_dir is not None
-        relative = str(path.relative_to(self.images_dir))
+    def _snapshot_failed(self, name: str, offset: int, size: int, reason: str) -> None:
+        """A snapshot could not be written (snapshot threads): the row forgets it."""
         with self._lock:
             self.stats.images_bytes -= size
             self.stats.images_failed += 1
+            failed = self.stats.images_failed
         self.submit_nowait(
             lambda conn: conn.execute(
-                "UPDATE events SET image_path = NULL, image_bytes = NULL WHERE image_path = ?",
-                (relative,),
+                "UPDATE events SET image_path = NULL, image_offset = NULL, image_bytes = NULL "
+                "WHERE image_path = ? AND image_offset = ?",
+                (name, offset),
             )
         )
-        if self.stats.images_failed == 1 or self.stats.images_failed % 100 == 0:
+        if failed == 1 or failed % 100 == 0:
             log.error(
-                "store: cannot write snapshot %s (%d so far): %s",
-                relative,
-                self.stats.images_failed,
-                error,
+                "store: cannot write snapshot %s@%d (%d so far): %s", name, offset, failed, reason
             )
 
     def _commit_job(self, item: _Item) -> None:
@@ -384,25 +386,34 @@ class Store:
             pass
 
     def _prune_images(self) -> None:
-        """Delete the oldest snapshots until the images are under their quota."""
-        assert self.images_dir is not None
+        """Delete the oldest segments until the snapshots are under their quota."""
         conn = self._writer_conn
         while self.stats.images_bytes > self.images_max_bytes:
-            rows = conn.execute(
-                "SELECT id, image_path, image_bytes FROM events WHERE image_path IS NOT NULL "
-                "ORDER BY id LIMIT 200"
-            ).fetchall()
-            if not rows:
+            row = conn.execute(
+                "SELECT image_path FROM events WHERE image_path IS NOT NULL ORDER BY id LIMIT 1"
+            ).fetchone()
+            if row is None:
                 self.stats.images_bytes = 0
                 return
-            for row in rows:
-                self.stats.images_bytes -= int(row["image_bytes"] or 0)
-                self.stats.images_pruned += 1
-            self._files.delete([self.images_dir / r["image_path"] for r in rows])
-            ids = ",".join(str(int(r["id"])) for r in rows)
+            name = str(row[0])
+            count, size = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(image_bytes), 0) FROM events WHERE image_path = ?",
+                (name,),
+            ).fetchone()
             conn.execute(
-                f"UPDATE events SET image_path = NULL, image_bytes = NULL WHERE id IN ({ids})"
+                "UPDATE events SET image_path = NULL, image_offset = NULL, image_bytes = NULL "
+                "WHERE image_path = ?",
+                (name,),
             )
+            self.stats.images_bytes -= int(size)
+            self.stats.images_pruned += int(count)
+            self._drop_segments([name])
+
+    def _drop_segments(self, names: list[str]) -> None:
+        if self._placer is not None:
+            for name in names:
+                self._placer.retire(name)
+        self._files.delete(names)
 
     # ----- maintenance ----------------------------------------------------------------------
 
@@ -426,12 +437,22 @@ class Store:
         ).fetchall()
         if not rows:
             return 0
-        if self.images_dir is not None:
-            images = [r for r in rows if r["image_path"]]
-            self.stats.images_bytes -= sum(int(r["image_bytes"] or 0) for r in images)
-            self._files.delete([self.images_dir / r["image_path"] for r in images])
         ids = ",".join(str(int(r["id"])) for r in rows)
         conn.execute(f"DELETE FROM events WHERE id IN ({ids})")
+        images = [r for r in rows if r["image_path"]]
+        if images:
+            self.stats.images_bytes -= sum(int(r["image_bytes"] or 0) for r in images)
+            # a segment goes with the last record that refers to it
+            names = {str(r["image_path"]) for r in images}
+            unused = [
+                name
+                for name in sorted(names)
+                if conn.execute(
+                    "SELECT 1 FROM events WHERE image_path = ? LIMIT 1", (name,)
+                ).fetchone()
+                is None
+            ]
+            self._drop_segments(unused)
         return len(rows)
 
     def sync_files(self, timeout: float = 10.0) -> bool:
@@ -441,92 +462,6 @@ class Store:
     def healthy(self) -> bool:
         """The writer runs and its last commit did not fail."""
         return self._thread.is_alive() and self.stats.last_error is None
-
-
-class _FileWriter:
-    """Writes snapshot files (and deletes pruned ones) in order, off the commit path.
-
-    A snapshot is evidence, not the record: the record is durable at commit and answered then;
-    its JPEG follows a moment later from this thread (not fsynced: after a power cut the newest
-    snapshots may be missing, never the records). Deletes queue behind writes, so a pruned file
-    is never written back.
-    """
-
-    # Snapshot text waiting to be written, at most: past it the writer thread waits, which
-    # slows new commits down instead of letting memory grow during a replay burst.
-    MAX_PENDING_BYTES = 2 * 1024 * 1024
-
-    def __init__(self, root: Path | None, failed: Callable[[Path, int, OSError], None]) -> None:
-        self.root = root
-        self.failed = failed
-        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
-        self._pending = 0
-        self._room = threading.Condition()
-        self._dirs: set[Path] = set()
-        self._thread = threading.Thread(target=self._run, name="edged-files", daemon=True)
-        if root is not None:
-            self._thread.start()
-
-    def write(self, snapshots: list[tuple[Path, str, int]]) -> None:
-        """Queue snapshots (base64 text and decoded size) to decode and write."""
-        if not snapshots:
-            return
-        size = sum(len(text) for _, text, _ in snapshots)
-        with self._room:
-            self._room.wait_for(
-                lambda: self._pending == 0 or self._pending + size <= self.MAX_PENDING_BYTES,
-                timeout=10.0,
-            )
-            self._pending += size
-        self._queue.put(("write", snapshots))
-
-    def delete(self, paths: list[Path]) -> None:
-        """Queue files to delete (after any queued write of them)."""
-        if paths:
-            self._queue.put(("delete", paths))
-
-    def sync(self, timeout: float) -> bool:
-        """Wait until everything queued so far is on the file system."""
-        if not self._thread.is_alive():
-            return True
-        done = threading.Event()
-        self._queue.put(("mark", done))
-        return done.wait(timeout)
-
-    def close(self, timeout: float) -> None:
-        """Finish what is queued and stop."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while (task := self._queue.get()) is not None:
-            kind, items = task
-            if kind == "write":
-                for path, text, size in items:
-                    self._write(path, text, size)
-                with self._room:
-                    self._pending -= sum(len(text) for _, text, _ in items)
-                    self._room.notify_all()
-            elif kind == "mark":
-                items.set()
-            else:
-                for path in items:
-                    with contextlib.suppress(OSError):
-                        path.unlink(missing_ok=True)
-
-    def _write(self, path: Path, text: str, size: int) -> None:
-        try:
-            data = binascii.a2b_base64(text)
-            if len(data) != size:
-                raise OSError(f"snapshot decodes to {len(data)} bytes, not {size}")
-            if path.parent not in self._dirs:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._dirs.add(path.parent)
-            path.write_bytes(data)
-        except (OSError, binascii.Error, ValueError) as exc:
-            self._dirs.discard(path.parent)
-            self.failed(path, size, exc if isinstance(exc, OSError) else OSError(str(exc)))
 
 
 def _jpeg_b64_size(text: str) -> int | None:

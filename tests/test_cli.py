@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import sqlite3
@@ -188,3 +189,38 @@ def test_run_serves_and_stops_on_sigterm(cfg_file: Path) -> None:
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 64
     assert cli.main(["version"]) == 0
+
+
+def test_snapshot_of_a_pushed_record_over_the_api_and_the_command_line(
+    cfg: config.Config, tmp_path: Path, live: LiveDaemon, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    face = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"
+    image = base64.b64encode(face).decode()
+    for i in range(3):
+        reply = httpx.post(f"{live.url}/eventRcv", json=recognition(uuid=f"s{i}", rgb_image=image))
+        assert reply.status_code == 200
+    httpx.post(f"{live.url}/eventRcv", json=recognition(uuid="plain"))
+    events = httpx.get(f"{live.admin_url}/api/v1/events").json()["events"]
+    assert [e["image"] for e in events] == [f"/api/v1/events/{i}/snapshot" for i in (1, 2, 3)] + [
+        None
+    ]
+    url = f"{live.admin_url}/api/v1/events/2/snapshot"
+    assert httpx.get(url).status_code == 401  # a face: behind the token
+    token = {"authorization": "Bearer test-token"}
+    got = httpx.get(url, headers=token)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+    assert got.content == face
+    assert httpx.get(f"{live.admin_url}/api/v1/events/4/snapshot", headers=token).status_code == 404
+    assert httpx.get(f"{live.admin_url}/api/v1/events/x/snapshot", headers=token).status_code == 400
+
+    path = write_config(cfg, tmp_path / "edged.toml")
+    out = tmp_path / "face.jpg"
+    assert cli.main(["snapshot", "3", "-o", str(out), "-c", str(path)]) == 0
+    assert out.read_bytes() == face
+    capsysbinary.readouterr()
+    assert cli.main(["snapshot", "1", "-c", str(path)]) == 0  # stdout is not a terminal here
+    assert capsysbinary.readouterr().out == face
+    assert cli.main(["snapshot", "4", "-c", str(path)]) == 66  # no snapshot with that record
+    assert cli.main(["snapshot", "99", "-c", str(path)]) == 66
+    assert b"no event 99" in capsysbinary.readouterr().err
+    assert cli.main(["snapshot", "1", "-o", str(tmp_path / "no" / "dir.jpg"), "-c", str(path)]) == 1

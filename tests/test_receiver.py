@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import time
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged import people, store
+from edged import people, snapshots, store
 from edged.config import Config
 from edged.receiver import Receiver, create_app
 from tests.conftest import SERIAL, SERIAL_OLD, asgi_client, auth_request, recognition
@@ -64,14 +65,16 @@ async def test_pin_is_redacted_and_image_kept_out_of_database(receiver: Receiver
     async with asgi_client(create_app(receiver)) as client:
         await client.post("/eventRcv", json=recognition(rgb_image=jpeg))
     conn = sqlite3.connect(receiver.store.path)
-    raw, path = conn.execute("SELECT raw, image_path FROM events").fetchone()
+    raw, *place = conn.execute(
+        "SELECT raw, image_path, image_offset, image_bytes FROM events"
+    ).fetchone()
     conn.close()
     stored = json.loads(raw)
     assert stored["data"]["user"]["pin"] == "***"
     assert "1234" not in raw and jpeg not in raw
     assert receiver.store.sync_files()
-    image = Path(receiver.cfg.storage.images_path) / path
-    assert image.read_bytes().startswith(b"\xff\xd8")
+    image = snapshots.read(Path(receiver.cfg.storage.images_path), *place)
+    assert image == base64.b64decode(jpeg)
 
 
 async def test_duplicate_gets_same_answer_and_is_stored_once(receiver: Receiver) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edged import migrations, store
+from edged import migrations, snapshots, store
 from edged.errors import StoreError
 from edged.model import Replay
 from edged.normalize import normalize
@@ -97,24 +97,6 @@ async def test_duplicates_within_one_batch(tmp_path: Path) -> None:
     assert len({r.id for r in results}) == 1
 
 
-async def test_images_written_as_files_under_quota(tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    st = store.Store(tmp_path / "i.db", images, images_max_bytes=3500)
-    try:
-        for i in range(6):
-            await st.save(record(f"img{i}", image=JPEG))
-        await st.save(record("not-jpeg", image=base64.b64encode(b"GIF89a").decode()))
-    finally:
-        st.close()
-    files = sorted(images.rglob("*.jpg"))
-    assert 1 <= len(files) <= 3
-    assert sum(f.stat().st_size for f in files) <= 3500
-    conn = sqlite3.connect(tmp_path / "i.db")
-    kept = [r[0] for r in conn.execute("SELECT id FROM events WHERE image_path IS NOT NULL")]
-    assert kept == sorted(kept) and max(kept) == 6  # the oldest went first
-    assert conn.execute("SELECT image_path FROM events WHERE id = 7").fetchone() == (None,)
-
-
 async def test_images_bytes_survive_restart(tmp_path: Path) -> None:
     st = store.Store(tmp_path / "r.db", tmp_path / "images")
     await st.save(record("a", image=JPEG))
@@ -132,10 +114,12 @@ async def test_retention_prunes_old_records_and_their_images(tmp_path: Path) -> 
             await st.save(record(f"old{i}", image=JPEG, received_at=old))
         await st.save(record("new", image=JPEG))
         removed = await st.prune_events(time.time() - 180 * 86400, batch=2)
+        assert st.sync_files()
+        (row,) = st.db.conn.execute("SELECT image_path, image_offset, image_bytes FROM events")
+        assert snapshots.read(tmp_path / "images", *row) == base64.b64decode(JPEG)
     finally:
         st.close()
     assert removed == 5
-    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 1
     assert st.stats.images_bytes == 1004
 
 
@@ -241,65 +225,6 @@ async def test_a_failing_batch_fails_every_record_in_it(st: Store) -> None:
     assert count == 0
 
 
-JPEG_FULL = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9").decode()
-
-
-def with_image(uuid: str) -> Record:
-    body = recognition(uuid=uuid, rgb_image=JPEG_FULL)
-    return Record(normalize(body), time.time(), None, None, {"code": 200})
-
-
-@pytest.fixture
-def st_images(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "edged.db", tmp_path / "images")
-    yield store
-    store.close()
-
-
-def snapshots(root: Path) -> list[Path]:
-    return sorted(root.rglob("*.jpg"))
-
-
-async def test_snapshot_is_recorded_at_commit_and_written_after(st_images: Store) -> None:
-    stored = await st_images.save(with_image("u-1"))
-    assert st_images.sync_files()
-    row = st_images.db.conn.execute(
-        "SELECT image_path, image_bytes FROM events WHERE id = ?", (stored.id,)
-    ).fetchone()
-    assert st_images.images_dir is not None
-    image = st_images.images_dir / row["image_path"]
-    assert snapshots(st_images.images_dir) == [image]
-    assert image.read_bytes() == base64.b64decode(JPEG_FULL)
-    assert row["image_bytes"] == image.stat().st_size == st_images.stats.images_bytes
-
-
-async def test_duplicates_leave_only_the_first_copys_snapshot(st_images: Store) -> None:
-    copies = await asyncio.gather(*(st_images.save(with_image("u-1")) for _ in range(5)))
-    assert sum(not c.duplicate for c in copies) == 1
-    assert st_images.images_dir is not None and st_images.sync_files()
-    path = st_images.db.conn.execute("SELECT image_path FROM events").fetchone()[0]
-    assert snapshots(st_images.images_dir) == [st_images.images_dir / path]
-
-
-async def test_a_failing_snapshot_write_keeps_the_record_and_forgets_the_file(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    blocker = tmp_path / "images"
-    blocker.write_text("a file where the images folder should be")
-    store = Store(tmp_path / "edged.db", blocker)
-    try:
-        stored = await store.save(with_image("u-img"))
-        assert not stored.duplicate
-        assert store.sync_files()
-        await store.run(lambda conn: None)  # the writer has applied the follow-up update
-        row = store.db.conn.execute("SELECT image_path, image_bytes FROM events").fetchone()
-        assert tuple(row) == (None, None)
-        assert store.stats.images_bytes == 0 and store.stats.images_failed == 1
-        assert "cannot write snapshot" in caplog.text
-    finally:
-        store.close()
-
-
 @pytest.mark.parametrize("extra", [b"", b"a", b"ab", b"abc"])
 def test_snapshot_size_is_known_without_decoding(extra: bytes) -> None:
     data = b"\xff\xd8\xff\xe0" + bytes(range(200)) + extra
@@ -309,18 +234,3 @@ def test_snapshot_size_is_known_without_decoding(extra: bytes) -> None:
     assert store._jpeg_b64_size(wrapped) == len(data)
     assert store._jpeg_b64_size(base64.b64encode(b"GIF89a" + extra).decode()) is None
     assert store._jpeg_b64_size("!!!!") is None
-
-
-async def test_undecodable_snapshot_is_dropped_not_the_record(tmp_path: Path) -> None:
-    st = store.Store(tmp_path / "u.db", tmp_path / "images")
-    try:
-        broken = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(100)).decode()[:-4] + "*&^%"
-        stored = await st.save(record("broken", image=broken))
-        assert st.sync_files()
-        await st.run(lambda conn: None)
-    finally:
-        st.close()
-    assert not stored.duplicate
-    conn = sqlite3.connect(tmp_path / "u.db")
-    assert conn.execute("SELECT uuid, image_path FROM events").fetchone() == ("broken", None)
-    assert list((tmp_path / "images").rglob("*.jpg")) == []

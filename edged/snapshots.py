@@ -1,0 +1,306 @@
+"""Terminals' snapshots as JPEGs appended to segment files, written by a small helper process.
+
+A push carries its snapshot as about 60 KB of base64. Keeping one file per snapshot costs a file
+creation per record (inode, directory entry, journal), and decoding the base64 holds the GIL
+that the receiver needs. So:
+
+- snapshots go one after another into *segments*, ``<UTC time begun>.jpegs`` under the images
+  folder, each at most ``segment_bytes()``; every row names its segment, offset and size
+  (``image_path``, ``image_offset``, ``image_bytes``), and each snapshot is a complete JPEG at
+  that place;
+- the writer thread *places* a snapshot (segment, offset) inside the record's transaction, from
+  the decoded size computed without decoding; the bytes are decoded and written after the
+  commit by edged/snapwriter.py, its own process, fed through a pipe by this module's thread;
+- the quota deletes whole segments, oldest first; retention deletes a segment once no record
+  refers to it any more;
+- a row whose ``image_offset`` is NULL names a file of its own (snapshots stored before
+  segments), read whole.
+
+Writes are not fsynced: after a power cut the newest snapshots may be missing, never the
+records. A snapshot that cannot be written is reported back and its row forgets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from queue import SimpleQueue
+from typing import IO, Any
+
+from edged.snapwriter import HEADER
+
+log = logging.getLogger(__name__)
+
+SEGMENT_MAX_BYTES = 16 * 1024 * 1024
+SUFFIX = ".jpegs"
+PIPE_BYTES = 1024 * 1024  # the pipe to the writer process (Linux's default maximum)
+RESPAWN_PAUSE = 5.0  # seconds without a writer process after it could not be started
+
+# name, offset, size, reason
+Failed = Callable[[str, int, int, str], None]
+
+
+def segment_bytes(quota: int) -> int:
+    """A segment's size limit: at most 1/16 of the quota, so pruning stays fine-grained."""
+    if quota <= 0:
+        return SEGMENT_MAX_BYTES
+    return max(1, min(SEGMENT_MAX_BYTES, quota // 16))
+
+
+def _safe(name: str) -> bool:
+    return bool(name) and not name.startswith("/") and ".." not in name.split("/")
+
+
+def read(root: Path, name: str, offset: int | None, size: int | None) -> bytes | None:
+    """A stored snapshot's JPEG, or None when it is gone (pruned, or lost in a power cut)."""
+    if not _safe(name):
+        return None
+    try:
+        with open(root / name, "rb") as file:
+            if offset is None:
+                data = file.read()
+            else:
+                file.seek(offset)
+                data = file.read(size or 0)
+    except OSError:
+        return None
+    if (size is not None and len(data) != size) or not data.startswith(b"\xff\xd8"):
+        return None
+    return data
+
+
+class Placer:
+    """Where the next snapshot goes: the current segment and its end (writer thread only)."""
+
+    def __init__(self, root: Path, limit: int, clock: Callable[[], float] = time.time) -> None:
+        self.root = root
+        self.limit = limit
+        self.clock = clock
+        self.current: str | None = None
+        self.end = 0
+        self._used: set[str] = set()
+
+    def place(self, size: int) -> tuple[str, int]:
+        """The segment and offset for a snapshot of ``size`` bytes."""
+        if self.current is None or (self.end and self.end + size > self.limit):
+            self.current = self._new_name()
+            try:  # never over what an earlier run left under that name
+                self.end = (self.root / self.current).stat().st_size
+            except OSError:
+                self.end = 0
+        offset = self.end
+        self.end += size
+        return self.current, offset
+
+    def unplace(self, offset: int, size: int) -> None:
+        """Give back the newest place (its record turned out a duplicate)."""
+        if offset + size == self.end:
+            self.end = offset
+
+    def retire(self, name: str) -> None:
+        """The segment is being deleted: the next snapshot starts a new one."""
+        if name == self.current:
+            self.current = None
+
+    def _new_name(self) -> str:
+        """``YYYYMMDDTHHMMSS.ffffffZ.jpegs`` (UTC, when the segment began), never one of this
+        run's earlier names (their writes may still be on their way: a clock set back must not
+        make two segments one)."""
+        now = self.clock()
+        stem = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}.{int(now % 1 * 1e6):06d}Z"
+        name, n = f"{stem}{SUFFIX}", 1
+        while name in self._used:
+            name, n = f"{stem}-{n}{SUFFIX}", n + 1
+        self._used.add(name)
+        return name
+
+
+class Writer:
+    """Feeds snapshots (and deletes) to the writer process, in order, off the commit path."""
+
+    # Snapshot text waiting to be written, at most: past it the store's writer thread waits,
+    # which slows new commits down instead of letting memory grow during a replay burst.
+    MAX_PENDING_BYTES = 2 * 1024 * 1024
+
+    def __init__(self, root: Path | None, failed: Failed) -> None:
+        self.root = root
+        self.failed = failed
+        self._queue: SimpleQueue[tuple[str, Any] | None] = SimpleQueue()
+        self._pending = 0
+        self._room = threading.Condition()
+        self._marks: dict[int, threading.Event] = {}
+        self._marks_lock = threading.Lock()
+        self._next_mark = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._down_until = 0.0
+        self._thread = threading.Thread(target=self._run, name="edged-snapshots", daemon=True)
+        if root is not None:
+            self._thread.start()
+
+    # ----- the store's side ---------------------------------------------------------------
+
+    def write(self, snapshots: list[tuple[str, int, str, int]]) -> None:
+        """Queue snapshots (segment, offset, base64 text, decoded size) to write."""
+        if not snapshots:
+            return
+        size = sum(len(text) for _, _, text, _ in snapshots)
+        with self._room:
+            self._room.wait_for(
+                lambda: self._pending == 0 or self._pending + size <= self.MAX_PENDING_BYTES,
+                timeout=10.0,
+            )
+            self._pending += size
+        self._queue.put(("write", snapshots))
+
+    def delete(self, names: list[str]) -> None:
+        """Queue segments to delete (after every write queued before)."""
+        if names and self.root is not None:
+            self._queue.put(("delete", names))
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until everything queued so far is written."""
+        if not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(("mark", done))
+        return done.wait(timeout)
+
+    def close(self, timeout: float) -> None:
+        """Finish what is queued, let the process write it, and stop."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id while it runs (for status and benchmarks)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    # ----- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while (task := self._queue.get()) is not None:
+                kind, items = task
+                if kind == "write":
+                    for name, offset, text, size in items:
+                        self._send(b"W", name, offset, size, text.encode("ascii", "replace"))
+                    with self._room:
+                        self._pending -= sum(len(text) for _, _, text, _ in items)
+                        self._room.notify_all()
+                elif kind == "mark":
+                    self._mark(items)
+                else:
+                    for name in items:
+                        self._send(b"D", name, 0, 0, b"")
+        finally:
+            self._stop_process()
+            self._release_marks()
+
+    def _mark(self, done: threading.Event) -> None:
+        with self._marks_lock:
+            token = self._next_mark
+            self._next_mark += 1
+            self._marks[token] = done
+        if not self._send(b"M", "", token, 0, b""):
+            self._release_marks()
+
+    def _send(self, op: bytes, name: str, offset: int, size: int, text: bytes) -> bool:
+        encoded = name.encode()
+        head = HEADER.pack(op, offset, size, len(encoded), len(text)) + encoded
+        for _ in range(2):  # once more with a new process if the old one has died
+            proc = self._process()
+            if proc is None:
+                break
+            assert proc.stdin is not None
+            try:
+                _write_all(proc.stdin, head)
+                _write_all(proc.stdin, text)
+                return True
+            except OSError as exc:
+                log.error("snapshots: the writer process is gone (%s); starting another", exc)
+                self._stop_process()
+        if op == b"W":
+            self.failed(name, offset, size, "the snapshot writer process is not running")
+        return False
+
+    # ----- the process --------------------------------------------------------------------
+
+    def _process(self) -> subprocess.Popen[bytes] | None:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        if self._proc is not None:
+            self._stop_process()
+        if time.monotonic() < self._down_until:
+            return None
+        script = Path(__file__).with_name("snapwriter.py")
+        command = [sys.executable or "python3", "-I", "-S", str(script), str(self.root)]
+        try:
+            proc = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True
+            )
+        except OSError as exc:
+            log.error("snapshots: cannot start the writer process: %s", exc)
+            self._down_until = time.monotonic() + RESPAWN_PAUSE
+            return None
+        assert proc.stdin is not None and proc.stdout is not None
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        reader = threading.Thread(
+            target=self._read, args=(proc.stdout,), name="edged-snapshots-in", daemon=True
+        )
+        reader.start()
+        self._proc = proc
+        return proc
+
+    def _stop_process(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # end of input: the process writes what it has, then exits
+        try:
+            proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _read(self, stdout: IO[bytes]) -> None:
+        """Answers of one writer process: marks reached, snapshots that failed."""
+        for raw in stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            kind, _, rest = line.partition(" ")
+            if kind == "ok":
+                with self._marks_lock:
+                    done = self._marks.pop(int(rest), None)
+                if done is not None:
+                    done.set()
+            elif kind == "fail":
+                offset, size, name, reason = [*rest.split(" ", 3), "", "", ""][:4]
+                if offset.isdigit() and size.isdigit():
+                    self.failed(name, int(offset), int(size), reason)
+        stdout.close()
+        self._release_marks()  # nothing more will come from this process
+
+    def _release_marks(self) -> None:
+        with self._marks_lock:
+            marks, self._marks = self._marks, {}
+        for done in marks.values():
+            done.set()
+
+
+def _write_all(pipe: IO[bytes], data: bytes) -> None:
+    view = memoryview(data)
+    fd = pipe.fileno()
+    while view:
+        view = view[os.write(fd, view) :]
