@@ -4,7 +4,7 @@ A push carries its snapshot as about 60 KB of base64. Keeping one file per snaps
 creation per record (inode, directory entry, journal), and decoding the base64 holds the GIL
 that the receiver needs. So:
 
-- snapshots go one after another into *segments*, ``<UTC time begun>.jpegs`` under the images
+- snapshots go one after another into *segments*, ``seg-<number>.jpegs`` under the images
   folder, each at most ``segment_bytes()``; every row names its segment, offset and size
   (``image_path``, ``image_offset``, ``image_bytes``), and each snapshot is a complete JPEG at
   that place;
@@ -40,6 +40,7 @@ from edged.snapwriter import HEADER
 log = logging.getLogger(__name__)
 
 SEGMENT_MAX_BYTES = 16 * 1024 * 1024
+PREFIX = "seg-"
 SUFFIX = ".jpegs"
 PIPE_BYTES = 1024 * 1024  # the pipe to the writer process (Linux's default maximum)
 RESPAWN_PAUSE = 5.0  # seconds without a writer process after it could not be started
@@ -80,22 +81,19 @@ def read(root: Path, name: str, offset: int | None, size: int | None) -> bytes |
 class Placer:
     """Where the next snapshot goes: the current segment and its end (writer thread only)."""
 
-    def __init__(self, root: Path, limit: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, root: Path, limit: int) -> None:
         self.root = root
         self.limit = limit
-        self.clock = clock
         self.current: str | None = None
         self.end = 0
-        self._used: set[str] = set()
+        self._number = _newest_segment(root)
 
     def place(self, size: int) -> tuple[str, int]:
         """The segment and offset for a snapshot of ``size`` bytes."""
         if self.current is None or (self.end and self.end + size > self.limit):
-            self.current = self._new_name()
-            try:  # never over what an earlier run left under that name
-                self.end = (self.root / self.current).stat().st_size
-            except OSError:
-                self.end = 0
+            self._number += 1
+            self.current = segment_name(self._number)
+            self.end = 0
         offset = self.end
         self.end += size
         return self.current, offset
@@ -110,17 +108,22 @@ class Placer:
         if name == self.current:
             self.current = None
 
-    def _new_name(self) -> str:
-        """``YYYYMMDDTHHMMSS.ffffffZ.jpegs`` (UTC, when the segment began), never one of this
-        run's earlier names (their writes may still be on their way: a clock set back must not
-        make two segments one)."""
-        now = self.clock()
-        stem = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}.{int(now % 1 * 1e6):06d}Z"
-        name, n = f"{stem}{SUFFIX}", 1
-        while name in self._used:
-            name, n = f"{stem}-{n}{SUFFIX}", n + 1
-        self._used.add(name)
-        return name
+
+def segment_name(number: int) -> str:
+    """``seg-000000042.jpegs``: numbered in order, so names sort oldest first (after the
+    ``YYYY/MM/DD/<id>.jpg`` files of earlier versions), whatever the clock says."""
+    return f"{PREFIX}{number:09d}{SUFFIX}"
+
+
+def _newest_segment(root: Path) -> int:
+    """The highest segment number in the folder (0: none): a new run starts after it."""
+    newest = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            stem = entry.name.removeprefix(PREFIX).removesuffix(SUFFIX)
+            if entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX) and stem.isdigit():
+                newest = max(newest, int(stem))
+    return newest
 
 
 class Writer:

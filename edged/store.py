@@ -390,7 +390,8 @@ class Store:
         conn = self._writer_conn
         while self.stats.images_bytes > self.images_max_bytes:
             row = conn.execute(
-                "SELECT image_path FROM events WHERE image_path IS NOT NULL ORDER BY id LIMIT 1"
+                "SELECT image_path FROM events WHERE image_path IS NOT NULL "
+                "ORDER BY image_path LIMIT 1"
             ).fetchone()
             if row is None:
                 self.stats.images_bytes = 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import re
 import signal
 import sqlite3
 import time
@@ -60,7 +59,7 @@ async def test_snapshots_go_one_after_another_into_a_segment(tmp_path: Path) -> 
         saved = rows(st)
         assert [stored_image(st, r) for r in saved] == images
         (name,) = {r["image_path"] for r in saved}
-        assert re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z\.jpegs", name)
+        assert name == "seg-000000001.jpegs"
         offsets = [r["image_offset"] for r in saved]
         assert offsets == [sum(len(x) for x in images[:i]) for i in range(5)]
         segment = (tmp_path / "images" / saved[0]["image_path"]).read_bytes()
@@ -326,18 +325,19 @@ def test_reading_refuses_what_is_not_the_snapshot(tmp_path: Path) -> None:
     assert snapshots.read(tmp_path, "../s.jpegs", 0, n) is None
 
 
-def test_placer_rolls_segments_and_never_reuses_a_name(tmp_path: Path) -> None:
-    placer = snapshots.Placer(tmp_path, limit=100, clock=lambda: 1_800_000_000.5)
-    assert placer.place(60) == ("20270115T080000.500000Z.jpegs", 0)
-    assert placer.place(30) == ("20270115T080000.500000Z.jpegs", 60)
+def test_placer_numbers_segments_in_order_across_runs(tmp_path: Path) -> None:
+    placer = snapshots.Placer(tmp_path, limit=100)
+    assert placer.place(60) == ("seg-000000001.jpegs", 0)
+    assert placer.place(30) == ("seg-000000001.jpegs", 60)
     placer.unplace(60, 30)  # a duplicate gives its place back
-    assert placer.place(30) == ("20270115T080000.500000Z.jpegs", 60)
-    assert placer.place(30) == ("20270115T080000.500000Z-1.jpegs", 0)  # full: same clock
-    placer.retire("20270115T080000.500000Z-1.jpegs")
-    assert placer.place(10) == ("20270115T080000.500000Z-2.jpegs", 0)
-    (tmp_path / "20270115T080000.500000Z.jpegs").write_bytes(bytes(77))
-    later = snapshots.Placer(tmp_path, limit=100, clock=lambda: 1_800_000_000.5)
-    assert later.place(10) == ("20270115T080000.500000Z.jpegs", 77)  # a clock set back: append
+    assert placer.place(30) == ("seg-000000001.jpegs", 60)
+    assert placer.place(30) == ("seg-000000002.jpegs", 0)  # full
+    placer.retire("seg-000000002.jpegs")
+    assert placer.place(10) == ("seg-000000003.jpegs", 0)
+    for name in ("seg-000000041.jpegs", "seg-000000007.jpegs", "seg-x.jpegs", "seg-99.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert snapshots.Placer(tmp_path, limit=100).place(10) == ("seg-000000042.jpegs", 0)
+    assert sorted(["2026/11/28/5.jpg", "seg-000000001.jpegs"])[0] == "2026/11/28/5.jpg"
 
 
 @pytest.mark.parametrize(("quota", "limit"), [(0, 16 << 20), (1 << 30, 16 << 20), (16_000, 1000)])
