@@ -107,6 +107,10 @@ class _Item:
     future: asyncio.Future[Any] | None
     loop: asyncio.AbstractEventLoop | None
     size: int = 0
+    # Prepared by the caller's thread, so the writer (on every waiting request's path) only
+    # places the snapshot and executes: the row's columns, and the snapshot's text and size.
+    row: tuple[Any, ...] = ()
+    snapshot: tuple[str, int] | None = None
 
 
 @dataclass
@@ -125,6 +129,9 @@ class StoreStats:
     pending_bytes: int = 0
 
 
+# A snapshot placed in a segment: segment, offset, base64 text, decoded size.
+Placed = tuple[str, int, str, int]
+
 _INSERT = """
 INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
     user_id, user_name, person_id, recognition, recognize_status, score, entry_mode,
@@ -136,7 +143,8 @@ ON CONFLICT (dedup_key) DO NOTHING
 """
 
 
-def _row(rec: Record, image: tuple[str, int, int] | tuple[None, None, None]) -> tuple[Any, ...]:
+def _row(rec: Record) -> tuple[Any, ...]:
+    """The record's columns, up to the snapshot's (which the writer adds when it places it)."""
     ev = rec.event
     user = ev.user
     return (
@@ -170,7 +178,6 @@ def _row(rec: Record, image: tuple[str, int, int] | tuple[None, None, None]) -> 
         rec.door,
         None if rec.explain is None else json.dumps(rec.explain, ensure_ascii=False),
         rec.upstream_error,
-        *image,
     )
 
 
@@ -211,7 +218,12 @@ class Store:
     async def save(self, record: Record) -> Stored:
         """Store a record durably (or find its first copy); returns after the commit."""
         size = len(record.event.image_b64 or "") + 2048
-        return await self._submit(_Item(record, None, None, None, size))
+        try:
+            row = _row(record)
+        except (TypeError, ValueError) as exc:  # never expected: raw is parsed JSON
+            raise StoreError(f"cannot encode the record: {exc}") from None
+        item = _Item(record, None, None, None, size, row, self._snapshot_of(record))
+        return await self._submit(item)
 
     async def run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``job(conn)`` in the writer thread inside a transaction; return its result."""
@@ -289,12 +301,11 @@ class Store:
     def _commit_records(self, items: list[_Item]) -> None:
         conn = self._writer_conn
         results: list[Stored] = []
-        pending: list[tuple[str, int, str, int]] = []
+        pending: list[Placed] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in items:
-                assert item.record is not None
-                results.append(self._insert(conn, item.record, pending))
+                results.append(self._insert(conn, item, pending))
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             self._rollback(conn)
@@ -313,18 +324,21 @@ class Store:
         self._files.write(pending)  # queued before anyone hears of the commit: see sync_files
         _resolve_all([(item, stored, None) for item, stored in zip(items, results, strict=True)])
 
-    def _insert(
-        self, conn: sqlite3.Connection, rec: Record, pending: list[tuple[str, int, str, int]]
-    ) -> Stored:
-        snapshot = self._place_snapshot(rec)
-        image = (snapshot[0], snapshot[1], snapshot[3]) if snapshot else (None, None, None)
-        cur = conn.execute(_INSERT, _row(rec, image))
+    def _insert(self, conn: sqlite3.Connection, item: _Item, pending: list[Placed]) -> Stored:
+        rec = item.record
+        assert rec is not None
+        placed: Placed | None = None
+        if item.snapshot is not None and self._placer is not None:
+            text, size = item.snapshot
+            placed = (*self._placer.place(size), text, size)
+        image = (placed[0], placed[1], placed[3]) if placed else (None, None, None)
+        cur = conn.execute(_INSERT, item.row + image)
         if cur.rowcount == 1:
-            if snapshot is not None:
-                pending.append(snapshot)
+            if placed is not None:
+                pending.append(placed)
             return Stored(int(cur.lastrowid or 0), False, rec.replay is not None, rec.response)
-        if snapshot is not None and self._placer is not None:
-            self._placer.unplace(snapshot[1], snapshot[3])  # a duplicate keeps the first's
+        if placed is not None and self._placer is not None:
+            self._placer.unplace(placed[1], placed[3])  # a duplicate keeps the first's
         row = conn.execute(
             "UPDATE events SET duplicates = duplicates + 1, last_duplicate_at = ? "
             "WHERE dedup_key = ? RETURNING id, replayed, response",
@@ -332,10 +346,11 @@ class Store:
         ).fetchone()
         return Stored(int(row["id"]), True, True, json.loads(row["response"]))
 
-    def _place_snapshot(self, rec: Record) -> tuple[str, int, str, int] | None:
-        """Where the record's snapshot goes (segment, offset, text, size); None: not kept.
+    def _snapshot_of(self, rec: Record) -> tuple[str, int] | None:
+        """The record's snapshot to keep (base64 text, decoded size); None: not kept.
 
-        The row names the place at commit; the bytes are decoded and written after it.
+        Its place is given by the writer, in the row at commit; the bytes are decoded and
+        written after it.
         """
         if not rec.event.image_b64 or self._placer is None:
             return None
@@ -343,8 +358,7 @@ class Store:
         size = _jpeg_b64_size(text)
         if size is None:
             return None  # not a JPEG: keep nothing rather than an unknown blob
-        name, offset = self._placer.place(size)
-        return name, offset, text, size
+        return text, size
 
     def _snapshot_failed(self, name: str, offset: int, size: int, reason: str) -> None:
         """A snapshot could not be written (snapshot threads): the row forgets it."""
