@@ -14,7 +14,8 @@ segment's name, then the text.
 
 Lines on stdout: ``ok <token>`` for marks and ``fail <offset> <size> <name> <reason>`` for a
 snapshot that could not be written. Writes are not fsynced: a snapshot is evidence, the record
-in the database is what is durable.
+in the database is what is durable. It runs at the lowest CPU priority: decoding is background
+work that uses the CPU time the daemon leaves.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 from typing import BinaryIO, TextIO
 
 HEADER = struct.Struct("<cQIHI")
+NICE = 19  # the lowest priority
 OPEN_SEGMENTS = 4  # write descriptors kept open (the current segment, maybe its predecessor)
 
 
@@ -111,6 +113,10 @@ def main() -> None:
     # a stop signal to the whole group (systemd, Ctrl-C) must not cut that short.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Background work: decoding snapshots must not take a CPU from the daemon while a person
+    # waits at a door. Lowering one's own priority needs no privilege (the unit allows it).
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, NICE)
     serve(sys.argv[1], sys.stdin.buffer, sys.stdout)
 
 

@@ -264,6 +264,20 @@ async def test_a_killed_writer_process_is_replaced(tmp_path: Path) -> None:
         st.close()
 
 
+async def test_the_writer_process_runs_at_the_lowest_priority(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "n.db", tmp_path / "images")
+    try:
+        await st.save(record("a", jpeg(1)))
+        assert st.sync_files()
+        pid = st._files.pid
+        assert pid is not None
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        assert int(stat.rsplit(")", 1)[1].split()[16]) == snapwriter.NICE == 19
+        assert os.getpriority(os.PRIO_PROCESS, 0) < 19  # the daemon itself is untouched
+    finally:
+        st.close()
+
+
 async def test_the_writer_process_survives_a_stop_signal_until_its_input_ends(
     tmp_path: Path,
 ) -> None:

@@ -39,6 +39,8 @@ def test_the_unit_matches_what_the_daemon_does() -> None:
     assert unit["SupplementaryGroups"] == ["gpio"] and unit["User"] == ["edged"]
     assert "PrivateDevices" not in unit and "PrivateUsers" not in unit  # would hide GPIO
     assert int(unit["TimeoutStopSec"][0].rstrip("s")) <= 10
+    # the snapshot writer lowers its priority (edged/snapwriter.py), after @resources is denied
+    assert unit["SystemCallFilter"][-2:] == ["~@privileged @resources", "setpriority"]
 
 
 def test_the_unit_parses_as_ini() -> None:
