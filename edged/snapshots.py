@@ -44,6 +44,7 @@ PREFIX = "seg-"
 SUFFIX = ".jpegs"
 PIPE_BYTES = 1024 * 1024  # the pipe to the writer process (Linux's default maximum)
 RESPAWN_PAUSE = 5.0  # seconds without a writer process after it could not be started
+IOV_MAX = 1024  # buffers per writev (Linux's limit)
 
 # name, offset, size, reason
 Failed = Callable[[str, int, int, str], None]
@@ -195,16 +196,19 @@ class Writer:
             while (task := self._queue.get()) is not None:
                 kind, items = task
                 if kind == "write":
-                    for name, offset, text, size in items:
-                        self._send(b"W", name, offset, size, text.encode("ascii", "replace"))
+                    self._send(
+                        [
+                            (b"W", name, offset, size, text.encode("ascii", "replace"))
+                            for name, offset, text, size in items
+                        ]
+                    )
                     with self._room:
                         self._pending -= sum(len(text) for _, _, text, _ in items)
                         self._room.notify_all()
                 elif kind == "mark":
                     self._mark(items)
                 else:
-                    for name in items:
-                        self._send(b"D", name, 0, 0, b"")
+                    self._send([(b"D", name, 0, 0, b"") for name in items])
         finally:
             self._stop_process()
             self._release_marks()
@@ -214,26 +218,32 @@ class Writer:
             token = self._next_mark
             self._next_mark += 1
             self._marks[token] = done
-        if not self._send(b"M", "", token, 0, b""):
+        if not self._send([(b"M", "", token, 0, b"")]):
             self._release_marks()
 
-    def _send(self, op: bytes, name: str, offset: int, size: int, text: bytes) -> bool:
-        encoded = name.encode()
-        head = HEADER.pack(op, offset, size, len(encoded), len(text)) + encoded
+    def _send(self, frames: list[tuple[bytes, str, int, int, bytes]]) -> bool:
+        """Hand frames (operation, segment, offset, size, text) to the process, all in one
+        system call when the pipe has room; False (writes reported failed) if it cannot run."""
+        buffers: list[bytes] = []
+        for op, name, offset, size, text in frames:
+            encoded = name.encode()
+            buffers.append(HEADER.pack(op, offset, size, len(encoded), len(text)) + encoded)
+            if text:
+                buffers.append(text)
         for _ in range(2):  # once more with a new process if the old one has died
             proc = self._process()
             if proc is None:
                 break
             assert proc.stdin is not None
             try:
-                _write_all(proc.stdin, head)
-                _write_all(proc.stdin, text)
+                _write_all(proc.stdin.fileno(), buffers)
                 return True
-            except OSError as exc:
+            except OSError as exc:  # written again in full: a write or delete twice is harmless
                 log.error("snapshots: the writer process is gone (%s); starting another", exc)
                 self._stop_process()
-        if op == b"W":
-            self.failed(name, offset, size, "the snapshot writer process is not running")
+        for op, name, offset, size, _ in frames:
+            if op == b"W":
+                self.failed(name, offset, size, "the snapshot writer process is not running")
         return False
 
     # ----- the process --------------------------------------------------------------------
@@ -302,8 +312,14 @@ class Writer:
             done.set()
 
 
-def _write_all(pipe: IO[bytes], data: bytes) -> None:
-    view = memoryview(data)
-    fd = pipe.fileno()
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    """Write every buffer, in order, with as few system calls as the pipe allows."""
+    views = [memoryview(b) for b in buffers if b]
+    while views:
+        written = os.writev(fd, views[:IOV_MAX])
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0

@@ -10,6 +10,7 @@ import io
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -357,3 +358,21 @@ def test_placer_numbers_segments_in_order_across_runs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("quota", "limit"), [(0, 16 << 20), (1 << 30, 16 << 20), (16_000, 1000)])
 def test_segment_size_follows_the_quota(quota: int, limit: int) -> None:
     assert snapshots.segment_bytes(quota) == limit
+
+
+def test_frames_reach_the_pipe_whole_and_in_order() -> None:
+    read_end, write_end = os.pipe()
+    buffers = [os.urandom(n) for n in (10, 70_000, 1, 200_000, 0, 3)] * 300  # > IOV_MAX, > pipe
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    snapshots._write_all(write_end, buffers)
+    os.close(write_end)
+    reader.join(30)
+    os.close(read_end)
+    assert bytes(received) == b"".join(buffers)
