@@ -18,6 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING_ITEMS = 4096
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 BATCH_LIMIT = 512
+COMMIT_SAMPLES = 128  # record commits kept for commit_estimate()
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -196,6 +198,8 @@ class Store:
         self.stats = StoreStats()
         # The highest event id retention may delete (the forwarding cursor: edged/outbox.py).
         self.prune_limit: Callable[[sqlite3.Connection], int] | None = None
+        # How long the latest record commits took (writer thread appends, anyone reads).
+        self._commit_seconds: deque[float] = deque(maxlen=COMMIT_SAMPLES)
         self.db = open_database(self.path)  # loop-thread reads, also runs migrations
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -302,6 +306,7 @@ class Store:
         conn = self._writer_conn
         results: list[Stored] = []
         pending: list[Placed] = []
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in items:
@@ -315,6 +320,7 @@ class Store:
             error = StoreError(message)
             _resolve_all([(item, None, error) for item in items])
             return
+        self._commit_seconds.append(time.perf_counter() - started)
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
         self.stats.last_error = None
@@ -469,6 +475,12 @@ class Store:
             ]
             self._drop_segments(unused)
         return len(rows)
+
+    def commit_estimate(self) -> float:
+        """Seconds a record's commit takes, at the 95th percentile of the latest ones (0: none
+        yet): what an answer that still has to be stored must allow for its storing."""
+        recent = sorted(self._commit_seconds)
+        return recent[int(len(recent) * 0.95)] if recent else 0.0
 
     def sync_files(self, timeout: float = 10.0) -> bool:
         """Wait until the snapshot files of everything committed so far are written."""

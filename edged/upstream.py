@@ -41,9 +41,11 @@ CACHE_STALE = "cache_stale"
 DEFAULT_TIPS = {UPSTREAM_UNAVAILABLE: "Server offline", CACHE_STALE: "Access denied"}
 NO_PERMISSION = 3  # the terminal's verify_code for "no permission"
 REAP_DELAY = 0.05  # seconds between giving up on a call and cancelling it (see within())
-# edged stops waiting this long before the deadline, so that the cache's answer (stored and sent)
-# is out by the deadline rather than a few milliseconds after it.
+# edged stops waiting this long before the deadline, plus what storing the answer takes now
+# (Store.commit_estimate, at most a quarter of the deadline), so that the cache's answer, stored
+# and sent, is out by the deadline even on slow storage.
 ANSWER_MARGIN = 0.003
+MAX_STORE_ALLOWANCE = 0.25  # of the deadline
 ANSWER_FIELDS = ("user_id", "user_name", "ic_number", "verify_score", "verify_code")
 
 
@@ -180,8 +182,10 @@ class Authority:
         client: httpx.AsyncClient | None,
         stale: Callable[[float], bool] | None = None,
         clock: Callable[[], float] = time.time,
+        store_time: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.cfg = cfg
+        self.store_time = store_time
         self.up = cfg.upstream
         self.client = client
         self.stale = stale
@@ -202,7 +206,7 @@ class Authority:
                     raise UpstreamFailure("not asked: no request body")
                 # The person has waited since the request arrived: the deadline counts from then.
                 waited = max(0.0, self.clock() - record.received_at)
-                budget = self.up.deadline - waited - ANSWER_MARGIN
+                budget = self.up.deadline - waited - self.answer_margin()
                 data = await self.ask(raw, budget)
             except UpstreamFailure as exc:
                 record.upstream_error = str(exc)
@@ -211,6 +215,11 @@ class Authority:
             if record.decision == "pass" and not self.cache_may_grant(record.door):
                 self._deny(record, UPSTREAM_UNAVAILABLE)
         return self._from_cache(record)
+
+    def answer_margin(self) -> float:
+        """Seconds before the deadline to stop waiting: sending, and storing as it goes now."""
+        allowance = min(self.store_time(), MAX_STORE_ALLOWANCE * self.up.deadline)
+        return ANSWER_MARGIN + allowance
 
     def _from_cache(self, record: Record) -> Record:
         """The cache's record, a grant withdrawn when the cache is stale and that means deny."""
@@ -354,7 +363,12 @@ class Upstream:
         if up.forward_url:
             self.forwarder = Forwarder(cfg, store, make_client(cfg, up.forward_timeout, 2))
         client = make_client(cfg, up.deadline) if up.url else None
-        self.authority = Authority(cfg, client, self.sync.stale if self.sync else None)
+        self.authority = Authority(
+            cfg,
+            client,
+            self.sync.stale if self.sync else None,
+            store_time=store.commit_estimate,
+        )
 
     def install(self, daemon: Daemon) -> None:
         """Hook into the receiver, the admin API, retention and the daemon's services."""

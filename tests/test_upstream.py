@@ -25,6 +25,7 @@ from tests.conftest import (
     asgi_client,
     auth_request,
     grant_person,
+    recognition,
 )
 from tests.fakeupstream import FakeUpstream
 
@@ -137,6 +138,41 @@ async def test_slow_upstream_is_cut_at_the_deadline(
     assert answer["data"]["pass"] is True  # the cache's decision
     row = rig.last_row()
     assert (row["source"], row["upstream_error"]) == ("cache", "timeout")
+
+
+async def test_slow_storage_makes_edged_stop_waiting_earlier(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(deadline=0.6)
+    fake.state.auth_mode, fake.state.delay = "slow", 2.0
+    authority = rig.upstream.authority
+    assert authority.answer_margin() == upstream.ANSWER_MARGIN  # no commit measured yet
+    # storage that has been taking 100 ms a commit (an SD card in trouble)
+    rig.store._commit_seconds.extend([0.001] * 10 + [0.1] * 90)
+    assert rig.store.commit_estimate() == 0.1
+    assert authority.answer_margin() == pytest.approx(upstream.ANSWER_MARGIN + 0.1)
+    _, elapsed = await rig.ask(auth_request())
+    assert 0.45 <= elapsed < 0.55  # the upstream got the deadline less the allowance
+    assert rig.last_row()["upstream_error"] == "timeout"
+    rig.store._commit_seconds.extend([1.0] * 128)  # far worse: at most a quarter of the deadline
+    assert authority.answer_margin() == pytest.approx(upstream.ANSWER_MARGIN + 0.15)
+
+
+async def test_the_commit_estimate_follows_the_latest_commits(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "c.db", None)
+    try:
+        assert st.commit_estimate() == 0.0
+        for i in range(3):
+            event = normalize(recognition(uuid=f"c{i}"))
+            await st.save(store.Record(event, time.time(), None, None, {}))
+        assert 0 < st.commit_estimate() < 5.0
+        st._commit_seconds.clear()
+        st._commit_seconds.extend([0.002] * 95 + [0.5] * 5)
+        assert st.commit_estimate() == 0.5  # the 95th percentile: a tail, not a one-off
+        st._commit_seconds.extend([0.002] * 128)
+        assert st.commit_estimate() == 0.002  # only the latest 128 count
+    finally:
+        st.close()
 
 
 @pytest.mark.parametrize(
