@@ -10,7 +10,7 @@ that the receiver needs. So:
   that place;
 - the writer thread *places* a snapshot (segment, offset) inside the record's transaction, from
   the decoded size computed without decoding; the bytes are decoded and written after the
-  commit by edged/snapwriter.py, its own process, fed through a pipe by this module's thread;
+  commit by edged/snapwriter.py, its own process, fed through a pipe right after the commit;
 - the quota deletes whole segments, oldest first; retention deletes a segment once no record
   refers to it any more;
 - a row whose ``image_offset`` is NULL names a file of its own (snapshots stored before
@@ -26,14 +26,14 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from queue import SimpleQueue
-from typing import IO, Any
+from typing import IO
 
 from edged.snapwriter import HEADER
 
@@ -45,6 +45,7 @@ SUFFIX = ".jpegs"
 PIPE_BYTES = 1024 * 1024  # the pipe to the writer process (Linux's default maximum)
 RESPAWN_PAUSE = 5.0  # seconds without a writer process after it could not be started
 IOV_MAX = 1024  # buffers per writev (Linux's limit)
+STUCK_SECONDS = 10.0  # a writer process that takes no input this long is replaced
 
 # name, offset, size, reason
 Failed = Callable[[str, int, int, str], None]
@@ -128,60 +129,67 @@ def _newest_segment(root: Path) -> int:
 
 
 class Writer:
-    """Feeds snapshots (and deletes) to the writer process, in order, off the commit path."""
+    """Hands snapshots (and deletes) to the writer process, in order, through its pipe.
 
-    # Snapshot text waiting to be written, at most: past it the store's writer thread waits,
-    # which slows new commits down instead of letting memory grow during a replay burst.
-    MAX_PENDING_BYTES = 2 * 1024 * 1024
+    The store's writer thread calls it right after a commit (after waking the waiting
+    requests): one ``writev`` per commit into a 1 MiB pipe, which the process drains at its own
+    pace. A full pipe makes the caller wait, which slows new commits down instead of letting
+    memory grow during a replay burst; a process that takes no input for ``STUCK_SECONDS`` is
+    replaced.
+    """
 
     def __init__(self, root: Path | None, failed: Failed) -> None:
         self.root = root
         self.failed = failed
-        self._queue: SimpleQueue[tuple[str, Any] | None] = SimpleQueue()
-        self._pending = 0
-        self._room = threading.Condition()
+        self._lock = threading.RLock()  # one sender at a time: frames stay whole and in order
         self._marks: dict[int, threading.Event] = {}
         self._marks_lock = threading.Lock()
         self._next_mark = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._down_until = 0.0
-        self._thread = threading.Thread(target=self._run, name="edged-snapshots", daemon=True)
-        if root is not None:
-            self._thread.start()
+        self._closed = root is None
 
     # ----- the store's side ---------------------------------------------------------------
 
     def write(self, snapshots: list[tuple[str, int, str, int]]) -> None:
-        """Queue snapshots (segment, offset, base64 text, decoded size) to write."""
-        if not snapshots:
-            return
-        size = sum(len(text) for _, _, text, _ in snapshots)
-        with self._room:
-            self._room.wait_for(
-                lambda: self._pending == 0 or self._pending + size <= self.MAX_PENDING_BYTES,
-                timeout=10.0,
+        """Hand over snapshots (segment, offset, base64 text, decoded size) to write."""
+        if snapshots and not self._closed:
+            self._send(
+                [
+                    (b"W", name, offset, size, text.encode("ascii", "replace"))
+                    for name, offset, text, size in snapshots
+                ]
             )
-            self._pending += size
-        self._queue.put(("write", snapshots))
 
     def delete(self, names: list[str]) -> None:
-        """Queue segments to delete (after every write queued before)."""
-        if names and self.root is not None:
-            self._queue.put(("delete", names))
+        """Delete segments (after every write handed over before)."""
+        if names and not self._closed:
+            self._send([(b"D", name, 0, 0, b"") for name in names])
 
     def sync(self, timeout: float) -> bool:
-        """Wait until everything queued so far is written."""
-        if not self._thread.is_alive():
-            return True
+        """Wait until everything handed over so far is written."""
         done = threading.Event()
-        self._queue.put(("mark", done))
+        with self._lock:  # after a commit's snapshots, if one is being handed over now
+            if self._closed or self._proc is None:
+                return True
+            with self._marks_lock:
+                token = self._next_mark
+                self._next_mark += 1
+                self._marks[token] = done
+            if not self._send([(b"M", "", token, 0, b"")]):
+                self._release_marks()
         return done.wait(timeout)
 
     def close(self, timeout: float) -> None:
-        """Finish what is queued, let the process write it, and stop."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout)
+        """Let the process write what it was handed, and stop it."""
+        with self._lock:
+            self._closed = True
+            self._stop_process(timeout)
+        self._release_marks()
+
+    def holding(self) -> threading.RLock:
+        """The sender's lock, to hold across a commit's answers and its snapshots."""
+        return self._lock
 
     @property
     def pid(self) -> int | None:
@@ -189,37 +197,7 @@ class Writer:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
-    # ----- the thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while (task := self._queue.get()) is not None:
-                kind, items = task
-                if kind == "write":
-                    self._send(
-                        [
-                            (b"W", name, offset, size, text.encode("ascii", "replace"))
-                            for name, offset, text, size in items
-                        ]
-                    )
-                    with self._room:
-                        self._pending -= sum(len(text) for _, _, text, _ in items)
-                        self._room.notify_all()
-                elif kind == "mark":
-                    self._mark(items)
-                else:
-                    self._send([(b"D", name, 0, 0, b"") for name in items])
-        finally:
-            self._stop_process()
-            self._release_marks()
-
-    def _mark(self, done: threading.Event) -> None:
-        with self._marks_lock:
-            token = self._next_mark
-            self._next_mark += 1
-            self._marks[token] = done
-        if not self._send([(b"M", "", token, 0, b"")]):
-            self._release_marks()
+    # ----- sending ------------------------------------------------------------------------
 
     def _send(self, frames: list[tuple[bytes, str, int, int, bytes]]) -> bool:
         """Hand frames (operation, segment, offset, size, text) to the process, all in one
@@ -230,17 +208,18 @@ class Writer:
             buffers.append(HEADER.pack(op, offset, size, len(encoded), len(text)) + encoded)
             if text:
                 buffers.append(text)
-        for _ in range(2):  # once more with a new process if the old one has died
-            proc = self._process()
-            if proc is None:
-                break
-            assert proc.stdin is not None
-            try:
-                _write_all(proc.stdin.fileno(), buffers)
-                return True
-            except OSError as exc:  # written again in full: a write or delete twice is harmless
-                log.error("snapshots: the writer process is gone (%s); starting another", exc)
-                self._stop_process()
+        with self._lock:
+            for _ in range(2):  # once more with a new process if the old one failed
+                proc = self._process()
+                if proc is None:
+                    break
+                assert proc.stdin is not None
+                try:
+                    _write_all(proc.stdin.fileno(), buffers, STUCK_SECONDS)
+                    return True
+                except OSError as exc:  # sent again in full: a write or delete twice is harmless
+                    log.error("snapshots: the writer process failed (%s); starting another", exc)
+                    self._stop_process(0.0)
         for op, name, offset, size, _ in frames:
             if op == b"W":
                 self.failed(name, offset, size, "the snapshot writer process is not running")
@@ -252,8 +231,8 @@ class Writer:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if self._proc is not None:
-            self._stop_process()
-        if time.monotonic() < self._down_until:
+            self._stop_process(0.0)
+        if self._closed or time.monotonic() < self._down_until:
             return None
         script = Path(__file__).with_name("snapwriter.py")
         command = [sys.executable or "python3", "-I", "-S", str(script), str(self.root)]
@@ -268,6 +247,7 @@ class Writer:
         assert proc.stdin is not None and proc.stdout is not None
         with contextlib.suppress(OSError, AttributeError):
             fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        os.set_blocking(proc.stdin.fileno(), False)
         reader = threading.Thread(
             target=self._read, args=(proc.stdout,), name="edged-snapshots-in", daemon=True
         )
@@ -275,15 +255,17 @@ class Writer:
         self._proc = proc
         return proc
 
-    def _stop_process(self) -> None:
+    def _stop_process(self, timeout: float) -> None:
+        """End the process: its input closed, it writes what it has and exits (killed if it
+        has not within ``timeout``, or at once when ``timeout`` is 0)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         assert proc.stdin is not None
         with contextlib.suppress(OSError):
-            proc.stdin.close()  # end of input: the process writes what it has, then exits
+            proc.stdin.close()
         try:
-            proc.wait(10.0)
+            proc.wait(timeout if timeout > 0 else 0.001)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -312,11 +294,19 @@ class Writer:
             done.set()
 
 
-def _write_all(fd: int, buffers: list[bytes]) -> None:
-    """Write every buffer, in order, with as few system calls as the pipe allows."""
+def _write_all(fd: int, buffers: list[bytes], timeout: float) -> None:
+    """Write every buffer, in order, with as few system calls as the pipe allows; a pipe that
+    takes nothing for ``timeout`` seconds raises TimeoutError (an OSError)."""
     views = [memoryview(b) for b in buffers if b]
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
     while views:
-        written = os.writev(fd, views[:IOV_MAX])
+        try:
+            written = os.writev(fd, views[:IOV_MAX])
+        except BlockingIOError:
+            if not poller.poll(timeout * 1000):
+                raise TimeoutError(f"the pipe took nothing for {timeout:.0f} s") from None
+            continue
         while written and views:
             if written >= len(views[0]):
                 written -= len(views.pop(0))

@@ -327,8 +327,15 @@ class Store:
         self.stats.records += len(results)
         self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
         self.stats.images_bytes += sum(size for _, _, _, size in pending)
-        self._files.write(pending)  # queued before anyone hears of the commit: see sync_files
-        _resolve_all([(item, stored, None) for item, stored in zip(items, results, strict=True)])
+        # The answers go out first; the snapshots follow at once, and no sync_files() can come
+        # between the two (it waits for the sender): whoever hears of the commit and syncs
+        # finds its snapshots written.
+        outcomes: list[tuple[_Item, Any, BaseException | None]] = [
+            (item, stored, None) for item, stored in zip(items, results, strict=True)
+        ]
+        with self._files.holding():
+            _resolve_all(outcomes)
+            self._files.write(pending)
 
     def _insert(self, conn: sqlite3.Connection, item: _Item, pending: list[Placed]) -> Stored:
         rec = item.record

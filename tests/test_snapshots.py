@@ -6,6 +6,7 @@ Real SQLite files, the real writer process (edged/snapwriter.py) on real pipes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import signal
@@ -265,6 +266,32 @@ async def test_a_killed_writer_process_is_replaced(tmp_path: Path) -> None:
         st.close()
 
 
+async def test_a_stuck_writer_process_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(snapshots, "STUCK_SECONDS", 0.3)
+    st = store.Store(tmp_path / "s.db", tmp_path / "images")
+    try:
+        await st.save(record("first", jpeg(0)))
+        assert st.sync_files()
+        stuck = st._files.pid
+        assert stuck is not None
+        os.kill(stuck, signal.SIGSTOP)  # takes no more input: the 1 MiB pipe fills up
+        big = [jpeg(i, 200_000) for i in range(1, 13)]
+        for i, image in enumerate(big):
+            await st.save(record(f"big{i}", image))
+        assert st.sync_files(30.0)
+        assert st._files.pid not in (None, stuck)
+        assert "writer process failed" in caplog.text
+        found = [stored_image(st, r) for r in rows(st)[1:]]
+        assert found[-1] == big[-1]  # what came after the replacement is written
+        assert sum(f is not None for f in found) >= len(big) - 6  # at most a pipeful lost
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)
+        st.close()
+
+
 async def test_the_writer_process_runs_at_the_lowest_priority(tmp_path: Path) -> None:
     st = store.Store(tmp_path / "n.db", tmp_path / "images")
     try:
@@ -369,10 +396,24 @@ def test_frames_reach_the_pipe_whole_and_in_order() -> None:
         while chunk := os.read(read_end, 65536):
             received.extend(chunk)
 
-    reader = threading.Thread(target=drain)
+    reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    snapshots._write_all(write_end, buffers)
-    os.close(write_end)
+    os.set_blocking(write_end, False)  # as the writer's pipe: a full pipe is waited for
+    try:
+        snapshots._write_all(write_end, buffers, timeout=30.0)
+    finally:
+        os.close(write_end)
     reader.join(30)
     os.close(read_end)
     assert bytes(received) == b"".join(buffers)
+
+
+def test_a_pipe_that_takes_nothing_is_given_up_on() -> None:
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        with pytest.raises(TimeoutError, match="took nothing"):
+            snapshots._write_all(write_end, [bytes(4 << 20)], timeout=0.2)  # nobody reads
+    finally:
+        os.close(write_end)
+        os.close(read_end)
