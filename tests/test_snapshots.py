@@ -5,6 +5,7 @@ Real SQLite files, the real writer process (edged/snapwriter.py) on real pipes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -45,6 +46,15 @@ def rows(st: store.Store) -> list[sqlite3.Row]:
 def stored_image(st: store.Store, row: sqlite3.Row) -> bytes | None:
     assert st.images_dir is not None
     return snapshots.read(st.images_dir, row["image_path"], row["image_offset"], row["image_bytes"])
+
+
+async def writer_pid(st: store.Store, uuid: str = "first", image: bytes | None = None) -> int:
+    """Store one snapshot (starting the writer process); the process's id."""
+    await st.save(record(uuid, image or jpeg(0)))
+    assert st.sync_files()
+    pid = st._files.pid
+    assert pid is not None
+    return pid
 
 
 def segments(root: Path) -> list[str]:
@@ -249,12 +259,9 @@ async def test_not_a_jpeg_is_not_kept(tmp_path: Path) -> None:
 async def test_a_killed_writer_process_is_replaced(tmp_path: Path) -> None:
     st = store.Store(tmp_path / "k.db", tmp_path / "images")
     try:
-        await st.save(record("before", jpeg(1)))
-        assert st.sync_files()
-        first = st._files.pid
-        assert first is not None
+        first = await writer_pid(st, "before", jpeg(1))
         os.kill(first, signal.SIGKILL)
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
         for i in range(3):
             await st.save(record(f"after{i}", jpeg(10 + i)))
         assert st.sync_files()
@@ -271,11 +278,8 @@ async def test_a_stuck_writer_process_is_replaced(
 ) -> None:
     monkeypatch.setattr(snapshots, "STUCK_SECONDS", 0.3)
     st = store.Store(tmp_path / "s.db", tmp_path / "images")
+    stuck = await writer_pid(st)
     try:
-        await st.save(record("first", jpeg(0)))
-        assert st.sync_files()
-        stuck = st._files.pid
-        assert stuck is not None
         os.kill(stuck, signal.SIGSTOP)  # takes no more input: the 1 MiB pipe fills up
         big = [jpeg(i, 200_000) for i in range(1, 13)]
         for i, image in enumerate(big):
@@ -295,10 +299,7 @@ async def test_a_stuck_writer_process_is_replaced(
 async def test_the_writer_process_runs_at_the_lowest_priority(tmp_path: Path) -> None:
     st = store.Store(tmp_path / "n.db", tmp_path / "images")
     try:
-        await st.save(record("a", jpeg(1)))
-        assert st.sync_files()
-        pid = st._files.pid
-        assert pid is not None
+        pid = await writer_pid(st)
         stat = Path(f"/proc/{pid}/stat").read_text()
         assert int(stat.rsplit(")", 1)[1].split()[16]) == snapwriter.NICE == 19
         assert os.getpriority(os.PRIO_PROCESS, 0) < 19  # the daemon itself is untouched
@@ -311,10 +312,7 @@ async def test_the_writer_process_survives_a_stop_signal_until_its_input_ends(
 ) -> None:
     st = store.Store(tmp_path / "t.db", tmp_path / "images")
     try:
-        await st.save(record("a", jpeg(1)))
-        assert st.sync_files()
-        pid = st._files.pid
-        assert pid is not None
+        pid = await writer_pid(st, "a", jpeg(1))
         os.kill(pid, signal.SIGTERM)  # systemd signals the whole group at stop
         await st.save(record("b", jpeg(2)))
         assert st.sync_files()
