@@ -37,7 +37,7 @@ def _meta(check: Check | None = None, secret: bool = False) -> dict[str, Any]:
 def _listen_check(values: list[str]) -> str | None:
     for value in values:
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        if not sep or not port.isdecimal() or not 0 <= int(port) <= 65535 or not host:
             return f"{value!r} is not HOST:PORT (use [::1]:8090 for IPv6)"
     return None
 
@@ -252,7 +252,7 @@ def _pin_check(value: int | None) -> str | None:
 
 def _alarm_actions_check(values: dict[str, str]) -> str | None:
     for key, action in values.items():
-        if key not in ALARM_CODES and not key.isdigit():
+        if key not in ALARM_CODES and not key.isdecimal():
             return f"{key!r} is not an alarm name ({', '.join(ALARM_CODES)}) or a numeric code"
         if action not in ALARM_ACTIONS:
             return f"{key}: {action!r} is not one of {', '.join(map(repr, ALARM_ACTIONS))}"

@@ -35,7 +35,8 @@ def _int(data: dict[str, Any], key: str, prefix: str) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    # isdecimal, not isdigit: "²" is a digit to str.isdigit but not a number to int()
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
         return int(value.strip())
     raise PayloadError(f"{_path(prefix, key)}: expected an integer, got {_show(value)}")
 

@@ -78,7 +78,7 @@ def _watchdog_usec(env: Mapping[str, str]) -> int:
     if pid and pid != str(os.getpid()):
         return 0
     value = env.get("WATCHDOG_USEC", "")
-    return int(value) if value.isdigit() else 0
+    return int(value) if value.isdecimal() else 0
 
 
 async def keepalive(notifier: Notifier, status: Callable[[], str] | None = None) -> None:

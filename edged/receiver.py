@@ -168,7 +168,7 @@ class Receiver:
         limit = self.cfg.receiver.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not declared.isdecimal():
                 raise Rejected(400, "invalid Content-Length", "body")
             if int(declared) > limit:
                 raise Rejected(413, f"body larger than {limit} bytes", "too-large")

@@ -84,7 +84,7 @@ def clock_text(minutes: int) -> str:
 def parse_clock(text: str, end: bool = False) -> int:
     """``HH:MM`` to minutes after midnight; ``24:00`` only as an end."""
     hours, sep, minutes = text.strip().partition(":")
-    if not sep or not hours.isdigit() or not minutes.isdigit() or len(minutes) != 2:
+    if not sep or not hours.isdecimal() or not minutes.isdecimal() or len(minutes) != 2:
         raise ValueError(f"{text!r} is not a time HH:MM")
     value = int(hours) * 60 + int(minutes)
     limit = DAY_MINUTES if end else DAY_MINUTES - 1

@@ -123,7 +123,7 @@ def _newest_segment(root: Path) -> int:
     with contextlib.suppress(OSError):
         for entry in os.scandir(root):
             stem = entry.name.removeprefix(PREFIX).removesuffix(SUFFIX)
-            if entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX) and stem.isdigit():
+            if entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX) and stem.isdecimal():
                 newest = max(newest, int(stem))
     return newest
 
@@ -282,7 +282,7 @@ class Writer:
                     done.set()
             elif kind == "fail":
                 offset, size, name, reason = [*rest.split(" ", 3), "", "", ""][:4]
-                if offset.isdigit() and size.isdigit():
+                if offset.isdecimal() and size.isdecimal():
                     self.failed(name, int(offset), int(size), reason)
         stdout.close()
         self._release_marks()  # nothing more will come from this process

@@ -213,3 +213,13 @@ def test_sanitize_removes_every_pin(pin: str | int) -> None:
     body = recognition(user={"user_id": "1", "pin": pin})
     assert sanitize(body)["data"]["user"]["pin"] == "***"
     assert body["data"]["user"]["pin"] == pin  # the original is untouched
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", "\u2460", "-\u00b3"])
+def test_digits_that_are_not_numbers_are_a_payload_error(value: str) -> None:
+    with pytest.raises(PayloadError, match="expected an integer"):
+        normalize({"type": value, "data": {}})
+
+
+def test_numbers_in_other_scripts_are_numbers() -> None:
+    assert normalize(recognition(recognizeStatus="\u0663")).recognize_status == 3

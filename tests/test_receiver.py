@@ -190,6 +190,13 @@ async def test_heartbeat_answers_and_records_terminal(receiver: Receiver) -> Non
             {"content-type": "application/json"},
             400,
         ),
+        # "²" and "٣" pass str.isdigit; only the second is a number to int()
+        (rb'{"type":"\u00b2","data":{}}', {"content-type": "application/json"}, 400),
+        (
+            json.dumps(recognition(recognizeStatus="\u00b2")).encode(),
+            {"content-type": "application/json"},
+            400,
+        ),
         (b"{}", {"content-type": "text/plain"}, 415),
         (
             json.dumps(recognition(serial="UNKNOWN1")).encode(),
