@@ -138,6 +138,25 @@ ok "answers a push from outside and stores it"
 auth nobody | grep -q '"pass":false' || fail "remote auth"
 ok "answers remote auth (unknown person: pass false)"
 
+say "snapshots: decoded and written by the writer process inside the unit's sandbox"
+JPEG=$(mktemp)
+python3 -c 'import sys; sys.stdout.buffer.write(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 200 + b"\xff\xd9")' >"$JPEG"
+IMG=$(base64 -w0 "$JPEG")
+post /eventRcv "{\"type\":0,\"data\":{\"deviceSN\":\"$SERIAL\",\"uuid\":\"vm-img\",\"recognitionType\":1,\"timestamp\":$(date +%s),\"pass\":true,\"rgb_image\":\"$IMG\"}}" \
+    | grep -q '^200 ' || fail "push with a snapshot not acknowledged"
+EVENT=$(vm edged events --json | python3 -c 'import json, sys; print([json.loads(l)["id"] for l in sys.stdin if "vm-img" in l][0])')
+for _ in 1 2 3 4 5; do
+    vm "edged snapshot $EVENT -o /root/snapshot.jpg" >/dev/null 2>&1 && break
+    sleep 1
+done
+[ "$(vm sha256sum /root/snapshot.jpg | cut -d' ' -f1)" = "$(sha256sum "$JPEG" | cut -d' ' -f1)" ] \
+    || fail "the snapshot read back differs from the one pushed"
+# the guest has no procps: field 19 of /proc/PID/stat is the nice value
+NICE=$(vm 'for p in /proc/[0-9]*; do grep -qa "snapwrite[r]\.py" "$p/cmdline" 2>/dev/null && cut -d" " -f19 "$p/stat"; done' | head -n 1)
+[ "$NICE" = 19 ] || fail "snapshot writer process not running at nice 19 (got '$NICE')"
+rm -f "$JPEG"
+ok "a pushed snapshot reads back byte for byte (event $EVENT); the writer process runs at nice 19"
+
 say "SIGSTOP: the watchdog must restart edged"
 vm kill -STOP "$PID"
 NEW=$(wait_active "$PID" 120) || fail "not restarted after SIGSTOP"
