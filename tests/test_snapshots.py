@@ -415,3 +415,25 @@ def test_a_pipe_that_takes_nothing_is_given_up_on() -> None:
     finally:
         os.close(write_end)
         os.close(read_end)
+
+
+async def test_without_a_writer_process_records_are_kept_and_snapshots_counted_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(snapshots.sys, "executable", str(tmp_path / "no-python-here"))
+    st = store.Store(tmp_path / "w.db", tmp_path / "images")
+    try:
+        for i in range(3):
+            stored = await st.save(record(f"u{i}", jpeg(i)))
+            assert not stored.duplicate
+        assert st.sync_files()
+        await st.run(lambda conn: None)  # the writer has applied the follow-up updates
+        assert [(r["uuid"], r["image_path"]) for r in rows(st)] == [
+            ("u0", None),
+            ("u1", None),
+            ("u2", None),
+        ]
+        assert st.stats.images_failed == 3 and st.stats.images_bytes == 0
+        assert "cannot start the writer process" in caplog.text
+    finally:
+        st.close()

@@ -2,7 +2,8 @@
 # make vm-test: the .deb on a real systemd. Builds a bookworm root file system with debootstrap
 # (cached in build/vm/base), installs dist/edged_*_all.deb into a fresh copy with apt, boots it
 # under qemu and checks from outside, over SSH and HTTP forwarded to the host's loopback:
-# active after boot and answering; SIGSTOP -> watchdog restart; SIGKILL -> restart; broken
+# active after boot and answering; a snapshot written by the writer process inside the sandbox
+# reads back byte for byte; SIGSTOP -> watchdog restart; SIGKILL -> restart; broken
 # config -> fails visibly, no restart loop; reload works (and a broken reload fails visibly);
 # stored events survive a reboot.
 #
@@ -144,7 +145,8 @@ python3 -c 'import sys; sys.stdout.buffer.write(b"\xff\xd8\xff\xe0" + bytes(rang
 IMG=$(base64 -w0 "$JPEG")
 post /eventRcv "{\"type\":0,\"data\":{\"deviceSN\":\"$SERIAL\",\"uuid\":\"vm-img\",\"recognitionType\":1,\"timestamp\":$(date +%s),\"pass\":true,\"rgb_image\":\"$IMG\"}}" \
     | grep -q '^200 ' || fail "push with a snapshot not acknowledged"
-EVENT=$(vm edged events --json | python3 -c 'import json, sys; print([json.loads(l)["id"] for l in sys.stdin if "vm-img" in l][0])')
+EVENT=$(vm edged events --json | python3 -c 'import json, sys; print([json.loads(l)["id"] for l in sys.stdin if "vm-img" in l][0])') \
+    || fail "the push with a snapshot is not among the stored events"
 for _ in 1 2 3 4 5; do
     vm "edged snapshot $EVENT -o /root/snapshot.jpg" >/dev/null 2>&1 && break
     sleep 1
@@ -152,7 +154,7 @@ done
 [ "$(vm sha256sum /root/snapshot.jpg | cut -d' ' -f1)" = "$(sha256sum "$JPEG" | cut -d' ' -f1)" ] \
     || fail "the snapshot read back differs from the one pushed"
 # the guest has no procps: field 19 of /proc/PID/stat is the nice value
-NICE=$(vm 'for p in /proc/[0-9]*; do grep -qa "snapwrite[r]\.py" "$p/cmdline" 2>/dev/null && cut -d" " -f19 "$p/stat"; done' | head -n 1)
+NICE=$(vm 'for p in /proc/[0-9]*; do grep -qa "snapwrite[r]\.py" "$p/cmdline" 2>/dev/null && cut -d" " -f19 "$p/stat"; done; true' | head -n 1)
 [ "$NICE" = 19 ] || fail "snapshot writer process not running at nice 19 (got '$NICE')"
 rm -f "$JPEG"
 ok "a pushed snapshot reads back byte for byte (event $EVENT); the writer process runs at nice 19"
