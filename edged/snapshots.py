@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from edged.snapwriter import HEADER
+from edged.snapwriter import HEADER, valid_name
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ STUCK_SECONDS = 10.0  # a writer process that takes no input this long is replac
 
 # name, offset, size, reason
 Failed = Callable[[str, int, int, str], None]
+# A snapshot placed in a segment: segment, offset, base64 text, decoded size.
+Placed = tuple[str, int, str, int]
 
 
 def segment_bytes(quota: int) -> int:
@@ -58,13 +60,9 @@ def segment_bytes(quota: int) -> int:
     return max(1, min(SEGMENT_MAX_BYTES, quota // 16))
 
 
-def _safe(name: str) -> bool:
-    return bool(name) and not name.startswith("/") and ".." not in name.split("/")
-
-
 def read(root: Path, name: str, offset: int | None, size: int | None) -> bytes | None:
     """A stored snapshot's JPEG, or None when it is gone (pruned, or lost in a power cut)."""
-    if not _safe(name):
+    if not valid_name(name):
         return None
     try:
         with open(root / name, "rb") as file:
@@ -151,7 +149,7 @@ class Writer:
 
     # ----- the store's side ---------------------------------------------------------------
 
-    def write(self, snapshots: list[tuple[str, int, str, int]]) -> None:
+    def write(self, snapshots: list[Placed]) -> None:
         """Hand over snapshots (segment, offset, base64 text, decoded size) to write."""
         if snapshots and not self._closed:
             self._send(

@@ -33,6 +33,11 @@ NICE = 19  # the lowest priority
 OPEN_SEGMENTS = 4  # write descriptors kept open (the current segment, maybe its predecessor)
 
 
+def valid_name(name: str) -> bool:
+    """A segment's name stays below the images folder: relative, without ``..``."""
+    return bool(name) and not name.startswith("/") and ".." not in name.split("/")
+
+
 class Segments:
     """Open segment files, by name, under one root."""
 
@@ -42,7 +47,7 @@ class Segments:
 
     def path(self, name: str) -> str:
         """The file of a segment; names are made by edged, never taken from a terminal."""
-        if not name or name.startswith("/") or ".." in name.split("/"):
+        if not valid_name(name):
             raise OSError(f"bad segment name {name!r}")
         return os.path.join(self.root, name)
 

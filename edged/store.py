@@ -30,6 +30,7 @@ from edged import snapshots
 from edged.errors import StoreError
 from edged.migrations import migrate
 from edged.model import Event, Replay
+from edged.snapshots import Placed
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,7 @@ class StoreStats:
     pending_bytes: int = 0
 
 
-# A snapshot placed in a segment: segment, offset, base64 text, decoded size.
-Placed = tuple[str, int, str, int]
+_FORGET_SNAPSHOT = "UPDATE events SET image_path = NULL, image_offset = NULL, image_bytes = NULL "
 
 _INSERT = """
 INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
@@ -222,11 +222,7 @@ class Store:
     async def save(self, record: Record) -> Stored:
         """Store a record durably (or find its first copy); returns after the commit."""
         size = len(record.event.image_b64 or "") + 2048
-        try:
-            row = _row(record)
-        except (TypeError, ValueError) as exc:  # never expected: raw is parsed JSON
-            raise StoreError(f"cannot encode the record: {exc}") from None
-        item = _Item(record, None, None, None, size, row, self._snapshot_of(record))
+        item = _Item(record, None, None, None, size, _row(record), self._snapshot_of(record))
         return await self._submit(item)
 
     async def run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -340,18 +336,18 @@ class Store:
     def _insert(self, conn: sqlite3.Connection, item: _Item, pending: list[Placed]) -> Stored:
         rec = item.record
         assert rec is not None
-        placed: Placed | None = None
-        if item.snapshot is not None and self._placer is not None:
+        placer, placed = self._placer, None
+        if item.snapshot is not None and placer is not None:  # placed in the row at commit
             text, size = item.snapshot
-            placed = (*self._placer.place(size), text, size)
+            placed = (*placer.place(size), text, size)
         image = (placed[0], placed[1], placed[3]) if placed else (None, None, None)
         cur = conn.execute(_INSERT, item.row + image)
         if cur.rowcount == 1:
             if placed is not None:
                 pending.append(placed)
             return Stored(int(cur.lastrowid or 0), False, rec.replay is not None, rec.response)
-        if placed is not None and self._placer is not None:
-            self._placer.unplace(placed[1], placed[3])  # a duplicate keeps the first's
+        if placed is not None and placer is not None:
+            placer.unplace(placed[1], placed[3])  # a duplicate keeps the first's
         row = conn.execute(
             "UPDATE events SET duplicates = duplicates + 1, last_duplicate_at = ? "
             "WHERE dedup_key = ? RETURNING id, replayed, response",
@@ -381,9 +377,7 @@ class Store:
             failed = self.stats.images_failed
         self.submit_nowait(
             lambda conn: conn.execute(
-                "UPDATE events SET image_path = NULL, image_offset = NULL, image_bytes = NULL "
-                "WHERE image_path = ? AND image_offset = ?",
-                (name, offset),
+                _FORGET_SNAPSHOT + "WHERE image_path = ? AND image_offset = ?", (name, offset)
             )
         )
         if failed == 1 or failed % 100 == 0:
@@ -428,11 +422,7 @@ class Store:
                 "SELECT COUNT(*), COALESCE(SUM(image_bytes), 0) FROM events WHERE image_path = ?",
                 (name,),
             ).fetchone()
-            conn.execute(
-                "UPDATE events SET image_path = NULL, image_offset = NULL, image_bytes = NULL "
-                "WHERE image_path = ?",
-                (name,),
-            )
+            conn.execute(_FORGET_SNAPSHOT + "WHERE image_path = ?", (name,))
             self.stats.images_bytes -= int(size)
             self.stats.images_pruned += int(count)
             self._drop_segments([name])
