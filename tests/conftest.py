@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -15,6 +16,9 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from edged import config, server
+
+if TYPE_CHECKING:
+    from edged.simulator import SimulatedTerminal
 
 SERIAL = "PS71HD01MC22C00014"
 SERIAL_OLD = "PS71HD01MC22C00015"
@@ -63,6 +67,27 @@ def mock_factory() -> Iterator[MockFactory]:
                 device.close()
     factory.reset()
     Device.pin_factory = None
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    """logs.setup() configures the process's root logger: put it back after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
+    """A simulated terminal over HTTPS on loopback (tests/simfix.py), stopped after."""
+    from tests.simfix import make_sim
+
+    terminal = make_sim(tmp_path)
+    await terminal.start()
+    yield terminal
+    await terminal.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,10 @@ from edged.backfill import backfill
 from edged.normalize import normalize
 from edged.receiver import ack_body
 from edged.simulator import SimulatedTerminal
-from tests.simfix import make_sim, managed_config, until
+from tests.simfix import managed_config, until
 from tests.test_reconciler import Running
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
-    terminal = make_sim(tmp_path)
-    await terminal.start()
-    yield terminal
-    await terminal.stop()
 
 
 def rows(path: Path) -> list[tuple[str, int, str | None, int]]:

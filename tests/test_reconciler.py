@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ from edged.simulator import SimulatedTerminal
 from tests.simfix import make_sim, managed_config, until
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
-    terminal = make_sim(tmp_path)
-    await terminal.start()
-    yield terminal
-    await terminal.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from edged.errors import ConfigError
 from edged.receiver import Receiver, create_app
 from edged.simulator import SimulatedTerminal
 from tests.conftest import LiveDaemon, asgi_client, auth_request, grant_person
-from tests.simfix import free_port, make_sim, managed_config, until
+from tests.simfix import free_port, managed_config, until
 
 pytestmark = pytest.mark.anyio
 
@@ -155,14 +155,6 @@ def mock_pin(number: int) -> object:
 
     assert Device.pin_factory is not None
     return Device.pin_factory.pin(number)
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
-    terminal = make_sim(tmp_path)
-    await terminal.start()
-    yield terminal
-    await terminal.stop()
 
 
 async def test_daemon_opens_through_the_simulated_terminal(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,17 +15,9 @@ import pytest
 from edged import cli, config, discovery
 from edged.simulator import SimulatedTerminal
 from tests.conftest import LiveDaemon
-from tests.simfix import free_port, make_sim, managed_config, until
+from tests.simfix import free_port, managed_config, until
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
-    terminal = make_sim(tmp_path)
-    await terminal.start()
-    yield terminal
-    await terminal.stop()
 
 
 def write_config(tmp_path: Path, cfg: config.Config) -> str:

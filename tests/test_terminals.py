@@ -6,7 +6,6 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,10 @@ from edged import store, terminals, tlspin
 from edged.config import TerminalConfig
 from edged.errors import TerminalAuthError, TerminalError, TerminalUntrusted
 from edged.simulator import SimulatedTerminal
-from tests.simfix import make_sim, managed_config
+from tests.simfix import managed_config
 
 pytestmark = pytest.mark.anyio
 OTHER = "sha256:" + "ab" * 32
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
-    terminal = make_sim(tmp_path)
-    await terminal.start()
-    yield terminal
-    await terminal.stop()
 
 
 def terminal_for(sim: SimulatedTerminal, **kw: object) -> TerminalConfig:
