@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edged import gpio
-from edged.config import ALARM_CODES, Config, DoorConfig, SirenConfig
+from edged.config import ALARM_CODES, Config, DoorConfig, FireConfig, InputConfig, SirenConfig
 from edged.errors import DoorError, EdgedError, GpioError
 from edged.model import Event, Kind
 from edged.store import Record, Store, Stored
@@ -221,24 +221,9 @@ class Door:
         self.contact: gpio.Input | None = None
         self.rex: gpio.Input | None = None
         try:
-            if cfg.contact.pin is not None:
-                self.contact = gpio.Input(
-                    f"door {self.name} contact",
-                    cfg.contact.pin,
-                    cfg.contact.pull_up,
-                    cfg.contact.bounce_time,
-                    factory,
-                    self.contact_changed,
-                )
-            if cfg.rex.pin is not None:
-                self.rex = gpio.Input(
-                    f"door {self.name} exit button",
-                    cfg.rex.pin,
-                    cfg.rex.pull_up,
-                    cfg.rex.bounce_time,
-                    factory,
-                    self.rex_changed,
-                )
+            label = f"door {self.name}"
+            self.contact = _input(f"{label} contact", cfg.contact, factory, self.contact_changed)
+            self.rex = _input(f"{label} exit button", cfg.rex, factory, self.rex_changed)
         except GpioError:
             self.close()
             raise
@@ -496,15 +481,7 @@ class Doors:
             self.siren = Siren(cfg.siren, factory, self)
             for door_cfg in cfg.doors:
                 self.doors[door_cfg.name] = Door(door_cfg, factory, self)
-            if cfg.fire.pin is not None:
-                self.fire_input = gpio.Input(
-                    "fire input",
-                    cfg.fire.pin,
-                    cfg.fire.pull_up,
-                    cfg.fire.bounce_time,
-                    factory,
-                    self._fire_changed,
-                )
+            self.fire_input = _input("fire input", cfg.fire, factory, self._fire_changed)
         except GpioError:
             self.close()
             raise
@@ -738,3 +715,15 @@ def build(cfg: Config, store: Store | None) -> Doors | None:
         return None
     factory = gpio.choose_factory(cfg.gpio.pin_factory)
     return Doors(cfg, factory, AuditLog(store))
+
+
+def _input(
+    label: str,
+    wiring: InputConfig | FireConfig,
+    factory: Any,
+    on_change: Callable[[bool], None],
+) -> gpio.Input | None:
+    """The debounced input ``wiring`` describes; None when it has no pin (not fitted)."""
+    if wiring.pin is None:
+        return None
+    return gpio.Input(label, wiring.pin, wiring.pull_up, wiring.bounce_time, factory, on_change)
