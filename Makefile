@@ -72,7 +72,7 @@ clean:
 DEB_TREE := build/deb/edged
 SYSPATH := /usr/sbin:/usr/bin:/sbin:/bin
 
-.PHONY: deb lintian man smoke vm-test
+.PHONY: deb lintian man smoke vm-test test-trixie piuparts
 
 deb:
 	rm -rf build/deb && mkdir -p $(DEB_TREE) dist
@@ -93,6 +93,16 @@ man:
 # The smoke test CI runs against the installed /usr/bin/edged, here against the dev venv's.
 smoke: venv
 	python3 tests/smoke/smoke.py $(BIN)/edged
+
+# The suite against the .deb installed with apt in a debootstrapped Debian 13 trixie root, on
+# trixie's Python 3.13 and python3-* packages (root needed; the base root is cached).
+test-trixie: deb
+	tests/trixie/world.sh
+
+# Debian's piuparts on bookworm and trixie: install/purge, and the upgrade from the previous
+# release with real data in /var/lib/edged (root needed; base chroots are cached).
+piuparts: deb
+	tests/upgrade/piuparts.sh
 
 # Boots the package under qemu with a real systemd and checks it from outside (root needed).
 vm-test: deb
