@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edged.config import Config, TerminalConfig
+from edged.errors import StoreError
 from edged.normalize import sanitize
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class Forged(Exception):
         self.source = source
         self.binding = binding
         super().__init__(
-            f"terminal {terminal.name!r} does not send from {source}: request refused and recorded"
+            f"source address {source} is not this terminal's: request refused and recorded"
         )
 
 
@@ -343,10 +344,9 @@ class Binder:
         if now - start >= 60:
             start, stored = now, 0
             log.warning(
-                "forged request: %s %s claims terminal %s (%s) from %s, bound to %s "
+                "forged request to %s: claims terminal %s (%s) from %s, but it is bound to %s "
                 "(logged once a minute per source)",
                 path,
-                "request",
                 forged.terminal.name,
                 forged.terminal.serial,
                 forged.source,
@@ -367,7 +367,7 @@ class Binder:
         )
         try:
             await self.store.run(lambda conn: _record_refused(conn, row))
-        except Exception as exc:  # the refusal stands even when it cannot be recorded
+        except (StoreError, sqlite3.Error) as exc:  # the refusal stands, recorded or not
             log.debug("forged request from %s not recorded: %s", forged.source, exc)
 
     def _forget_quiet_sources(self, now: float) -> None:

@@ -1,10 +1,10 @@
 """The terminals' side: pushes, remote-auth requests and heartbeats over HTTP.
 
 The path of a request: source address check, body read under a size limit and a deadline, JSON,
-normalise, the terminal's own address (edged/binding.py),
-replay check, decision (remote-auth only), durable store, answer. The answer leaves only
-after the commit. Bad input gets a 4xx JSON ``{code, msg}``; nothing a client sends yields a 500
-or ``pass: true`` except a valid, live, granted request.
+normalise, the terminal's own address (edged/binding.py), replay check, decision (remote-auth
+only), durable store, answer. The answer leaves only after the commit. Bad input gets a 4xx JSON
+``{code, msg}``; nothing a client sends yields a 500 or ``pass: true`` except a valid, live,
+granted request.
 """
 
 from __future__ import annotations
