@@ -272,6 +272,17 @@ def test_mismatch_alarm_is_visible_in_readiness_and_show(
     assert alarm["latest"]["source"] == FORGER and alarm["latest"]["terminal"] == "fixed"
     assert ready["checks"]["receiver"]["rejected"]["forged"] == 1
     assert "FORGED:    1" in cli_out(capsys, config_file, "terminals", "show", "fixed")
+    port = live.daemon.admin_port
+    text = config_file.read_text().replace(
+        'listen = ["127.0.0.1:0"]\ntoken', f'listen = ["127.0.0.1:{port}"]\ntoken'
+    )
+    config_file.write_text(text)
+    cli.main(["status", "--config", str(config_file)])
+    status = capsys.readouterr().out
+    assert (
+        "binding    ALARM: 1 forged requests in 24 h" in status
+        and f"from {FORGER} claiming fixed" in status
+    )
 
 
 def test_heartbeats_and_identity_headers_teach_no_new_address(
@@ -373,3 +384,66 @@ async def test_forgeries_are_logged_once_per_source_per_minute(
     assert [FORGER in line for line in lines] == [True, False, True]
     stored = rows(cfg.storage.database_path, "SELECT COUNT(*) FROM refused_requests")[0][0]
     assert stored == binding.STORED_PER_SOURCE_MINUTE + 2  # a flood is counted, not all kept
+
+
+@pytest.mark.anyio
+async def test_a_host_that_does_not_resolve_accepts_nothing(
+    make_config: Callable[..., Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_config(
+        '[gateway]\npublic_url = "http://127.0.0.1:8090"\n'
+        f'[[terminals]]\nname = "gone"\nserial = "{MANAGED}"\nhost = "gate.invalid"\n'
+    )
+    st = store.Store(cfg.storage.database_path)
+    rec = Receiver(cfg, st)
+    try:
+        async with asgi_client(create_app(rec), host="127.0.0.1") as client:
+            for uuid in ("g1", "g2"):
+                body = recognition(serial=MANAGED, uuid=uuid)
+                assert (await client.post("/eventRcv", json=body)).status_code == 403
+    finally:
+        st.close()
+    assert sum("host gate.invalid does not resolve" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.anyio
+async def test_a_reloaded_address_applies_to_the_next_request(
+    make_config: Callable[..., Config],
+) -> None:
+    def at(address: str) -> Config:
+        return make_config(
+            f'[[terminals]]\nname = "moved"\nserial = "{FIXED}"\naddress = "{address}"\n'
+        )
+
+    st = store.Store(at(FIXED_AT).storage.database_path)
+    rec = Receiver(at(FIXED_AT), st)
+    try:
+        async with asgi_client(create_app(rec), host=NEW_AT) as client:
+            before = await client.post("/eventRcv", json=recognition(serial=FIXED, uuid="m1"))
+            rec.reconfigure(at(NEW_AT))
+            after = await client.post("/eventRcv", json=recognition(serial=FIXED, uuid="m2"))
+    finally:
+        st.close()
+    assert before.status_code == 403 and after.status_code == 200
+
+
+def test_an_upgrade_pins_terminals_to_the_address_they_were_last_seen_from(
+    tmp_path: Path,
+) -> None:
+    from edged import migrations
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for number in sorted(n for n in migrations.MIGRATIONS if n < 9):
+        for statement in migrations._statements(migrations.MIGRATIONS[number]):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {max(n for n in migrations.MIGRATIONS if n < 9)}")
+    conn.execute(
+        "INSERT INTO terminals_seen (serial, address, last_seen) VALUES (?,?,?), (?,?,?)",
+        (FIRST, FIRST_AT, 1.0e9, "NEVER-ADDRESSED", None, 1.0e9),
+    )
+    conn.close()
+    store.open_database(db).conn.close()
+    assert [tuple(r) for r in rows(db, "SELECT serial, address, how FROM terminal_pins")] == [
+        (FIRST, FIRST_AT, "upgrade")
+    ]
