@@ -8,6 +8,7 @@ gpiozero MockFactory pin that must never go high for them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
@@ -109,13 +110,6 @@ def live(bound_cfg: Config) -> Iterator[LiveDaemon]:
     grant_person(bound_cfg.storage.database_path, door="front")
     yield daemon
     daemon.stop()
-
-
-@pytest.fixture
-async def receiver(bound_cfg: Config) -> AsyncIterator[Receiver]:
-    st = store.Store(bound_cfg.storage.database_path)
-    yield Receiver(bound_cfg, st)
-    st.close()
 
 
 def send(
@@ -335,24 +329,54 @@ def test_pushes_naming_no_terminal_are_identified_by_their_source(
 # ----- through the ASGI stack -----------------------------------------------------------------
 
 
-@pytest.mark.anyio
-async def test_a_dns_named_host_is_resolved(
-    make_config: Callable[..., Config], mock_factory: MockFactory
-) -> None:
-    cfg = make_config(
-        '[gateway]\npublic_url = "http://127.0.0.1:8090"\n'
-        f'[[terminals]]\nname = "named"\nserial = "{MANAGED}"\nhost = "localhost"\n'
-    )
+def one_more(make_config: Callable[..., Config], key: str, value: str) -> Config:
+    """The base configuration with one more terminal, ``serial`` MANAGED, bound by ``key``."""
+    gateway = '[gateway]\npublic_url = "http://127.0.0.1:8090"\n' if key == "host" else ""
+    terminal = f'[[terminals]]\nname = "extra"\nserial = "{MANAGED}"\n{key} = "{value}"\n'
+    return make_config(gateway + terminal)
+
+
+@contextlib.asynccontextmanager
+async def receiving(cfg: Config, clock: Callable[[], float] = time.time) -> AsyncIterator[Receiver]:
+    """A receiver on a real SQLite file, its store closed after."""
     st = store.Store(cfg.storage.database_path)
-    rec = Receiver(cfg, st)
     try:
-        async with asgi_client(create_app(rec), host="127.0.0.1") as client:
-            own = await client.post("/eventRcv", json=recognition(serial=MANAGED, uuid="n1"))
-        async with asgi_client(create_app(rec), host=FORGER) as client:
-            forged = await client.post("/eventRcv", json=recognition(serial=MANAGED, uuid="n2"))
+        yield Receiver(cfg, st, clock=clock)
     finally:
         st.close()
-    assert own.status_code == 200 and forged.status_code == 403
+
+
+async def push(rec: Receiver, source: str, body: dict[str, Any]) -> int:
+    """The status a push from ``source`` gets through the ASGI stack."""
+    async with asgi_client(create_app(rec), host=source) as client:
+        return (await client.post("/eventRcv", json=body)).status_code
+
+
+@pytest.mark.anyio
+async def test_a_dns_named_host_is_resolved(make_config: Callable[..., Config]) -> None:
+    async with receiving(one_more(make_config, "host", "localhost")) as rec:
+        assert await push(rec, "127.0.0.1", recognition(serial=MANAGED, uuid="n1")) == 200
+        assert await push(rec, FORGER, recognition(serial=MANAGED, uuid="n2")) == 403
+
+
+@pytest.mark.anyio
+async def test_a_host_that_does_not_resolve_accepts_nothing(
+    make_config: Callable[..., Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with receiving(one_more(make_config, "host", "gate.invalid")) as rec:
+        for uuid in ("g1", "g2"):
+            assert await push(rec, "127.0.0.1", recognition(serial=MANAGED, uuid=uuid)) == 403
+    assert sum("host gate.invalid does not resolve" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.anyio
+async def test_a_reloaded_address_applies_to_the_next_request(
+    make_config: Callable[..., Config],
+) -> None:
+    async with receiving(one_more(make_config, "address", FIXED_AT)) as rec:
+        assert await push(rec, NEW_AT, recognition(serial=MANAGED, uuid="m1")) == 403
+        rec.reconfigure(one_more(make_config, "address", NEW_AT))
+        assert await push(rec, NEW_AT, recognition(serial=MANAGED, uuid="m2")) == 200
 
 
 @pytest.mark.anyio
@@ -361,70 +385,23 @@ async def test_forgeries_are_logged_once_per_source_per_minute(
 ) -> None:
     cfg = make_config()
     now = [1_900_000_000.0]
-    st = store.Store(cfg.storage.database_path)
-    rec = Receiver(cfg, st, clock=lambda: now[0])
     caplog.set_level(logging.WARNING, logger="edged.binding")
-    try:
-        async with asgi_client(create_app(rec), host="127.0.0.1") as client:
-            await client.post("/eventRcv", json=recognition(uuid="first", ts=now[0]))
+    async with receiving(cfg, clock=lambda: now[0]) as rec:
+        assert await push(rec, "127.0.0.1", recognition(uuid="first", ts=now[0])) == 200
 
         async def forge(source: str, count: int) -> None:
-            async with asgi_client(create_app(rec), host=source) as client:
-                for i in range(count):
-                    body = recognition(uuid=f"f{source}{now[0]}{i}", ts=now[0])
-                    assert (await client.post("/eventRcv", json=body)).status_code == 403
+            for i in range(count):
+                body = recognition(uuid=f"f{source}{now[0]}{i}", ts=now[0])
+                assert await push(rec, source, body) == 403
 
         await forge(FORGER, 15)
         await forge("127.0.0.98", 1)
         now[0] += 61
         await forge(FORGER, 1)
-    finally:
-        st.close()
     lines = [r.getMessage() for r in caplog.records if "forged request" in r.getMessage()]
     assert [FORGER in line for line in lines] == [True, False, True]
     stored = rows(cfg.storage.database_path, "SELECT COUNT(*) FROM refused_requests")[0][0]
     assert stored == binding.STORED_PER_SOURCE_MINUTE + 2  # a flood is counted, not all kept
-
-
-@pytest.mark.anyio
-async def test_a_host_that_does_not_resolve_accepts_nothing(
-    make_config: Callable[..., Config], caplog: pytest.LogCaptureFixture
-) -> None:
-    cfg = make_config(
-        '[gateway]\npublic_url = "http://127.0.0.1:8090"\n'
-        f'[[terminals]]\nname = "gone"\nserial = "{MANAGED}"\nhost = "gate.invalid"\n'
-    )
-    st = store.Store(cfg.storage.database_path)
-    rec = Receiver(cfg, st)
-    try:
-        async with asgi_client(create_app(rec), host="127.0.0.1") as client:
-            for uuid in ("g1", "g2"):
-                body = recognition(serial=MANAGED, uuid=uuid)
-                assert (await client.post("/eventRcv", json=body)).status_code == 403
-    finally:
-        st.close()
-    assert sum("host gate.invalid does not resolve" in r.getMessage() for r in caplog.records) == 1
-
-
-@pytest.mark.anyio
-async def test_a_reloaded_address_applies_to_the_next_request(
-    make_config: Callable[..., Config],
-) -> None:
-    def at(address: str) -> Config:
-        return make_config(
-            f'[[terminals]]\nname = "moved"\nserial = "{FIXED}"\naddress = "{address}"\n'
-        )
-
-    st = store.Store(at(FIXED_AT).storage.database_path)
-    rec = Receiver(at(FIXED_AT), st)
-    try:
-        async with asgi_client(create_app(rec), host=NEW_AT) as client:
-            before = await client.post("/eventRcv", json=recognition(serial=FIXED, uuid="m1"))
-            rec.reconfigure(at(NEW_AT))
-            after = await client.post("/eventRcv", json=recognition(serial=FIXED, uuid="m2"))
-    finally:
-        st.close()
-    assert before.status_code == 403 and after.status_code == 200
 
 
 def test_an_upgrade_pins_terminals_to_the_address_they_were_last_seen_from(
