@@ -128,6 +128,8 @@ class Admin:
             "answered": dict(self.receiver.stats.answered),
             "rejected": dict(self.receiver.stats.rejected),
         }
+        # forged requests (edged/binding.py): an alarm to show, not a reason to stop serving
+        checks["binding"] = self.receiver.binding.alarm()
         return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 
     async def events(self, request: Request) -> Response:

@@ -127,13 +127,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{cfg.site.name}: {'ready' if ready.get('ready') else 'NOT READY'}")
     for name, check in ready.get("checks", {}).items():
         if "ok" in check:
-            print(f"  {name:<10} {'ok' if check['ok'] else 'FAILING'}")
+            state = "ALARM" if check.get("alarm") else "ok" if check["ok"] else "FAILING"
+            print(f"  {name:<10} {state}{_alarm_detail(check)}")
     flags = [f for f in ("fire", "lockdown", "siren") if site.get(f)]
     print(f"doors{': ' + ', '.join(f.upper() for f in flags) if flags else ''}")
     for door in site.get("doors", []):
         print(_door_line(door))
     print("\n".join(terminals.status_section(listing)))
     return 0 if ready.get("ready") else 1
+
+
+def _alarm_detail(check: dict[str, Any]) -> str:
+    """What a raised alarm is about, for ``edged status`` (e.g. forged terminal requests)."""
+    latest = check.get("latest") if check.get("alarm") else None
+    if not latest:
+        return ""
+    return (
+        f": {check.get('refused_24h')} forged requests in 24 h, latest {latest['at']} from "
+        f"{latest['source']} claiming {latest['terminal'] or latest['serial']}"
+    )
 
 
 def _event_line(event: dict[str, Any]) -> str:

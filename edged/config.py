@@ -51,6 +51,19 @@ def _networks_check(values: list[str]) -> str | None:
     return None
 
 
+def _address_check(value: str) -> str | None:
+    """A terminal's ``address``: an address or a network of at most 256 addresses."""
+    if not value:
+        return None
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"{value!r} is not an IP address or network"
+    if network.num_addresses > 256:
+        return f"{value!r} is too large: at most 256 addresses (a /24)"
+    return None
+
+
 def _path_check(value: str) -> str | None:
     return None if value.startswith("/") else f"{value!r} must start with '/'"
 
@@ -170,6 +183,8 @@ class TerminalConfig:
     door: str = ""
     # managed by the reconciler when host is set (docs/terminals.md)
     host: str = ""
+    # where its pushes come from, when not its host or the first-seen address (docs/security.md)
+    address: str = field(default="", metadata=_meta(_address_check))
     port: int = 8000
     scheme: Literal["https", "http"] = "https"
     username: str = "admin"

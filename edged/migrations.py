@@ -224,6 +224,32 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX events_passes;
     CREATE INDEX events_passes ON events (person_id, door, id) WHERE decision = 'pass';
     """,
+    # Source binding (edged/binding.py): the address a receive-only terminal is pinned to, and
+    # requests refused because they named a terminal from another address. A terminal already
+    # seen keeps the address it was last seen from as its pin.
+    9: """
+    CREATE TABLE terminal_pins (
+        serial TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        pinned_at REAL NOT NULL,
+        how TEXT NOT NULL
+    );
+    CREATE INDEX terminal_pins_address ON terminal_pins (address);
+    INSERT INTO terminal_pins (serial, address, pinned_at, how)
+        SELECT serial, address, last_seen, 'upgrade' FROM terminals_seen
+        WHERE address IS NOT NULL AND address != '';
+    CREATE TABLE refused_requests (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        terminal TEXT,
+        path TEXT NOT NULL,
+        bound TEXT NOT NULL,
+        body TEXT
+    );
+    CREATE INDEX refused_requests_at ON refused_requests (at);
+    """,
 }
 
 

@@ -1,9 +1,10 @@
 """The terminals' side: pushes, remote-auth requests and heartbeats over HTTP.
 
 The path of a request: source address check, body read under a size limit and a deadline, JSON,
-normalise, replay check, decision (remote-auth only), durable store, answer. The answer leaves only
-after the commit. Bad input gets a 4xx JSON ``{code, msg}``; nothing a client sends yields a 500
-or ``pass: true`` except a valid, live, granted request.
+normalise, the terminal's own address (edged/binding.py), replay check, decision (remote-auth
+only), durable store, answer. The answer leaves only after the commit. Bad input gets a 4xx JSON
+``{code, msg}``; nothing a client sends yields a 500 or ``pass: true`` except a valid, live,
+granted request.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import cache, policy
+from edged import binding, cache, policy
 from edged.config import Config
 from edged.errors import PayloadError, StoreError
 from edged.logs import RateLimitedLog
@@ -138,6 +139,7 @@ class Receiver:
             ipaddress.ip_network(n, strict=False) for n in cfg.receiver.allowed_networks
         ]
         self.seen: dict[str, TerminalSeen] = self._load_seen()
+        self.binding = binding.Binder(cfg, store, clock)
         self.listeners: list[Listener] = []
         self.stats = ReceiverStats()
         self.bad_log = RateLimitedLog(log, per_minute=10)
@@ -182,14 +184,15 @@ class Receiver:
         except TimeoutError:
             raise Rejected(408, "request body not received in time", "timeout") from None
 
-    def parse(self, raw: bytes, request: Request) -> Event:
+    def parse(self, raw: bytes, request: Request, sender: str | None = None) -> Event:
+        """The request's event; ``sender`` is the serial its source address is bound to."""
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
             raise Rejected(400, "body is not valid JSON", "json") from None
         header_sn = request.headers.get("sn")
         try:
-            event = normalize(body, header_sn)
+            event = normalize(body, header_sn or sender)
         except PayloadError as exc:
             raise Rejected(exc.status, str(exc), "payload") from None
         except RecursionError:
@@ -210,8 +213,10 @@ class Receiver:
         try:
             address = self.check_source(request)
             raw = await self.read_body(request)
-            event = self.parse(raw, request)
+            sender = None if request.headers.get("sn") else await self.binding.identify(address)
+            event = self.parse(raw, request, sender)
             terminal = self.terminal_name(event.serial)
+            await self.binding.admit(event.serial, address)
             self.mark_seen(event.serial, address, push=True)
             if event.kind is Kind.AUTH:
                 record = await self.decide(event, terminal, raw)
@@ -220,6 +225,8 @@ class Receiver:
             stored = await self.store.save(record)
         except Rejected as exc:
             return self.reject(request, exc, auth_path)
+        except binding.Forged as exc:
+            return await self.forged(request, exc, raw, auth_path)
         except StoreError as exc:
             self.stats.rejected["store"] += 1
             self.bad_log.warning("store", "answering 503: %s", exc)
@@ -285,6 +292,14 @@ class Receiver:
             response.headers["connection"] = "close"
         return response
 
+    async def forged(
+        self, request: Request, exc: binding.Forged, raw: bytes, auth_path: bool
+    ) -> Response:
+        """Refuse a request naming a terminal from another address: 403, recorded, alarmed."""
+        self.stats.rejected["forged"] += 1
+        await self.binding.refuse(exc, request.url.path, raw)
+        return json_response(error_body(403, str(exc), auth_path), 403)
+
     def mark_seen(self, serial: str, address: str | None, push: bool) -> None:
         now = self.clock()
         entry = self.seen.get(serial)
@@ -301,27 +316,28 @@ class Receiver:
             row = (serial, address, now, entry.last_heartbeat, entry.last_push)
             self.store.submit_nowait(lambda conn: conn.execute(_UPSERT_SEEN, row))
 
-    def heartbeat(self, request: Request) -> Response:
+    async def heartbeat(self, request: Request) -> Response:
+        """Answer a terminal's heartbeat; it marks a terminal seen only from its own address."""
         try:
             address = self.check_source(request)
+            claimed = (request.headers.get("sn") or "").strip()
+            if claimed:
+                await self.binding.admit(claimed, address, first_contact=False)
         except Rejected as exc:
             return self.reject(request, exc, False)
-        serial = (request.headers.get("sn") or "").strip() or self._serial_for(address)
+        except binding.Forged as exc:
+            return await self.forged(request, exc, b"", False)
+        serial = claimed or await self.binding.identify(address)
         if serial:
             self.mark_seen(serial, address, push=False)
         self.stats.answered["heartbeat"] += 1
         return json_response({"code": 200, "msg": "OK", "message": "OK", "data": None})
 
-    def _serial_for(self, address: str) -> str | None:
-        for entry in self.seen.values():
-            if entry.address == address:
-                return entry.serial
-        return None
-
     def reconfigure(self, cfg: Config) -> None:
         """Take a reloaded configuration: networks, terminals, tips, limits (not paths)."""
         networks = [ipaddress.ip_network(n, strict=False) for n in cfg.receiver.allowed_networks]
         self.cfg, self.networks = cfg, networks
+        self.binding.reconfigure(cfg)
         self.tips = policy.Tips.from_config(cfg.tips, cfg.site.language)
         self.tz = ZoneInfo(cfg.site.timezone)
 
@@ -337,7 +353,7 @@ def create_app(receiver: Receiver) -> Starlette:
         return await receiver.handle_post(request, auth_path=True)
 
     async def get_heartbeat(request: Request) -> Response:
-        return receiver.heartbeat(request)
+        return await receiver.heartbeat(request)
 
     routes = [
         Route(cfg.event_path, post_event, methods=["POST"]),

@@ -1,4 +1,4 @@
-"""The terminals' commands: ``edged terminals trust|resubscribe|discover``,
+"""The terminals' commands: ``edged terminals show|trust|resubscribe|discover``,
 ``edged simulate``. Registered in ``cli.parser()`` by ``add_parsers``.
 """
 
@@ -20,14 +20,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _terminal(cfg: config.Config, name: str) -> config.TerminalConfig:
+def _named(cfg: config.Config, name: str) -> config.TerminalConfig:
     for terminal in cfg.terminals:
         if terminal.name == name:
-            if not terminal.host:
-                raise ConfigError(f"terminal {name!r} has no host: edged does not call it")
             return terminal
     known = ", ".join(t.name for t in cfg.terminals) or "none"
     raise ConfigError(f"no terminal named {name!r} (configured: {known})")
+
+
+def _terminal(cfg: config.Config, name: str) -> config.TerminalConfig:
+    terminal = _named(cfg, name)
+    if not terminal.host:
+        raise ConfigError(f"terminal {name!r} has no host: edged does not call it")
+    return terminal
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
@@ -35,6 +40,8 @@ def cmd_trust(args: argparse.Namespace) -> int:
     from edged import store
 
     cfg = config.load(getattr(args, "config", None))
+    if args.address is not None:
+        return _trust_address(cfg, args.name, args.address, args.yes)
     terminal = _terminal(cfg, args.name)
     try:
         presented = asyncio.run(tlspin.fetch_certificate(terminal.host, terminal.port))
@@ -62,6 +69,82 @@ def cmd_trust(args: argparse.Namespace) -> int:
     if terminal.tls_fingerprint:
         print("note: tls_fingerprint in the configuration wins over the recorded fingerprint")
     return 0
+
+
+def _trust_address(cfg: config.Config, name: str, given: str, yes: bool) -> int:
+    """Re-pin a receive-only terminal to a new source address (``trust NAME --address``)."""
+    import time
+
+    from edged import binding, store
+
+    terminal = _named(cfg, name)
+    if terminal.address or terminal.host:
+        key = "address" if terminal.address else "host"
+        raise ConfigError(
+            f"terminal {name!r} is bound by its configured {key} "
+            f"{getattr(terminal, key)!r}: change it in the configuration"
+        )
+    address = binding.parse_ip(given)
+    if address is None:
+        raise ConfigError(f"--address: {given!r} is not an IP address")
+    db = store.open_database(cfg.storage.database_path)
+    try:
+        current = binding.pinned_address(db.conn, terminal.serial)
+        print(f"terminal: {terminal.name} ({terminal.serial})")
+        print(f"pinned:   {current or 'not pinned yet'}")
+        print(f"new:      {address}")
+        if current == str(address):
+            print("already pinned to this address")
+            return 0
+        if not yes and not _confirm(
+            f"Accept {terminal.name}'s requests only from {address}? [y/N] "
+        ):
+            print("not changed")
+            return 1
+        binding.pin(db.conn, terminal.serial, str(address), "operator", time.time())
+    finally:
+        db.conn.close()
+    print("pinned; the running daemon applies it to the next request")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Show each terminal's address binding: what it is bound to, and why."""
+    from edged import store
+
+    cfg = config.load(getattr(args, "config", None))
+    chosen = [_named(cfg, args.name)] if args.name else cfg.terminals
+    db = store.open_database(cfg.storage.database_path)
+    try:
+        for terminal in chosen:
+            print("\n".join(_address_lines(db.conn, terminal)))
+    finally:
+        db.conn.close()
+    return 0
+
+
+def _address_lines(conn: Any, terminal: config.TerminalConfig) -> list[str]:
+    """The address part of ``terminals show`` for one terminal."""
+    import time
+
+    from edged import binding
+
+    resolved = binding.resolve_now(terminal.host) if terminal.host and not terminal.address else ()
+    pin = binding.pin_info(conn, terminal.serial)
+    bound = binding.binding_of(terminal, resolved, pin[0] if pin else None)
+    lines = [f"{terminal.name} ({terminal.serial})", f"  bound to:  {bound.describe()}"]
+    if bound.how == "pinned" and pin:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pin[1]))
+        lines.append(f"  pinned:    {pin[2]} at {when}")
+    seen = binding.last_seen_address(conn, terminal.serial)
+    if seen:
+        lines.append(f"  last seen: {seen}")
+    refused = binding.refused_by_terminal(conn, time.time() - binding.ALARM_WINDOW)
+    if refused.get(terminal.serial):
+        lines.append(
+            f"  FORGED:    {refused[terminal.serial]} requests from other addresses in 24 h"
+        )
+    return lines
 
 
 def _confirm(prompt: str) -> bool:
@@ -125,9 +208,17 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``terminals`` and ``simulate`` to the command's subparsers."""
     terms = sub.add_parser("terminals", help="trust, re-register and discover terminals")
     tsub = terms.add_subparsers(dest="terminals_command", metavar="ACTION")
-    trust = tsub.add_parser("trust", parents=[common], help="trust a terminal's certificate")
+    show = tsub.add_parser("show", parents=[common], help="show terminals' address bindings")
+    show.add_argument("name", nargs="?", help="one terminal (default: all)")
+    show.set_defaults(func=cmd_show)
+    trust = tsub.add_parser(
+        "trust", parents=[common], help="trust a terminal's certificate (or --address)"
+    )
     trust.add_argument("name")
     trust.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    trust.add_argument(
+        "--address", help="re-pin a receive-only terminal to this source address instead"
+    )
     trust.set_defaults(func=cmd_trust)
     resub = tsub.add_parser(
         "resubscribe", parents=[common], help="check and restore registrations now"
