@@ -64,9 +64,9 @@ class UpstreamFailure(Exception):
 class TooLarge(Exception):
     """An answer's body is larger than the limit for its kind; it is not read further."""
 
-    def __init__(self, limit: int, head: bytes) -> None:
+    def __init__(self, limit: int, head: bytes | None) -> None:
         super().__init__(f"answer larger than {limit} bytes")
-        self.head = head
+        self.head = head  # the start of the body, None when refused on its Content-Length
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +163,13 @@ async def _fetch_once(
     async with client.stream(method, url, **kw) as response:
         announced = response.headers.get("content-length", "")
         if announced.isdigit() and int(announced) > limit:
-            raise TooLarge(limit, b"")
+            raise TooLarge(limit, None)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_raw():  # as sent: nothing inflates it
             size += len(chunk)
             if size > limit:
-                raise TooLarge(limit, b"".join(chunks)[:EXCERPT_BYTES] or chunk[:EXCERPT_BYTES])
+                raise TooLarge(limit, (b"".join(chunks) or chunk)[:EXCERPT_BYTES])
             chunks.append(chunk)
         return Answer(response.status_code, response.headers, b"".join(chunks))
 
@@ -296,10 +296,20 @@ class Authority:
                 _note(record, not_used_step(exc, self.clock() - started))
             else:
                 return self._from_upstream(record, data, self.clock() - started)
-            if record.decision == "pass" and not self.cache_may_grant(record.door):
-                self._deny(record, UPSTREAM_UNAVAILABLE)
-                _note(record, f"DENY {UPSTREAM_UNAVAILABLE}: {self._why_no_grant(record.door)}")
+            return self._fallback(record)
         return self._from_cache(record)
+
+    def _fallback(self, record: Record) -> Record:
+        """The cache's record when the upstream was not used: a grant only where allowed."""
+        if record.decision == "pass" and not self.cache_may_grant(record.door):
+            self._deny(record, UPSTREAM_UNAVAILABLE)
+            _note(record, f"DENY {UPSTREAM_UNAVAILABLE}: {self._why_no_grant(record.door)}")
+            return self._from_cache(record)
+        self._from_cache(record)
+        if record.reason != CACHE_STALE:
+            verdict = f"{(record.decision or '').upper()} {record.reason}"
+            _note(record, f"{verdict}: the cache decided (the upstream was not used)")
+        return record
 
     def answer_margin(self) -> float:
         """Seconds before the deadline to stop waiting: sending, and storing as it goes now."""
@@ -384,7 +394,7 @@ class Authority:
         record.rule = "upstream"
         record.source = "upstream"
         record.upstream_error = None
-        record.explain = [f"not used (the cache's): {step}" for step in record.explain or []]
+        record.explain = [f"cache, not used: {step}" for step in record.explain or []]
         record.explain += [
             answered,
             f"{record.decision.upper()} {record.reason}: the upstream decided "
