@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from edged import config
+from edged import config, logs
 from edged.errors import ConfigError
 from edged.model import Event
 from edged.store import Record, Store
@@ -207,14 +207,17 @@ def _ms(seconds: float) -> str:
 
 
 def excerpt(content: bytes) -> str:
-    """The start of an answer as printable text: JSON-quoted, so control bytes stay visible."""
+    """The start of an answer as printable text: JSON-quoted, so control bytes stay visible.
+
+    Card numbers, PINs and the like are masked (logs.redact): the text is stored and shown.
+    """
     text = content[:EXCERPT_BYTES].decode("utf-8", errors="replace")
-    return json.dumps(text, ensure_ascii=False)
+    return json.dumps(logs.redact(text), ensure_ascii=False)
 
 
 def answered_step(data: dict[str, Any], took: float) -> str:
-    """The step naming what the upstream answered and how long it took."""
-    shown = json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
+    """The step naming what the upstream answered (card numbers masked) and how long it took."""
+    shown = logs.redact(json.dumps(data, ensure_ascii=False, separators=(", ", ": ")))
     if len(shown) > 2 * EXCERPT_BYTES:
         shown = shown[: 2 * EXCERPT_BYTES] + "..."
     return f"upstream answered in {_ms(took)}: {shown}"

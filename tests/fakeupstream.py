@@ -238,10 +238,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="fake upstream on 127.0.0.1")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--mode", default="ok", help="auth behaviour (see FakeState)")
+    parser.add_argument("--chunked", action="store_true", help="bodies without Content-Length")
     args = parser.parse_args()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     server = FakeUpstream()
     server.state.delay, server.state.auth_mode = args.delay, args.mode
+    server.state.chunked = args.chunked
     server.start()
     print(server.port, flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})

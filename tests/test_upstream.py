@@ -482,3 +482,14 @@ async def test_a_replayed_request_says_it_was_not_sent_upstream(
     await rig.ask(auth_request(ts=time.time() - 3600))
     _, steps = rig.why()
     assert steps[-1] == "upstream not asked: a replayed request is never sent upstream"
+
+
+def test_steps_never_show_card_numbers_the_upstream_sent() -> None:
+    data = {"pass": True, "customtips": "Hi", "ic_number": "11223344", "user_id": "e-1"}
+    step = upstream.answered_step(data, 0.012)
+    assert step.startswith("upstream answered in 12 ms: ") and "11223344" not in step
+    assert '"user_id": "e-1"' in step
+    cut = json.dumps({"code": 500, "data": {"ic_number": "11223344"}}).encode()
+    for content in (cut, cut[:-4]):  # whole, and cut in the middle of the number
+        shown = upstream.excerpt(content)
+        assert "1122" not in shown and shown.startswith('"{\\"code\\": 500')
