@@ -162,9 +162,10 @@ async def test_slow_storage_makes_edged_stop_waiting_earlier(
     rig.store._commit_seconds.extend([0.001] * 10 + [0.1] * 90)
     assert rig.store.commit_estimate() == 0.1
     assert authority.answer_margin() == pytest.approx(upstream.ANSWER_MARGIN + 0.1)
-    _, elapsed = await rig.ask(auth_request())
-    assert 0.45 <= elapsed < 0.55  # the upstream got the deadline less the allowance
+    await rig.ask(auth_request())
     assert rig.last_row()["upstream_error"] == "timeout"
+    waited = _ms(rig.why()[1][-2], "upstream not used: timeout (after ")
+    assert 400 <= waited < 550  # the upstream got the deadline less the allowance (not 597 ms)
     rig.store._commit_seconds.extend([1.0] * 128)  # far worse: at most a quarter of the deadline
     assert authority.answer_margin() == pytest.approx(upstream.ANSWER_MARGIN + 0.15)
 
