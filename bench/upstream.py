@@ -6,9 +6,13 @@ thread) and measures, in one run:
 - remote-auth p50/p99 with no upstream (the baseline), with the upstream healthy (answering in
   20 ms), down with the breaker open (target: within 10% of the baseline), and hanging with the
   breaker kept closed (target: deadline + 5 ms at most);
-- how fast a 50,000-record outbox drains to a healthy upstream.
+- how fast a 50,000-record outbox drains to a healthy upstream;
+- bounds (first; ``--bounds`` runs only these), against a daemon process of its own: its VmRSS
+  while an upstream answers 130 requests with 10 MB grants (with and without Content-Length),
+  and the client-side time of fallback answers against the deadline (percentiles), one and
+  eight at a time.
 
-Every loop is bounded. Usage: ``.venv/bin/python bench/upstream.py [--quick]``.
+Every loop is bounded. Usage: ``.venv/bin/python bench/upstream.py [--quick] [--bounds]``.
 """
 
 from __future__ import annotations
