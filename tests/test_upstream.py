@@ -494,3 +494,23 @@ def test_steps_never_show_card_numbers_the_upstream_sent() -> None:
     for content in (cut, cut[:-4]):  # whole, and cut in the middle of the number
         shown = upstream.excerpt(content)
         assert "1122" not in shown and shown.startswith('"{\\"code\\": 500')
+
+
+async def test_why_of_an_older_upstream_record_says_its_cache_steps_were_not_used(
+    tmp_path: Path,
+) -> None:
+    st = store.Store(tmp_path / "old.db", None)
+    try:
+        event = normalize(auth_request())
+        record = store.Record(event, time.time(), None, "lobby", {"code": 200})
+        record.decision, record.reason, record.rule = "deny", "upstream_denied", "upstream"
+        record.source, record.explain = "upstream", ["PASS granted: permission open now"]
+        stored = await st.save(record)  # as stored before the upstream's steps were recorded
+        conn = sqlite3.connect(st.path)
+        conn.row_factory = sqlite3.Row
+        lines = explain.lines(conn, stored.id)
+        conn.close()
+    finally:
+        st.close()
+    assert lines[1].endswith("decided by upstream")
+    assert lines[2] == "the upstream decided; the cache's steps below were not used"
