@@ -6,9 +6,13 @@ thread) and measures, in one run:
 - remote-auth p50/p99 with no upstream (the baseline), with the upstream healthy (answering in
   20 ms), down with the breaker open (target: within 10% of the baseline), and hanging with the
   breaker kept closed (target: deadline + 5 ms at most);
-- how fast a 50,000-record outbox drains to a healthy upstream.
+- how fast a 50,000-record outbox drains to a healthy upstream;
+- bounds (first; ``--bounds`` runs only these), against a daemon process of its own: its VmRSS
+  while an upstream answers 130 requests with 10 MB grants (with and without Content-Length),
+  and the client-side time of fallback answers against the deadline (percentiles), one and
+  eight at a time.
 
-Every loop is bounded. Usage: ``.venv/bin/python bench/upstream.py [--quick]``.
+Every loop is bounded. Usage: ``.venv/bin/python bench/upstream.py [--quick] [--bounds]``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import socket
 import sqlite3
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from bench import receiver as rbench  # noqa: E402
 from edged import config, outbox, store, upstream  # noqa: E402
 from tests.conftest import (  # noqa: E402
     BASE_TOML,
@@ -106,8 +113,8 @@ def upstream_toml(url: str, failures: int = 3, probe: float = 5.0) -> str:
 class FakeProcess:
     """The fake upstream in its own process, so that it does not compete for our GIL."""
 
-    def __init__(self, delay: float = 0.0) -> None:
-        command = [sys.executable, "-m", "tests.fakeupstream", "--delay", str(delay)]
+    def __init__(self, delay: float = 0.0, *options: str) -> None:
+        command = [sys.executable, "-m", "tests.fakeupstream", "--delay", str(delay), *options]
         self.proc = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
@@ -208,11 +215,112 @@ def throughput(tmp: Path, quick: bool, batch: int) -> dict[str, Any]:
     return {"records": count, "forwarded": done, "received": received, "seconds": seconds}
 
 
+# ----- bounds: a daemon process of its own, measured from outside --------------------------
+
+
+@contextlib.contextmanager
+def daemon_process(tmp: Path, extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``python -m edged run`` with bench/receiver.py's configuration plus ``extra``."""
+    port, admin_port = rbench.free_port(), rbench.free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = tmp / "edged.toml"
+    base = rbench.CONFIG.format(
+        port=port, admin_port=admin_port, state=tmp / "state", serial=rbench.SERIAL
+    )
+    cfg.write_text(base + extra)
+    log = tmp / "edged.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "-c", str(cfg)], stderr=err)
+    try:
+        rbench.wait_listening(port, proc, "edged", log)
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        rbench.stop(proc)
+
+
+def auth_body(i: int) -> bytes:
+    """A unique remote-auth request for someone the cache does not know (it would deny)."""
+    fields = auth_request(serial=rbench.SERIAL, user_id="nobody", recognizeScore=0.5 + i * 1e-7)
+    return json.dumps(fields).encode()
+
+
+def post_all(url: str, count: int, concurrency: int) -> list[tuple[float, bool]]:
+    """``count`` requests, ``concurrency`` at a time: (client-side seconds, granted) each."""
+    headers = {"content-type": "application/json"}
+
+    def one(i: int) -> tuple[float, bool]:
+        with httpx.Client(timeout=30) as client:  # a connection each: terminals do not share
+            start = time.perf_counter()
+            response = client.post(f"{url}/auth", content=auth_body(i), headers=headers)
+            elapsed = time.perf_counter() - start
+        return elapsed, bool(response.json()["data"]["pass"])
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def oversized(tmp: Path, count: int, chunked: bool) -> dict[str, Any]:
+    """RSS of a daemon asked ``count`` times by an upstream answering 10 MB grants."""
+    fake = FakeProcess(0.0, "--mode", "huge", *(["--chunked"] if chunked else []))
+    extra = upstream_toml(fake.url, failures=10**9)  # never opens: every answer is read
+    try:
+        with daemon_process(tmp, extra) as (proc, url):
+            post_all(url, 5, 1)  # warm-up: connections, imports
+            start = rbench.status_kb(proc.pid, ("VmRSS",))["VmRSS"]
+            results = post_all(url, count, 1)
+            end = rbench.status_kb(proc.pid, ("VmRSS", "VmHWM"))
+    finally:
+        fake.stop()
+    return {
+        "start_kb": start,
+        "end_kb": end["VmRSS"],
+        "peak_kb": end["VmHWM"],
+        "granted": sum(granted for _, granted in results),
+        "count": count,
+    }
+
+
+def deadline_at_client(tmp: Path, count: int, concurrency: int) -> list[float]:
+    """Client-side ms over the deadline of fallback answers, upstream hanging, breaker closed."""
+    fake = FakeProcess(3600.0)
+    try:
+        with daemon_process(tmp, upstream_toml(fake.url, failures=10**9)) as (_, url):
+            post_all(url, 2 * concurrency, concurrency)  # warm-up
+            results = post_all(url, count, concurrency)
+    finally:
+        fake.stop()
+    return [(elapsed - DEADLINE) * 1000 for elapsed, _ in results]
+
+
+def bounds(tmp: Path, quick: bool) -> None:
+    """Print the oversized-answer memory figures and the deadline as the client sees it."""
+    for chunked in (False, True):
+        out = oversized(tmp / f"huge{int(chunked)}", 30 if quick else 130, chunked)
+        how = "streamed, no Content-Length" if chunked else "with Content-Length"
+        print(
+            f"{out['count']} answers of 10 MB ({how}): VmRSS {out['start_kb'] / 1024:.1f} -> "
+            f"{out['end_kb'] / 1024:.1f} MiB (peak {out['peak_kb'] / 1024:.1f} MiB), "
+            f"granted {out['granted']}"
+        )
+    for concurrency in (1, 8):
+        over = deadline_at_client(tmp / f"late{concurrency}", 40 if quick else 200, concurrency)
+        shown = ", ".join(f"p{q} {percentile(over, q):+.1f}" for q in (1, 50, 90, 99))
+        late = sum(v > 0 for v in over) / len(over)
+        print(
+            f"hanging upstream, {concurrency} at a time, client-side ms over the "
+            f"{DEADLINE * 1000:.0f} ms deadline: {shown}, max {max(over):+.1f}; "
+            f"after the deadline {late:.0%}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests and records")
     parser.add_argument(
         "--tmpfs", action="store_true", help="state in /dev/shm: no fsync cost, software only"
+    )
+    parser.add_argument(
+        "--bounds", action="store_true", help="only: oversized answers, deadline at the client"
     )
     args = parser.parse_args()
     where = "/dev/shm" if args.tmpfs else None
@@ -221,6 +329,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="edged-bench-", dir=where) as name:
         tmp = Path(name)
+        bounds(tmp, args.quick)
+        if args.bounds:
+            return
         results = latency(tmp, args.quick)
         base = percentile(results["none"], 99)
         print(f"remote-auth latency (ms), deadline {DEADLINE * 1000:.0f} ms")

@@ -402,6 +402,7 @@ class UpstreamConfig:
     people_url: str = field(default="", metadata=_meta(_url_check))
     people_interval: float = field(default=300.0, metadata=_meta(_positive))
     people_timeout: float = field(default=30.0, metadata=_meta(_positive))
+    people_max_bytes: int = field(default=16 * 1024 * 1024, metadata=_meta(_positive))
     max_cache_age: float = field(default=0.0, metadata=_meta(_not_negative))
     stale_cache: Literal["keep", "deny"] = "keep"
     override_people: list[str] = field(default_factory=list)

@@ -27,7 +27,7 @@ def lines(conn: sqlite3.Connection, event_id: int) -> list[str]:
     """The explanation of one stored event, ready to print."""
     row = conn.execute(
         "SELECT id, kind, received_at, terminal, door, person_id, decision, reason, rule, "
-        "replay_reason, explain FROM events WHERE id = ?",
+        "replay_reason, source, explain FROM events WHERE id = ?",
         (event_id,),
     ).fetchone()
     if row is None:
@@ -42,10 +42,13 @@ def lines(conn: sqlite3.Connection, event_id: int) -> list[str]:
         return [head, "not a decision: only remote-auth requests are decided"]
     out = [
         head,
-        f"decision: {record['decision']} ({record['reason']}), rule {record['rule']}",
+        f"decision: {record['decision']} ({record['reason']}), rule {record['rule']}, "
+        f"decided by {record['source'] or 'cache'}",
     ]
     found = steps(record["explain"])
     if not found:
         out.append("no steps stored (decided before explanations were recorded)")
+    elif record["source"] == "upstream" and not any(s.startswith("upstream ") for s in found):
+        out.append("the upstream decided; the cache's steps below were not used")
     out.extend(f"  {i}. {step}" for i, step in enumerate(found, start=1))
     return out

@@ -25,12 +25,14 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from edged import config, snapshots, store
+from edged import config, snapshots, store, upstream
 from edged.errors import EdgedError
 from edged.model import Event
 from edged.store import Record, Store, Stored
 
 log = logging.getLogger(__name__)
+
+MAX_ACK_BYTES = 64 * 1024  # an acknowledgement is a few bytes; past this it is refused unread
 
 COLUMNS = (
     "id, dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, "
@@ -41,6 +43,21 @@ COLUMNS = (
 
 class ForwardFailure(Exception):
     """The upstream did not acknowledge a batch."""
+
+
+def check_acknowledgement(content: bytes) -> None:
+    """Raise ForwardFailure, naming what was received, unless the body is ``{"code": 200}``."""
+    try:
+        answer = json.loads(content)
+    except (ValueError, RecursionError):
+        raise ForwardFailure(f"answer is not JSON: {upstream.excerpt(content)}") from None
+    if not isinstance(answer, dict):
+        raise ForwardFailure(f"answer is not a JSON object: {upstream.excerpt(content)}")
+    code = answer.get("code")
+    if code != 200 or isinstance(code, bool):
+        msg = answer.get("msg", answer.get("message"))
+        said = f": {upstream.excerpt(str(msg).encode())}" if msg is not None else ""
+        raise ForwardFailure(f"not acknowledged: code {str(code)[:20]}{said}")
 
 
 def cursor(conn: sqlite3.Connection) -> int:
@@ -257,21 +274,21 @@ class Forwarder:
         """One attempt: the batch is acknowledged by HTTP 2xx with ``{"code": 200}``."""
         self.attempts += 1
         try:
-            response = await self.client.post(
+            response = await upstream.fetch(
+                self.client,
+                "POST",
                 self.up.forward_url,
+                MAX_ACK_BYTES,
                 content=batch.body,
                 headers={"content-type": "application/json"},
             )
         except (httpx.HTTPError, OSError) as exc:  # OSError: TLS errors with httpx 0.23
             raise ForwardFailure(f"connection: {type(exc).__name__}") from None
-        if not 200 <= response.status_code < 300:
-            raise ForwardFailure(f"http {response.status_code}")
-        try:
-            answer = json.loads(response.content)
-        except (ValueError, RecursionError):
-            raise ForwardFailure("answer is not JSON") from None
-        if not isinstance(answer, dict) or answer.get("code") != 200:
-            raise ForwardFailure('answer is not an acknowledgement ({"code": 200})')
+        except upstream.TooLarge as exc:
+            raise ForwardFailure(f"not an acknowledgement: {exc}") from None
+        if not 200 <= response.status < 300:
+            raise ForwardFailure(f"http {response.status}")
+        check_acknowledgement(response.content)
         self.last_error = None
 
     def _before_sleep(self, state: RetryCallState) -> None:

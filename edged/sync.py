@@ -27,7 +27,6 @@ from edged.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 SHOWN_PROBLEMS = 5
 
 
@@ -152,25 +151,28 @@ class PeopleSync:
             headers["if-none-match"] = self.state.etag
         if self.state.last_modified:
             headers["if-modified-since"] = self.state.last_modified
+        limit = self.up.people_max_bytes
         try:
-            response = await upstream.request(
-                self.client, "GET", self.up.people_url, headers=headers
+            response = await upstream.fetch(
+                self.client, "GET", self.up.people_url, limit, headers=headers
             )
         except (httpx.HTTPError, OSError) as exc:  # OSError: TLS errors with httpx 0.23
             raise SyncFailure(f"cannot fetch: {type(exc).__name__}") from None
-        if response.status_code == 304:
+        except upstream.TooLarge:
+            raise SyncFailure(
+                f"the document is larger than {limit} bytes (upstream.people_max_bytes)"
+            ) from None
+        if response.status == 304:
             await self._save(now, response, None)
             return "unchanged"
-        if response.status_code != 200:
-            raise SyncFailure(f"HTTP {response.status_code}")
-        if len(response.content) > MAX_DOCUMENT_BYTES:
-            raise SyncFailure(f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
+        if response.status != 200:
+            raise SyncFailure(f"HTTP {response.status}")
         doc = parse_document(response.content, self.tz)
         await self._save(now, response, doc)
         return "updated"
 
     async def _save(
-        self, now: float, response: httpx.Response, doc: people.Document | None
+        self, now: float, response: upstream.Answer, doc: people.Document | None
     ) -> None:
         state = SyncState(
             url=self.up.people_url,
@@ -209,9 +211,11 @@ class PeopleSync:
             )
 
     def _failed(self, why: str, now: float) -> None:
+        """Keep the failure; one ERROR per new problem, the same problem again at DEBUG."""
+        again = self.failing and why == self.state.last_error
         self.state.last_error = why
         self.state.checked_at = now
-        if self.failing:
+        if again:
             log.debug("people sync from %s failed again: %s", self.up.people_url, why)
             return
         self.failing = True

@@ -19,11 +19,12 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from edged import config
+from edged import config, logs
 from edged.errors import ConfigError
 from edged.model import Event
 from edged.store import Record, Store
@@ -47,10 +48,34 @@ REAP_DELAY = 0.05  # seconds between giving up on a call and cancelling it (see 
 ANSWER_MARGIN = 0.003
 MAX_STORE_ALLOWANCE = 0.25  # of the deadline
 ANSWER_FIELDS = ("user_id", "user_name", "ic_number", "verify_score", "verify_code")
+# A decision answer is a few hundred bytes; past this it is refused unread (docs/upstream.md).
+MAX_ANSWER_BYTES = 64 * 1024
+EXCERPT_BYTES = 200  # of a refused answer, quoted in the decision's steps
 
 
 class UpstreamFailure(Exception):
     """The upstream did not give a usable answer; the text is stored as ``upstream_error``."""
+
+    def __init__(self, why: str, answer: bytes | None = None) -> None:
+        super().__init__(why)
+        self.answer = answer  # the start of what it answered, when it answered something
+
+
+class TooLarge(Exception):
+    """An answer's body is larger than the limit for its kind; it is not read further."""
+
+    def __init__(self, limit: int, head: bytes | None) -> None:
+        super().__init__(f"answer larger than {limit} bytes")
+        self.head = head  # the start of the body, None when refused on its Content-Length
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer whose body was read up to a limit."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
 
 
 def tls_context(cfg: config.Config) -> ssl.SSLContext | bool:
@@ -77,6 +102,8 @@ def make_client(cfg: config.Config, timeout: float, connections: int = 16) -> ht
     limits = httpx.Limits(
         max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=60
     )
+    # identity: a body's size on the wire is its size in memory (no decompression bomb)
+    headers["accept-encoding"] = "identity"
     return httpx.AsyncClient(
         headers=headers, timeout=httpx.Timeout(timeout), limits=limits, verify=verify
     )
@@ -91,23 +118,24 @@ def _tip(text: Any) -> str:
 
 def parse_answer(status: int, content: bytes) -> dict[str, Any]:
     """The ``data`` to send the terminal, from the upstream's answer; raise UpstreamFailure."""
+    head = content[:EXCERPT_BYTES]
     if status != 200:
-        raise UpstreamFailure(f"http {status}")
+        raise UpstreamFailure(f"http {status}", head)
     try:
         body = json.loads(content)
     except (ValueError, RecursionError):
-        raise UpstreamFailure("malformed: not JSON") from None
+        raise UpstreamFailure("malformed: not JSON", head) from None
     if not isinstance(body, dict):
-        raise UpstreamFailure("malformed: not a JSON object")
+        raise UpstreamFailure("malformed: not a JSON object", head)
     code = body.get("code")
     if code != 200 or isinstance(code, bool):
-        raise UpstreamFailure(f"code {str(code)[:20]}")
+        raise UpstreamFailure(f"code {str(code)[:20]}", head)
     data = body.get("data")
     if not isinstance(data, dict):
-        raise UpstreamFailure("malformed: no data object")
+        raise UpstreamFailure("malformed: no data object", head)
     granted = data.get("pass")
     if not isinstance(granted, bool):
-        raise UpstreamFailure("malformed: data.pass is not true or false")
+        raise UpstreamFailure("malformed: data.pass is not true or false", head)
     out: dict[str, Any] = {"pass": granted, "customtips": _tip(data.get("customtips"))}
     for key in ANSWER_FIELDS:
         value = data.get(key)
@@ -116,15 +144,37 @@ def parse_answer(status: int, content: bytes) -> dict[str, Any]:
     return out
 
 
-async def request(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
-    """One request, sent once more if a kept-alive connection turns out closed by the server."""
+async def fetch(client: httpx.AsyncClient, method: str, url: str, limit: int, **kw: Any) -> Answer:
+    """One request, its body read up to ``limit`` bytes (else TooLarge).
+
+    Sent once more if a kept-alive connection turns out closed by the server. The body is
+    streamed and reading stops past the limit, so an oversized answer costs at most the limit in
+    memory; an announced ``Content-Length`` over it is refused before reading at all.
+    """
     try:
-        return await client.request(method, url, **kw)
+        return await _fetch_once(client, method, url, limit, **kw)
     except httpx.RemoteProtocolError:  # closed without an answer (asking again is harmless)
-        return await client.request(method, url, **kw)
+        return await _fetch_once(client, method, url, limit, **kw)
 
 
-async def within(deadline: float, call: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+async def _fetch_once(
+    client: httpx.AsyncClient, method: str, url: str, limit: int, **kw: Any
+) -> Answer:
+    async with client.stream(method, url, **kw) as response:
+        announced = response.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > limit:
+            raise TooLarge(limit, None)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():  # as sent: nothing inflates it
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(limit, (b"".join(chunks) or chunk)[:EXCERPT_BYTES])
+            chunks.append(chunk)
+        return Answer(response.status_code, response.headers, b"".join(chunks))
+
+
+async def within(deadline: float, call: Coroutine[Any, Any, Answer]) -> Answer:
     """Await an httpx call for at most ``deadline`` seconds, else raise TimeoutError.
 
     The call runs as its own task behind ``asyncio.shield``: the deadline cancels only the wait,
@@ -145,6 +195,40 @@ async def within(deadline: float, call: Coroutine[Any, Any, httpx.Response]) -> 
 def _reap(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: no "exception was never retrieved" noise
+
+
+def _note(record: Record, step: str) -> None:
+    """Add one step to the record's stored explanation (``edged why``)."""
+    record.explain = [*(record.explain or []), step]
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(seconds, 0.0) * 1000:.0f} ms"
+
+
+def excerpt(content: bytes) -> str:
+    """The start of an answer as printable text: JSON-quoted, so control bytes stay visible.
+
+    Card numbers, PINs and the like are masked (logs.redact): the text is stored and shown.
+    """
+    text = content[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return json.dumps(logs.redact(text), ensure_ascii=False)
+
+
+def answered_step(data: dict[str, Any], took: float) -> str:
+    """The step naming what the upstream answered (card numbers masked) and how long it took."""
+    shown = logs.redact(json.dumps(data, ensure_ascii=False, separators=(", ", ": ")))
+    if len(shown) > 2 * EXCERPT_BYTES:
+        shown = shown[: 2 * EXCERPT_BYTES] + "..."
+    return f"upstream answered in {_ms(took)}: {shown}"
+
+
+def not_used_step(exc: UpstreamFailure, took: float) -> str:
+    """The step saying why the upstream's answer was not used, with what it sent if anything."""
+    step = f"upstream not used: {exc} (after {_ms(took)})"
+    if exc.answer is not None:
+        step += f"; it answered {excerpt(exc.answer)}"
+    return step
 
 
 class Breaker:
@@ -199,22 +283,36 @@ class Authority:
         """The record to store and answer: the upstream's decision, or the cache's, amended."""
         if record.replay is not None:
             self.stats["replayed"] += 1
+            _note(record, "upstream not asked: a replayed request is never sent upstream")
             return record  # replayed requests are never sent upstream, never granted
         if self.client is not None and self.up.url:
+            started = self.clock()
             try:
                 if raw is None:  # a caller without the request's bytes: not the upstream's fault
                     raise UpstreamFailure("not asked: no request body")
                 # The person has waited since the request arrived: the deadline counts from then.
-                waited = max(0.0, self.clock() - record.received_at)
+                waited = max(0.0, started - record.received_at)
                 budget = self.up.deadline - waited - self.answer_margin()
                 data = await self.ask(raw, budget)
             except UpstreamFailure as exc:
                 record.upstream_error = str(exc)
+                _note(record, not_used_step(exc, self.clock() - started))
             else:
-                return self._from_upstream(record, data)
-            if record.decision == "pass" and not self.cache_may_grant(record.door):
-                self._deny(record, UPSTREAM_UNAVAILABLE)
+                return self._from_upstream(record, data, self.clock() - started)
+            return self._fallback(record)
         return self._from_cache(record)
+
+    def _fallback(self, record: Record) -> Record:
+        """The cache's record when the upstream was not used: a grant only where allowed."""
+        if record.decision == "pass" and not self.cache_may_grant(record.door):
+            self._deny(record, UPSTREAM_UNAVAILABLE)
+            _note(record, f"DENY {UPSTREAM_UNAVAILABLE}: {self._why_no_grant(record.door)}")
+            return self._from_cache(record)
+        self._from_cache(record)
+        if record.reason != CACHE_STALE:
+            verdict = f"{(record.decision or '').upper()} {record.reason}"
+            _note(record, f"{verdict}: the cache decided (the upstream was not used)")
+        return record
 
     def answer_margin(self) -> float:
         """Seconds before the deadline to stop waiting: sending, and storing as it goes now."""
@@ -226,9 +324,14 @@ class Authority:
         self.stats["cache"] += 1
         if record.decision == "pass" and self.stale is not None and self.stale(self.clock()):
             self.stats["stale"] += 1
-            overridden = record.person_id in self.up.override_people
-            if self.up.stale_cache == "deny" and not overridden:
+            stale = "the people cache is older than upstream.max_cache_age"
+            if record.person_id in self.up.override_people:
+                _note(record, f"{stale}; {record.person_id} is in upstream.override_people")
+            elif self.up.stale_cache == "deny":
                 self._deny(record, CACHE_STALE)
+                _note(record, f"DENY {CACHE_STALE}: {stale} (upstream.stale_cache = deny)")
+            else:
+                _note(record, f"{stale}; it keeps deciding (upstream.stale_cache = keep)")
         return record
 
     def cache_may_grant(self, door: str | None) -> bool:
@@ -236,6 +339,11 @@ class Authority:
         if not self.up.cache_may_grant:
             return False
         return (door or "") not in self.up.online_only_doors
+
+    def _why_no_grant(self, door: str | None) -> str:
+        if not self.up.cache_may_grant:
+            return "the cache may not grant without the upstream (upstream.cache_may_grant)"
+        return f"door {door} is in upstream.online_only_doors: only the upstream may grant"
 
     async def ask(self, raw: bytes, budget: float | None = None) -> dict[str, Any]:
         """The upstream's answer within ``budget`` (default: the deadline), or UpstreamFailure."""
@@ -245,17 +353,18 @@ class Authority:
         assert self.client is not None
         self.stats["asked"] += 1
         try:
-            response = await within(
+            answer = await within(
                 self.up.deadline if budget is None else max(budget, 0.001),
-                request(
+                fetch(
                     self.client,
                     "POST",
                     self.up.url,
+                    MAX_ANSWER_BYTES,
                     content=raw,
                     headers={"content-type": "application/json"},
                 ),
             )
-            data = parse_answer(response.status_code, response.content)
+            data = parse_answer(answer.status, answer.content)
         except TimeoutError:
             self._failed("timeout")
             raise UpstreamFailure("timeout") from None
@@ -263,25 +372,37 @@ class Authority:
             why = f"connection: {type(exc).__name__}"
             self._failed(why)
             raise UpstreamFailure(why) from None
+        except TooLarge as exc:
+            why = f"malformed: {exc}"
+            self._failed(why)
+            raise UpstreamFailure(why, exc.head) from None
         except UpstreamFailure as exc:
             self._failed(str(exc))
             raise
         self._succeeded()
         return data
 
-    def _from_upstream(self, record: Record, data: dict[str, Any]) -> Record:
+    def _from_upstream(self, record: Record, data: dict[str, Any], took: float) -> Record:
         self.stats["upstream"] += 1
         granted = bool(data["pass"])
+        answered = answered_step(data, took)  # what the upstream itself sent, before defaults
         if "verify_code" not in data:
             data["verify_code"] = 2 if granted else NO_PERMISSION
         data.setdefault("user_id", record.response.get("data", {}).get("user_id", ""))
         data.setdefault("user_name", record.response.get("data", {}).get("user_name", ""))
         record.response = {"code": 200, "msg": "OK", "message": "OK", "data": data}
+        cache_verdict = (record.decision or "").upper()
         record.decision = "pass" if granted else "deny"
         record.reason = "upstream_granted" if granted else "upstream_denied"
         record.rule = "upstream"
         record.source = "upstream"
         record.upstream_error = None
+        record.explain = [f"cache, not used: {step}" for step in record.explain or []]
+        record.explain += [
+            answered,
+            f"{record.decision.upper()} {record.reason}: the upstream decided "
+            f"(the cache's {cache_verdict or 'verdict'} above is not used)",
+        ]
         return record
 
     def _deny(self, record: Record, reason: str) -> None:
@@ -315,15 +436,16 @@ class Authority:
         assert self.client is not None
         while self.breaker.open:
             await asyncio.sleep(self.up.probe_interval)
+            probe = fetch(self.client, "GET", self.up.url, MAX_ANSWER_BYTES)
             try:
-                response = await within(self.up.deadline, request(self.client, "GET", self.up.url))
-            except (TimeoutError, httpx.HTTPError, OSError) as exc:
+                answer = await within(self.up.deadline, probe)
+            except (TimeoutError, httpx.HTTPError, OSError, TooLarge) as exc:
                 log.debug("upstream probe failed: %s", type(exc).__name__)
                 continue
-            if response.status_code == 200:
+            if answer.status == 200:
                 self._succeeded()
             else:
-                log.debug("upstream probe: HTTP %d", response.status_code)
+                log.debug("upstream probe: HTTP %d", answer.status)
 
     async def aclose(self) -> None:
         """Stop probing and close the connections."""

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,17 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 # Decision behaviours: ok, slow (sleep `delay` first), http500, garbage, code500, nopass, flap
-# (alternately ok and http500). Forwarding behaviours: ok, http500, garbage, lost (the batch is
-# taken but the acknowledgement is an error: the sender cannot know it arrived).
+# (alternately ok and http500), huge (a grant padded to HUGE_BYTES). Forwarding behaviours: ok,
+# http500, garbage, code500 (HTTP 200, body code 500), huge (an acknowledgement padded to
+# HUGE_BYTES), lost (the batch is taken but the acknowledgement is an error: the sender cannot
+# know it arrived). With `chunked` every body is streamed without a Content-Length.
+
+HUGE_BYTES = 10 * 1024 * 1024
+CHUNK = 64 * 1024
 
 
 @dataclass
@@ -47,14 +53,30 @@ class FakeState:
     etag: str = '"v1"'
     people_requests: list[dict[str, str]] = field(default_factory=list)
     people_status: int = 200
+    chunked: bool = False
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
+def padded(body: dict[str, Any], size: int = HUGE_BYTES) -> bytes:
+    """``body`` as JSON with a ``padding`` member making it ``size`` bytes or a little more."""
+    text = json.dumps(body)
+    return text[:-1].encode() + b', "padding": "' + b"x" * size + b'"}'
 
 
 def create_app(state: FakeState) -> Starlette:
     """The fake server's ASGI app."""
+
+    def send(content: bytes, status: int = 200, media: str = "application/json") -> Response:
+        if not state.chunked:
+            return Response(content, status_code=status, media_type=media)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(content), CHUNK):
+                yield content[start : start + CHUNK]
+
+        return StreamingResponse(chunks(), status_code=status, media_type=media)
+
+    def _json(body: Any, status: int = 200) -> Response:
+        return send(json.dumps(body).encode(), status)
 
     async def auth(request: Request) -> Response:
         body = await request.body()
@@ -69,11 +91,13 @@ def create_app(state: FakeState) -> Starlette:
         if mode == "http500":
             return _json({"code": 500, "msg": "boom"}, 500)
         if mode == "garbage":
-            return Response(b"<html>not json", media_type="text/html")
+            return send(b"<html>not json", media="text/html")
         if mode == "code500":
             return _json({"code": 500, "msg": "internal", "data": None})
         if mode == "nopass":
             return _json({"code": 200, "msg": "OK", "data": {"customtips": "?"}})
+        if mode == "huge":
+            return send(padded({"code": 200, "msg": "OK", "data": {"pass": True}}))
         data = {
             "pass": state.grant,
             "customtips": state.tips,
@@ -97,7 +121,11 @@ def create_app(state: FakeState) -> Starlette:
         if state.forward_mode == "lost":
             return _json({"code": 503, "msg": "acknowledgement lost"}, 503)
         if state.forward_mode == "garbage":
-            return Response(b"ok?", media_type="text/plain")
+            return send(b"ok?", media="text/plain")
+        if state.forward_mode == "code500":
+            return _json({"code": 500, "msg": "internal"})
+        if state.forward_mode == "huge":
+            return send(padded({"code": 200, "msg": "OK"}))
         return _json({"code": 200, "msg": "OK", "data": {"accepted": len(body["records"])}})
 
     async def people(request: Request) -> Response:
@@ -106,7 +134,9 @@ def create_app(state: FakeState) -> Starlette:
             return _json({"code": state.people_status}, state.people_status)
         if request.headers.get("if-none-match") == state.etag:
             return Response(status_code=304, headers={"etag": state.etag})
-        return Response(state.people, media_type="application/json", headers={"etag": state.etag})
+        response = send(state.people)
+        response.headers["etag"] = state.etag
+        return response
 
     async def stats(request: Request) -> Response:
         keys = {r["key"] for batch in state.batches for r in batch}
@@ -208,10 +238,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="fake upstream on 127.0.0.1")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--mode", default="ok", help="auth behaviour (see FakeState)")
+    parser.add_argument("--chunked", action="store_true", help="bodies without Content-Length")
     args = parser.parse_args()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     server = FakeUpstream()
     server.state.delay, server.state.auth_mode = args.delay, args.mode
+    server.state.chunked = args.chunked
     server.start()
     print(server.port, flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -125,18 +125,31 @@ def test_outbox_holds_records_while_the_upstream_fails(
     check_delivery(fake, stored_keys(live.daemon.cfg))
 
 
-@pytest.mark.parametrize("mode", ["lost", "garbage"])
+@pytest.mark.parametrize(
+    ("mode", "chunked", "error"),
+    [
+        ("lost", False, "http 503"),
+        ("garbage", False, 'answer is not JSON: "ok?"'),
+        ("code500", False, 'not acknowledged: code 500: "internal"'),  # what came, not what not
+        ("huge", False, f"not an acknowledgement: answer larger than {outbox.MAX_ACK_BYTES} bytes"),
+        ("huge", True, f"not an acknowledgement: answer larger than {outbox.MAX_ACK_BYTES} bytes"),
+    ],
+)
 def test_unacknowledged_batch_is_resent_with_the_same_keys(
     make_config: Callable[..., config.Config],
     fake: FakeUpstream,
     start_live: Callable[[config.Config], LiveDaemon],
     mode: str,
+    chunked: bool,
+    error: str,
 ) -> None:
-    fake.state.forward_mode = mode
+    fake.state.forward_mode, fake.state.chunked = mode, chunked
     live = start_live(forward_config(make_config, fake, batch=5))
     push(live, 5)
     assert fake.wait_for(lambda: len(fake.state.batches) >= 3)
-    assert outbox_status(live)["depth"] == 5  # nothing left the outbox
+    status = outbox_status(live)
+    assert status["depth"] == 5  # nothing left the outbox
+    assert status["last_error"] == error
     fake.state.forward_mode = "ok"
     assert fake.wait_for(lambda: outbox_status(live)["depth"] == 0)
     received = check_delivery(fake, stored_keys(live.daemon.cfg))

@@ -70,6 +70,13 @@ class Rig:
         conn.close()
         return response.json()["data"]["pass"], reason
 
+    def last_steps(self) -> list[str]:
+        conn = sqlite3.connect(self.store.path)
+        row = conn.execute("SELECT explain FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        conn.close()
+        steps: list[str] = json.loads(row[0])
+        return steps
+
     async def close(self) -> None:
         await self.sync.aclose()
         await self.upstream.authority.aclose()
@@ -82,8 +89,8 @@ async def rig_for(
 ) -> AsyncIterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
-    def build(stale: str = "keep") -> Rig:
-        rig = Rig(make_config(SYNC.format(url=fake.url, stale=stale)))
+    def build(stale: str = "keep", extra: str = "") -> Rig:
+        rig = Rig(make_config(SYNC.format(url=fake.url, stale=stale) + extra))
         rigs.append(rig)
         return rig
 
@@ -157,6 +164,49 @@ async def test_bad_document_is_refused_and_the_last_good_cache_stays(
     assert len(errors) == 1 and why in errors[0].getMessage()  # once, at the transition
 
 
+async def test_each_new_problem_logs_its_own_error(
+    rig_for: Callable[..., Rig], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = rig_for()
+    problems = [
+        (b"{not json", 200, "not valid JSON"),
+        (b"{not json", 200, "not valid JSON"),  # the same again: DEBUG
+        (document([{"id": "x", "name": ""}]), 200, "name: required"),
+        (document(GOOD), 503, "HTTP 503"),
+        (document(GOOD), 503, "HTTP 503"),  # the same again: DEBUG
+    ]
+    with caplog.at_level(logging.DEBUG, logger="edged.sync"):
+        for body, status, _ in problems:
+            fake.state.people, fake.state.people_status = body, status
+            assert await rig.sync.sync_once() == "failed"
+        fake.state.people, fake.state.people_status = document(GOOD), 200
+        assert await rig.sync.sync_once() == "updated"
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    errors = [text for level, text in logged if level == "ERROR"]
+    assert len(errors) == 3
+    for text, (_, _, why) in zip(errors, [problems[0], problems[2], problems[3]], strict=True):
+        assert why in text
+    assert [level for level, _ in logged].count("DEBUG") == 2
+    assert [level for level, _ in logged if level != "DEBUG"][-2:] == ["INFO", "INFO"]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["announced", "streamed"])
+async def test_a_document_over_the_limit_is_refused_unread(
+    rig_for: Callable[..., Rig], fake: FakeUpstream, chunked: bool
+) -> None:
+    rig = rig_for(extra="people_max_bytes = 100000\n")
+    fake.state.people = document(GOOD)
+    assert await rig.sync.sync_once() == "updated"
+    big = {"people": [{"id": f"p-{i}", "name": "x" * 100} for i in range(2000)]}
+    fake.state.people, fake.state.etag, fake.state.chunked = document(big), '"v2"', chunked
+    assert len(fake.state.people) > 100_000
+    assert await rig.sync.sync_once() == "failed"
+    assert rig.people() == ["boss", "e-1"]  # the last good cache stays
+    assert rig.sync.state.last_error == (
+        "the document is larger than 100000 bytes (upstream.people_max_bytes)"
+    )
+
+
 async def test_sync_state_survives_a_restart(
     make_config: Callable[..., config.Config], fake: FakeUpstream
 ) -> None:
@@ -183,7 +233,13 @@ async def test_stale_cache_denies_all_but_the_override_list(
     assert rig.sync.state.synced_at is not None
     rig.sync.state.synced_at -= 7200  # two hours without a successful sync
     assert await rig.ask("e-1") == (False, upstream.CACHE_STALE)
+    stale = "the people cache is older than upstream.max_cache_age"
+    assert rig.last_steps()[-2:] == [
+        "PASS granted: permission open now",
+        f"DENY cache_stale: {stale} (upstream.stale_cache = deny)",
+    ]
     assert await rig.ask("boss") == (True, "granted")
+    assert rig.last_steps()[-1] == f"{stale}; boss is in upstream.override_people"
     assert await rig.ask("nobody") == (False, "unknown_person")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,7 +15,7 @@ import httpx
 import pytest
 import trustme
 
-from edged import config, server, store, upstream
+from edged import config, explain, server, store, upstream
 from edged.errors import ConfigError
 from edged.normalize import normalize
 from edged.receiver import Receiver, create_app
@@ -85,6 +86,16 @@ class Rig:
             )
         return response.json(), time.perf_counter() - start
 
+    def why(self) -> tuple[str, list[str]]:
+        """What ``edged why`` prints for the last record: its decision line and its steps."""
+        conn = sqlite3.connect(self.store.path)
+        conn.row_factory = sqlite3.Row
+        try:
+            lines = explain.lines(conn, self.last_row()["id"])
+        finally:
+            conn.close()
+        return lines[1], [re.sub(r"^  \d+\. ", "", line) for line in lines[2:]]
+
     def last_row(self) -> dict[str, Any]:
         conn = sqlite3.connect(self.store.path)
         conn.row_factory = sqlite3.Row
@@ -151,9 +162,10 @@ async def test_slow_storage_makes_edged_stop_waiting_earlier(
     rig.store._commit_seconds.extend([0.001] * 10 + [0.1] * 90)
     assert rig.store.commit_estimate() == 0.1
     assert authority.answer_margin() == pytest.approx(upstream.ANSWER_MARGIN + 0.1)
-    _, elapsed = await rig.ask(auth_request())
-    assert 0.45 <= elapsed < 0.55  # the upstream got the deadline less the allowance
+    await rig.ask(auth_request())
     assert rig.last_row()["upstream_error"] == "timeout"
+    waited = _ms(rig.why()[1][-2], "upstream not used: timeout (after ")
+    assert 400 <= waited < 550  # the upstream got the deadline less the allowance (not 597 ms)
     rig.store._commit_seconds.extend([1.0] * 128)  # far worse: at most a quarter of the deadline
     assert authority.answer_margin() == pytest.approx(upstream.ANSWER_MARGIN + 0.15)
 
@@ -367,3 +379,138 @@ def test_unreadable_upstream_files_are_config_errors(
         cfg = make_config(f'\n[upstream]\nurl = "https://127.0.0.1:9/auth"\n{key} = "{missing}"\n')
         with pytest.raises(ConfigError, match=f"upstream.{key}: cannot"):
             server.build(cfg)
+
+
+def _ms(step: str, prefix: str) -> int:
+    found = re.search(re.escape(prefix) + r"(\d+) ms", step)
+    assert found, step
+    return int(found[1])
+
+
+async def test_why_names_the_upstream_its_answer_and_the_cache_verdict_not_used(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for()
+    fake.state.grant, fake.state.tips, fake.state.delay = False, "No entry", 0.05
+    await rig.ask(auth_request())
+    decision, steps = rig.why()
+    assert decision == "decision: deny (upstream_denied), rule upstream, decided by upstream"
+    answered = steps[-2]
+    assert answered.endswith(': {"pass": false, "customtips": "No entry", "verify_code": 3}')
+    assert _ms(answered, "upstream answered in ") >= 50  # the fake waited 50 ms
+    assert steps[-1] == (
+        "DENY upstream_denied: the upstream decided (the cache's PASS above is not used)"
+    )
+    cache = steps[:-2]
+    assert cache and all(step.startswith("cache, not used: ") for step in cache)
+    assert cache[-1].startswith("cache, not used: PASS granted")
+
+
+@pytest.mark.parametrize(
+    ("mode", "failures", "said"),
+    [
+        ("garbage", 3, 'malformed: not JSON (after {ms} ms); it answered "<html>not json"'),
+        ("code500", 3, 'code 500 (after {ms} ms); it answered "{{\\"code\\": 500'),
+        ("http500", 1, "breaker open (after {ms} ms)"),  # the first request opened it
+    ],
+)
+async def test_why_says_why_the_upstream_was_not_used(
+    rig_for: Callable[..., Rig], fake: FakeUpstream, mode: str, failures: int, said: str
+) -> None:
+    rig = rig_for(failures=failures)
+    fake.state.auth_mode = mode
+    if failures == 1:
+        await rig.ask(auth_request(recognizeScore=0.51))
+    await rig.ask(auth_request())
+    decision, steps = rig.why()
+    assert decision.endswith("decided by cache")
+    ms = _ms(steps[-2], "(after ")
+    assert steps[-2].startswith("upstream not used: " + said.format(ms=ms))
+    assert steps[-3].startswith("PASS granted")  # the cache's own steps, used
+    assert steps[-1] == "PASS granted: the cache decided (the upstream was not used)"
+
+
+async def test_why_gives_the_time_waited_for_an_upstream_cut_at_the_deadline(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(deadline=0.3)
+    fake.state.auth_mode, fake.state.delay = "slow", 2.0
+    await rig.ask(auth_request())
+    _, steps = rig.why()
+    assert steps[-2].startswith("upstream not used: timeout (after ")
+    assert 200 <= _ms(steps[-2], "(after ") <= 300  # the deadline less the answer's margin
+
+
+async def test_why_says_only_the_upstream_may_grant_at_an_online_only_door(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for(extra='online_only_doors = ["vault"]')
+    fake.stop()
+    await rig.ask(auth_request(serial=SERIAL_OLD))
+    decision, steps = rig.why()
+    assert decision.startswith("decision: deny (upstream_unavailable)")
+    assert steps[-2].startswith("upstream not used: connection: ConnectError (after ")
+    assert steps[-1] == (
+        "DENY upstream_unavailable: door vault is in upstream.online_only_doors: "
+        "only the upstream may grant"
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["announced", "streamed"])
+async def test_an_oversized_answer_is_malformed_never_a_grant(
+    rig_for: Callable[..., Rig], fake: FakeUpstream, chunked: bool
+) -> None:
+    rig = rig_for()
+    fake.state.auth_mode, fake.state.chunked = "huge", chunked  # 10 MB saying pass: true
+    answer, _ = await rig.ask(auth_request(user_id="nobody"))  # the cache denies nobody
+    assert answer["data"]["pass"] is False
+    row = rig.last_row()
+    limit = upstream.MAX_ANSWER_BYTES
+    assert (row["source"], row["upstream_error"]) == (
+        "cache",
+        f"malformed: answer larger than {limit} bytes",
+    )
+    _, steps = rig.why()
+    quoted = '; it answered "{\\"code\\": 200' in steps[-2]
+    assert quoted is chunked  # refused on its Content-Length before reading, or read up to it
+    assert rig.upstream.authority.breaker.failures == 1  # a failure like any malformed answer
+
+
+async def test_a_replayed_request_says_it_was_not_sent_upstream(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for()
+    await rig.ask(auth_request(ts=time.time() - 3600))
+    _, steps = rig.why()
+    assert steps[-1] == "upstream not asked: a replayed request is never sent upstream"
+
+
+def test_steps_never_show_card_numbers_the_upstream_sent() -> None:
+    data = {"pass": True, "customtips": "Hi", "ic_number": "11223344", "user_id": "e-1"}
+    step = upstream.answered_step(data, 0.012)
+    assert step.startswith("upstream answered in 12 ms: ") and "11223344" not in step
+    assert '"user_id": "e-1"' in step
+    cut = json.dumps({"code": 500, "data": {"ic_number": "11223344"}}).encode()
+    for content in (cut, cut[:-4]):  # whole, and cut in the middle of the number
+        shown = upstream.excerpt(content)
+        assert "1122" not in shown and shown.startswith('"{\\"code\\": 500')
+
+
+async def test_why_of_an_older_upstream_record_says_its_cache_steps_were_not_used(
+    tmp_path: Path,
+) -> None:
+    st = store.Store(tmp_path / "old.db", None)
+    try:
+        event = normalize(auth_request())
+        record = store.Record(event, time.time(), None, "lobby", {"code": 200})
+        record.decision, record.reason, record.rule = "deny", "upstream_denied", "upstream"
+        record.source, record.explain = "upstream", ["PASS granted: permission open now"]
+        stored = await st.save(record)  # as stored before the upstream's steps were recorded
+        conn = sqlite3.connect(st.path)
+        conn.row_factory = sqlite3.Row
+        lines = explain.lines(conn, stored.id)
+        conn.close()
+    finally:
+        st.close()
+    assert lines[1].endswith("decided by upstream")
+    assert lines[2] == "the upstream decided; the cache's steps below were not used"
