@@ -224,6 +224,10 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX events_passes;
     CREATE INDEX events_passes ON events (person_id, door, id) WHERE decision = 'pass';
     """,
+    # The door's outcome of a granted record ("unlocked", "refused: lockdown"): edged/doors.py.
+    10: """
+    ALTER TABLE events ADD COLUMN door_outcome TEXT;
+    """,
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -39,6 +41,61 @@ async def test_free_access_holds_and_lockdown_locks(door_cfg: Config) -> None:  
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        site.close()
+        conn.close()
+        st.close()
+
+
+async def test_sync_follows_a_free_access_schedule_on_a_fake_clock(
+    door_cfg: Config,  # noqa: F811
+) -> None:
+    from datetime import datetime
+
+    from edged import people
+
+    st = store.Store(door_cfg.storage.database_path)
+    site = build(door_cfg, st)
+    conn = store.connect(st.path)
+    doc = {
+        "schedules": [{"id": "day", "periods": [{"days": "mon", "start": "08:00", "end": "18:00"}]}]
+    }
+    people.apply_document(conn, people.parse_document(doc, UTC), replace=False)
+    modes.switch(conn, "lobby", "free_access", on=True, by="test", schedule="day")
+    monday = datetime(2026, 11, 30, tzinfo=UTC)
+    at = {h: monday.replace(hour=h).timestamp() for h in (7, 9, 19)}
+    try:
+        automation.sync(site, st.db.conn, UTC, at[7])
+        assert pin(LOCK).state is False
+        automation.sync(site, st.db.conn, UTC, at[9])
+        assert pin(LOCK).state is True
+        automation.sync(site, st.db.conn, UTC, at[9])  # no transition: nothing done twice
+        automation.sync(site, st.db.conn, UTC, at[19])
+        assert pin(LOCK).state is False
+        assert levels(LOCK).count(True) == 1
+    finally:
+        site.close()
+        conn.close()
+        st.close()
+
+
+async def test_start_applies_the_file_and_survives_an_unreadable_one(
+    door_cfg: Config,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    st = store.Store(door_cfg.storage.database_path)
+    site = build(door_cfg, st)
+    conn = store.connect(st.path)
+    modes.switch(conn, SITE, "lockdown", on=True, by="test")
+    try:
+        automation.start(site, st.db.conn, UTC)
+        assert site.lockdown is True
+        empty = sqlite3.connect(tmp_path / "empty.db")  # no modes table: reads fail
+        automation.start(site, empty, UTC)
+        empty.close()
+        assert site.lockdown is True  # the doors keep their state
+        assert "cannot read modes at start" in caplog.text
+    finally:
         site.close()
         conn.close()
         st.close()
