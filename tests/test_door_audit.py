@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -121,6 +127,80 @@ async def test_grant_row_is_committed_before_the_lock_moves(
     event_id = rows(path, "SELECT id FROM events")[0][0]
     assert seen == [(True, [("grant", event_id)])]
     assert rows(path, "SELECT door_outcome FROM events") == [("unlocked",)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_daemon(cfg_file: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """``edged run`` in a process of its own, once it says it is ready."""
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    ready = log_file.read_text().count("edged ready") if log_file.exists() else 0
+    with log_file.open("ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "-c", str(cfg_file)], stderr=err, env=env
+        )
+    deadline = time.monotonic() + 30
+    while log_file.read_text().count("edged ready") <= ready:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"edged did not start: {log_file.read_text()[-2000:]}")
+        time.sleep(0.02)
+    return proc
+
+
+def grant_until_killed(port: int, prefix: str, answered: list[str]) -> None:
+    """Send grants one after another until the daemon dies (at most 500)."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for i in range(500):
+            body = auth_request(serial=SERIAL, uuid=f"{prefix}-{i}")
+            try:
+                reply = client.post("/auth", json=body).json()
+            except httpx.HTTPError:
+                return
+            assert reply["data"]["pass"] is True
+            answered.append(body["uuid"])
+
+
+def test_kill_9_among_grants_loses_no_grant_row(tmp_path: Path) -> None:
+    """A real daemon SIGKILLed while grants are in flight, three times over: every granted
+    record on disk has its door-log row, and every answered grant is on disk."""
+    port = free_port()
+    state = tmp_path / "state"
+    cfg_file = tmp_path / "edged.toml"
+    cfg_file.write_text(
+        f'[site]\ntimezone = "UTC"\n[receiver]\nlisten = ["127.0.0.1:{port}"]\n'
+        f'allowed_networks = ["127.0.0.0/8"]\n[admin]\nlisten = ["127.0.0.1:{free_port()}"]\n'
+        f'[storage]\nstate_dir = "{state}"\n' + DOOR_TOML
+    )
+    db = state / "edged.db"
+    store.open_database(db).conn.close()
+    grant_person(db, door="lobby")
+    answered: list[str] = []
+    for cycle in range(3):
+        proc = start_daemon(cfg_file, tmp_path / "edged.log")
+        before = len(answered)
+        senders = [
+            threading.Thread(target=grant_until_killed, args=(port, f"k{cycle}-{n}", answered))
+            for n in range(4)
+        ]
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 30
+        while len(answered) < before + 40 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        for sender in senders:
+            sender.join(15)
+    granted = rows(db, "SELECT id, uuid FROM events WHERE decision = 'pass' AND replayed = 0")
+    logged = rows(db, "SELECT json_extract(detail, '$.event') FROM door_log WHERE action = 'grant'")
+    assert len(answered) >= 120
+    assert set(answered) <= {uuid for _, uuid in granted}  # nothing answered is lost
+    assert sorted(e for (e,) in logged) == sorted(e for e, _ in granted)
 
 
 async def test_duplicate_and_replayed_grants_write_no_row_and_do_not_move(
