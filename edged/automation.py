@@ -55,14 +55,6 @@ def sync(site: Doors, conn: sqlite3.Connection, tz: tzinfo, now: float) -> None:
     apply(site, lockdown, free)
 
 
-def start(site: Doors, conn: sqlite3.Connection, tz: tzinfo) -> None:
-    """At start, before serving: the doors take the modes the file holds."""
-    try:
-        sync(site, conn, tz, time.time())
-    except sqlite3.Error as exc:
-        log.error("modes: cannot read modes at start, the loop retries: %s", exc)
-
-
 async def run(
     site: Doors,
     conn: sqlite3.Connection,

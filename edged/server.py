@@ -270,7 +270,6 @@ def build(cfg: config.Config) -> Daemon:
         daemon.services.append(site.service)  # attaches; at stop every lock back to locked
         daemon.doors = site
         tz = ZoneInfo(cfg.site.timezone)
-        automation.start(site, store.db.conn, tz)  # a switch made while edged was down
         daemon.services.append(lambda d: automation.run(site, store.db.conn, tz))
     # ----- end doors -----
     # ----- upstream: decisions, forwarding, people sync (edged/upstream.py) -----

@@ -78,7 +78,7 @@ async def test_sync_follows_a_free_access_schedule_on_a_fake_clock(
         st.close()
 
 
-async def test_start_applies_the_file_and_survives_an_unreadable_one(
+async def test_run_applies_the_file_before_its_first_wait_and_survives_bad_reads(
     door_cfg: Config,  # noqa: F811
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -86,16 +86,22 @@ async def test_start_applies_the_file_and_survives_an_unreadable_one(
     st = store.Store(door_cfg.storage.database_path)
     site = build(door_cfg, st)
     conn = store.connect(st.path)
-    modes.switch(conn, SITE, "lockdown", on=True, by="test")
+    modes.switch(conn, SITE, "lockdown", on=True, by="test")  # while "the daemon was down"
+    empty = sqlite3.connect(tmp_path / "empty.db")  # no modes table: every read fails
+    tasks = [
+        asyncio.create_task(automation.run(site, st.db.conn, UTC, interval=3600)),
+        asyncio.create_task(automation.run(site, empty, UTC, interval=3600)),
+    ]
     try:
-        automation.start(site, st.db.conn, UTC)
+        await asyncio.sleep(0)  # one step of each task: the first pass, nothing waited for
+        assert site.lockdown is True  # in force before anything else ran
+        assert "cannot read modes, doors keep their state" in caplog.text
         assert site.lockdown is True
-        empty = sqlite3.connect(tmp_path / "empty.db")  # no modes table: reads fail
-        automation.start(site, empty, UTC)
-        empty.close()
-        assert site.lockdown is True  # the doors keep their state
-        assert "cannot read modes at start" in caplog.text
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        empty.close()
         site.close()
         conn.close()
         st.close()
