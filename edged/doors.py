@@ -734,6 +734,9 @@ class Doors:
             return
         found = self._door_of(record)
         if found is None:
+            if self.closed and record.door_outcome == UNLOCKED:  # stopped while it committed
+                for _, name, _, source, detail in record.door_log:
+                    self._refused_late(name, source, {**detail, "event": stored.id}, "stopped")
             return
         door, terminal = found
         if event.kind is Kind.ALARM:
@@ -749,7 +752,7 @@ class Doors:
             self.plan(record)
         for _, _, action, source, detail in record.door_log:
             row = {**detail, "event": stored.id}
-            self._carry_out(door, action, source, row, stored.id, committed)
+            self._carry_out(door, action, source, row, committed)
 
     def _carry_out(
         self,
@@ -757,7 +760,6 @@ class Doors:
         action: str,
         source: str,
         detail: dict[str, Any],
-        event_id: int,
         committed: bool,
     ) -> None:
         """Do what a record's door-log row says (``committed``: the row is on disk already)."""
@@ -767,12 +769,16 @@ class Doors:
             return
         why = door.refusal()
         if why is not None:  # the door changed between the plan and the commit (lockdown on)
-            self.audit(door.name, "grant_refused", source, {**detail, "why": why})
-            if isinstance(self.audit, AuditLog):
-                self.audit.outcome(event_id, f"refused: {why}")
+            self._refused_late(door.name, source, detail, why)
             return
         record_row(door.name, action, source, detail)
         door.pulse("grant")
+
+    def _refused_late(self, door: str, source: str, detail: dict[str, Any], why: str) -> None:
+        """A committed grant the door did not carry out: a second row, the outcome corrected."""
+        self.audit(door, "grant_refused", source, {**detail, "why": why})
+        if isinstance(self.audit, AuditLog):
+            self.audit.outcome(int(detail["event"]), f"refused: {why}")
 
     def _guard_tripped(self, output: gpio.Output) -> None:  # the guard thread
         loop = self.loop

@@ -251,6 +251,19 @@ async def test_lockdown_between_decision_and_commit_keeps_the_door_locked(
     assert "door: granted, door refused: lockdown" in explain.lines(rec.store.db.conn, event_id)
 
 
+async def test_doors_stopping_while_a_grant_commits_say_it_was_not_carried_out(
+    rig: tuple[doors.Doors, Receiver], mock_factory: MockFactory
+) -> None:
+    site, rec = rig
+    rec.store.before_commit.append(lambda record: site.close())
+    await grant(rec)
+    assert [bool(s.state) for s in lock(mock_factory).states] == [False]
+    await rec.store.run(lambda conn: None)
+    actions = [a for a, _ in door_log(rec.store.path) if a.startswith("grant")]
+    assert actions == ["grant", "grant_refused"]
+    assert rows(rec.store.path, "SELECT door_outcome FROM events") == [("refused: stopped",)]
+
+
 async def test_granted_and_opened_is_shown_by_why(rig: tuple[doors.Doors, Receiver]) -> None:
     _, rec = rig
     await grant(rec)
