@@ -33,7 +33,7 @@ EVENT_COLUMNS = (
     "id, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, user_name, "
     "person_id, recognition, recognize_status, score, entry_mode, terminal_pass, alarm_code, "
     "alarm_status, trace_id, replayed, replay_reason, decision, reason, rule, source, duplicates, "
-    "image_path, door, upstream_error"
+    "image_path, door, upstream_error, door_outcome"
 )
 MAX_PAGE = 1000
 

@@ -1,8 +1,12 @@
 """Modes drive the hardware: site lockdown locks the doors down, free access holds them open.
 
-The policy engine keeps modes as data (``edged mode ...``, the admin API); this loop reads them
-every few seconds and tells the door driver. One read per door (indexed); holds and lockdown
-change only on a transition, so the door log records each change once.
+The policy engine keeps modes as data (``edged mode ...``, the admin API). A switch reaches the
+doors three ways: the admin API applies it (``sync``) before it answers, so ``edged mode`` with
+the daemon running returns with the doors already switched; the daemon applies the file's modes
+when it starts, before it serves (a switch written while it was down); and this loop re-reads
+them every few seconds (free-access schedules, writes from elsewhere). One read per door
+(indexed); holds and lockdown change only on a transition, so the door log records each change
+once.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ def apply(site: Doors, lockdown: bool, free: set[str]) -> None:
             site.release(name, FREE_ACCESS)
 
 
+def sync(site: Doors, conn: sqlite3.Connection, tz: tzinfo, now: float) -> None:
+    """Read the modes in force at ``now`` and bring the doors to them (raises sqlite3.Error)."""
+    lockdown, free = wanted(conn, list(site.doors), now, tz)
+    apply(site, lockdown, free)
+
+
 async def run(
     site: Doors,
     conn: sqlite3.Connection,
@@ -56,8 +66,7 @@ async def run(
     failing = False
     while True:
         try:
-            lockdown, free = wanted(conn, list(site.doors), clock(), tz)
-            apply(site, lockdown, free)
+            sync(site, conn, tz, clock())
             if failing:
                 log.info("modes: reading modes works again")
             failing = False

@@ -15,12 +15,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from edged import __version__, config, logs, terminal_cli, terminals
-from edged.errors import AdminError, EdgedError, NotFoundError
+from edged.errors import AdminError, AdminUnreachable, EdgedError, ModeError, NotFoundError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -72,8 +73,13 @@ def admin_get(cfg: config.Config, path: str, params: dict[str, Any] | None = Non
     return response.json()
 
 
-def admin_post(cfg: config.Config, path: str, body: dict[str, Any] | None = None) -> Any:
-    """POST to the running daemon's admin API with the admin token."""
+def admin_post(
+    cfg: config.Config,
+    path: str,
+    body: dict[str, Any] | None = None,
+    refused: type[EdgedError] = AdminError,
+) -> Any:
+    """POST to the running daemon's admin API with the admin token (``refused``: 422's error)."""
     import httpx
 
     token = config.admin_token(cfg)
@@ -84,12 +90,14 @@ def admin_post(cfg: config.Config, path: str, body: dict[str, Any] | None = None
     try:
         response = httpx.post(url, json=body or {}, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
-        raise AdminError(f"cannot reach edged at {url}: {exc} (is it running?)") from None
+        raise AdminUnreachable(f"cannot reach edged at {url}: {exc} (is it running?)") from None
     if response.status_code >= 400:
         try:
             message = response.json().get("msg") or response.text[:200]
         except ValueError:
             message = response.text[:200]
+        if response.status_code == 422:
+            raise refused(message)
         raise AdminError(f"{url}: HTTP {response.status_code}: {message}")
     return response.json()
 
@@ -155,6 +163,8 @@ def _event_line(event: dict[str, Any]) -> str:
         what = f"{what} {event['decision']} ({event['reason']})"
     elif event["kind"] == "alarm":
         what = f"alarm code={event.get('alarm_code')} status={event.get('alarm_status')}"
+    if str(event.get("door_outcome") or "").startswith("refused"):
+        what += f", door {event['door_outcome']}"  # granted, door refused: lockdown
     flags = " replayed" if event.get("replayed") else ""
     if event.get("duplicates"):
         flags += f" dup x{event['duplicates']}"
@@ -300,28 +310,48 @@ def _operator() -> str:
 
 
 def cmd_mode_switch(args: argparse.Namespace) -> int:
-    """Turn lockdown or free access on or off, site-wide or for one door."""
+    """Turn lockdown or free access on or off, site-wide or for one door.
+
+    Through the running daemon's admin API, which has switched the doors when it answers; with
+    the daemon stopped (or no admin token), in the file: the daemon applies it when it starts.
+    """
     from edged import modes
     from edged.policy import SITE
 
-    _, conn = _database(args)
+    cfg = _load(args)
     scope = args.door or SITE
-    try:
-        mode = modes.switch(
-            conn,
-            scope,
-            args.mode,
-            args.state == "on",
-            f"cli:{_operator()}",
-            group=getattr(args, "override_group", None),
-            schedule=getattr(args, "schedule", None),
-        )
-    finally:
-        conn.close()
+    body = {
+        "mode": args.mode,
+        "on": args.state == "on",
+        "door": args.door,
+        "by": f"cli:{_operator()}",
+        "override_group": getattr(args, "override_group", None),
+        "schedule": getattr(args, "schedule", None),
+    }
+    state: dict[str, Any] | None = None
+    if config.admin_token(cfg):
+        with contextlib.suppress(AdminUnreachable):
+            state = admin_post(cfg, "/api/v1/modes", body, refused=ModeError)["mode"]
+    if state is None:
+        _, conn = _database(args)
+        try:
+            state = asdict(
+                modes.switch(
+                    conn,
+                    scope,
+                    args.mode,
+                    body["on"],
+                    body["by"],
+                    group=body["override_group"],
+                    schedule=body["schedule"],
+                )
+            )
+        finally:
+            conn.close()
     where = "site" if scope == SITE else f"door {scope}"
     print(
-        f"{where}: lockdown {'on' if mode.lockdown else 'off'}, free access "
-        f"{'on' if mode.free_access else 'off'}"
+        f"{where}: lockdown {'on' if state['lockdown'] else 'off'}, free access "
+        f"{'on' if state['free_access'] else 'off'}"
     )
     return 0
 

@@ -7,8 +7,11 @@ it, and every timer is a ``loop.call_later`` handle. The one exception is the ma
 loop. Each door's lock level is recomputed from its state (``Door.desired``) after every change,
 never toggled, so no sequence of events can leave a stale level behind.
 
-Audit: every door event goes to the ``door_log`` table (migration 3) through the store's writer
-thread without waiting for the commit (the lock must not wait for a disk), and to the log.
+Audit: every door event goes to the ``door_log`` table (migration 3) and to the log. The opening
+for a grant is on disk before the lock moves: the door's answer is taken just before the record's
+commit (``Doors.plan``) and its row rides in that commit, with the record's door outcome
+(migration 10); the lock moves after the commit. Other rows go through the store's writer thread
+without waiting for the commit (an exit button or a fire release must not wait for a disk).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ POLL_INTERVAL = 1.0  # s between input level checks (catches edges a backend los
 PRUNE_INTERVAL = 3600.0
 FIRE = "fire"  # holds whose key starts with this override lockdown, like the fire input
 COMMANDS = ("open", "hold", "release", "lock")
+UNLOCKED = "unlocked"  # a record's door outcome when its door carried the grant out
 
 Audit = Callable[[str, str, str, dict[str, Any]], None]
 
@@ -49,8 +53,7 @@ class AuditLog:
     def __call__(self, door: str, action: str, source: str, detail: dict[str, Any]) -> None:
         """Record one door event."""
         at = time.time()
-        extra = f" {json.dumps(detail, separators=(',', ':'))}" if detail else ""
-        log.info("door %s: %s by %s%s", door or "*", action, source, extra)
+        say(door, action, source, detail)
         if self.store is None:
             return
         row = (at, door, action, source, json.dumps(detail, separators=(",", ":")))
@@ -60,11 +63,27 @@ class AuditLog:
             self.failed += 1
             log.error("door audit: cannot queue %s/%s: %s", door, action, exc)
 
+    def outcome(self, event_id: int, outcome: str) -> None:
+        """Correct a stored record's door outcome (the door refused after its commit)."""
+        if self.store is None:
+            return
+        try:
+            self.store.note_door_outcome(event_id, outcome)
+        except EdgedError as exc:
+            self.failed += 1
+            log.error("door audit: cannot queue the outcome of event %d: %s", event_id, exc)
+
     async def prune(self, older_than: float) -> int:
         """Delete door events older than ``older_than`` (epoch seconds)."""
         if self.store is None:
             return 0
         return int(await self.store.run(lambda conn: _prune_log(conn, older_than)))
+
+
+def say(door: str, action: str, source: str, detail: dict[str, Any]) -> None:
+    """Log one door event at INFO (its row is, or goes, to the database separately)."""
+    extra = f" {json.dumps(detail, separators=(',', ':'))}" if detail else ""
+    log.info("door %s: %s by %s%s", door or "*", action, source, extra)
 
 
 def _insert_log(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -292,10 +311,17 @@ class Door:
         self.pulse_end = self.pulse_kind = None
         self.apply()
 
+    def refusal(self) -> str | None:
+        """Why this door would refuse a grant now; None: it would unlock."""
+        if self.site.lockdown and not self.desired()[0]:
+            return "lockdown"
+        return None
+
     def grant(self, source: str, detail: dict[str, Any]) -> bool:
         """A live, granted decision: unlock for unlock_time (refused under lockdown)."""
-        if self.site.lockdown and not self.desired()[0]:
-            self.site.audit(self.name, "grant_refused", source, {**detail, "why": "lockdown"})
+        why = self.refusal()
+        if why is not None:
+            self.site.audit(self.name, "grant_refused", source, {**detail, "why": why})
             return False
         self.site.audit(self.name, "grant", source, detail)
         self.pulse("grant")
@@ -658,27 +684,101 @@ class Doors:
 
     # ----- what the terminals say -----------------------------------------------------------
 
-    def on_record(self, event: Event, record: Record, stored: Stored) -> None:
-        """The receiver's listener: only live, first-seen records from a door's terminal act."""
-        if stored.duplicate or stored.replayed or record.replay is not None or self.closed:
-            return
-        terminal = self.cfg.terminal_by_serial(event.serial)
+    def _door_of(self, record: Record) -> tuple[Door, str] | None:
+        """The door a live record from a door's terminal acts on, and the terminal's name."""
+        if record.replay is not None or self.closed:
+            return None
+        terminal = self.cfg.terminal_by_serial(record.event.serial)
         # The door the record was decided for (terminals[].door, else the terminal's name).
         if terminal is None or record.door not in self.doors:
+            return None
+        return self.doors[record.door], terminal.name
+
+    def _grant_of(self, record: Record) -> tuple[Door, str, dict[str, Any]] | None:
+        """The door a live record asks to open, the source and detail of its door-log row."""
+        found = self._door_of(record)
+        if found is None:
+            return None
+        door, terminal = found
+        event = record.event
+        if event.kind is Kind.AUTH and record.decision == "pass":
+            return door, f"terminal:{terminal}", {"person": record.person_id}
+        pushed = event.kind is Kind.RECOGNITION and event.terminal_pass
+        if pushed and door.cfg.open_on_terminal_pass:
+            return door, f"terminal:{terminal}:pass", {}
+        return None
+
+    def plan(self, record: Record) -> None:
+        """Before a record's commit: what its door does with it, to ride in the same commit.
+
+        The door's answer now (unlock, or refuse and why) becomes the record's door outcome and a
+        door-log row of the record's transaction (the writer adds the event's id), so a grant's
+        opening is on disk before the lock moves. The store calls this (``before_commit``).
+        """
+        found = self._grant_of(record)
+        if found is None:
             return
-        door = self.doors[record.door]
-        source = f"terminal:{terminal.name}"
-        if event.kind is Kind.AUTH:
-            granted = record.decision == "pass"
-            door.last_decision = _decision(record, stored, terminal.name)
-            if granted:
-                door.grant(source, {"event": stored.id, "person": record.person_id})
-        elif event.kind is Kind.RECOGNITION and event.terminal_pass:
-            if door.cfg.open_on_terminal_pass:
-                door.last_decision = _decision(record, stored, terminal.name)
-                door.grant(f"{source}:pass", {"event": stored.id})
-        elif event.kind is Kind.ALARM:
-            door.terminal_alarm(event, terminal.name)
+        door, source, detail = found
+        why = door.refusal()
+        if why is None:
+            record.door_outcome = UNLOCKED
+            record.door_log = [(time.time(), door.name, "grant", source, detail)]
+        else:
+            record.door_outcome = f"refused: {why}"
+            row = (time.time(), door.name, "grant_refused", source, {**detail, "why": why})
+            record.door_log = [row]
+
+    def on_record(self, event: Event, record: Record, stored: Stored) -> None:
+        """The receiver's listener: only live, first-seen records from a door's terminal act."""
+        if stored.duplicate or stored.replayed:
+            return
+        found = self._door_of(record)
+        if found is None:
+            if self.closed and record.door_outcome == UNLOCKED:  # stopped while it committed
+                for _, name, _, source, detail in record.door_log:
+                    self._refused_late(name, source, {**detail, "event": stored.id}, "stopped")
+            return
+        door, terminal = found
+        if event.kind is Kind.ALARM:
+            door.terminal_alarm(event, terminal)
+            return
+        if self._grant_of(record) is None:
+            if event.kind is Kind.AUTH:
+                door.last_decision = _decision(record, stored, terminal)
+            return
+        door.last_decision = _decision(record, stored, terminal)
+        committed = record.door_outcome is not None
+        if not committed:  # stored without the planning hook: decide now, rows queued
+            self.plan(record)
+        for _, _, action, source, detail in record.door_log:
+            row = {**detail, "event": stored.id}
+            self._carry_out(door, action, source, row, committed)
+
+    def _carry_out(
+        self,
+        door: Door,
+        action: str,
+        source: str,
+        detail: dict[str, Any],
+        committed: bool,
+    ) -> None:
+        """Do what a record's door-log row says (``committed``: the row is on disk already)."""
+        record_row = say if committed else self.audit
+        if action != "grant":
+            record_row(door.name, action, source, detail)
+            return
+        why = door.refusal()
+        if why is not None:  # the door changed between the plan and the commit (lockdown on)
+            self._refused_late(door.name, source, detail, why)
+            return
+        record_row(door.name, action, source, detail)
+        door.pulse("grant")
+
+    def _refused_late(self, door: str, source: str, detail: dict[str, Any], why: str) -> None:
+        """A committed grant the door did not carry out: a second row, the outcome corrected."""
+        self.audit(door, "grant_refused", source, {**detail, "why": why})
+        if isinstance(self.audit, AuditLog):
+            self.audit.outcome(int(detail["event"]), f"refused: {why}")
 
     def _guard_tripped(self, output: gpio.Output) -> None:  # the guard thread
         loop = self.loop
@@ -714,7 +814,10 @@ def build(cfg: Config, store: Store | None) -> Doors | None:
     if not cfg.doors and cfg.siren.pin is None and cfg.fire.pin is None:
         return None
     factory = gpio.choose_factory(cfg.gpio.pin_factory)
-    return Doors(cfg, factory, AuditLog(store))
+    site = Doors(cfg, factory, AuditLog(store))
+    if store is not None:
+        store.before_commit.append(site.plan)
+    return site
 
 
 def _input(

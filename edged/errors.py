@@ -49,6 +49,10 @@ class AdminError(EdgedError):
     exit_code = 69  # EX_UNAVAILABLE
 
 
+class AdminUnreachable(AdminError):
+    """The daemon's admin API does not answer (edged is not running)."""
+
+
 class GpioError(EdgedError):
     """The GPIO pins cannot be reached (pin factory missing, pin busy or invalid)."""
 

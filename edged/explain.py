@@ -51,4 +51,21 @@ def lines(conn: sqlite3.Connection, event_id: int) -> list[str]:
     elif record["source"] == "upstream" and not any(s.startswith("upstream ") for s in found):
         out.append("the upstream decided; the cache's steps below were not used")
     out.extend(f"  {i}. {step}" for i, step in enumerate(found, start=1))
+    door = door_line(conn, event_id)
+    if door:
+        out.append(door)
     return out
+
+
+def door_line(conn: sqlite3.Connection, event_id: int) -> str | None:
+    """What the door did with a stored decision (edged/doors.py); None when it had no part.
+
+    A grant the door did not carry out says so: ``granted, door refused: lockdown``.
+    """
+    row = conn.execute("SELECT door_outcome FROM events WHERE id = ?", (event_id,)).fetchone()
+    outcome = row[0] if row else None
+    if not outcome:
+        return None
+    if outcome.startswith("refused"):
+        return f"door: granted, door {outcome}"
+    return f"door: {outcome} for this decision"

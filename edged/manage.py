@@ -8,7 +8,9 @@ WAL lets decisions read while an import writes).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,13 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import modes, people, store
+from edged import automation, modes, people, store
 from edged.errors import ImportFileError, ModeError, StoreError
 from edged.policy import SITE
 from edged.receiver import json_response
 
 if TYPE_CHECKING:
     from edged.admin import Admin
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PAGE = 1000
@@ -184,7 +188,17 @@ class Manage:
             )
         except ModeError as exc:
             return _error(422, str(exc))
+        self.reach_doors()
         return json_response({"code": 200, "mode": asdict(mode)})
+
+    def reach_doors(self) -> None:
+        """Bring the doors to the modes just switched, before the answer (edged/automation.py)."""
+        if self.admin.doors is None:
+            return
+        try:
+            automation.sync(self.admin.doors, self.conn, self.tz, time.time())
+        except sqlite3.Error as exc:  # stored; the modes loop applies it when reads work again
+            log.error("modes: switched, but cannot read them back for the doors: %s", exc)
 
 
 def routes(admin: Admin) -> list[Route]:

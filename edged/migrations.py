@@ -250,6 +250,10 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX refused_requests_at ON refused_requests (at);
     """,
+    # The door's outcome of a granted record ("unlocked", "refused: lockdown"): edged/doors.py.
+    10: """
+    ALTER TABLE events ADD COLUMN door_outcome TEXT;
+    """,
 }
 
 

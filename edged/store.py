@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,12 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+# A door-log row (at, door, action, source, detail): the writer adds the event's id to detail.
+DoorRow = tuple[float, str, str, str, dict[str, Any]]
+
+_INSERT_DOOR_LOG = "INSERT INTO door_log (at, door, action, source, detail) VALUES (?,?,?,?,?)"
+
+
 @dataclass(slots=True)
 class Record:
     """A normalised record on its way to the database."""
@@ -91,6 +97,10 @@ class Record:
     door: str | None = None  # the door the terminal serves
     explain: list[str] | None = None  # the decision's steps, for `edged why`
     upstream_error: str | None = None  # why the upstream did not decide (edged/upstream.py)
+    # What the door does with the decision (edged/doors.py, Doors.plan): "unlocked" or
+    # "refused: <why>", and the door-log rows that ride in the record's own commit.
+    door_outcome: str | None = None
+    door_log: list[DoorRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +148,9 @@ _INSERT = """
 INSERT INTO events (dedup_key, kind, push_type, serial, terminal, uuid, occurred_at, received_at,
     user_id, user_name, person_id, recognition, recognize_status, score, entry_mode,
     terminal_pass, alarm_code, alarm_status, trace_id, replayed, replay_reason, decision, reason,
-    rule, source, response, raw, door, explain, upstream_error, image_path, image_offset,
-    image_bytes)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    rule, source, response, raw, door, explain, upstream_error, door_outcome, image_path,
+    image_offset, image_bytes)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
@@ -180,6 +190,7 @@ def _row(rec: Record) -> tuple[Any, ...]:
         rec.door,
         None if rec.explain is None else json.dumps(rec.explain, ensure_ascii=False),
         rec.upstream_error,
+        rec.door_outcome,
     )
 
 
@@ -200,6 +211,9 @@ class Store:
         self.prune_limit: Callable[[sqlite3.Connection], int] | None = None
         # How long the latest record commits took (writer thread appends, anyone reads).
         self._commit_seconds: deque[float] = deque(maxlen=COMMIT_SAMPLES)
+        # Called on the saving thread just before a record is queued (edged/doors.py, plan):
+        # they may fill the record's door outcome and the door-log rows of its commit.
+        self.before_commit: list[Callable[[Record], None]] = []
         self.db = open_database(self.path)  # loop-thread reads, also runs migrations
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -221,6 +235,11 @@ class Store:
 
     async def save(self, record: Record) -> Stored:
         """Store a record durably (or find its first copy); returns after the commit."""
+        for hook in self.before_commit:
+            try:
+                hook(record)
+            except Exception:  # the record is stored whatever a hook does
+                log.exception("store: before-commit hook %r failed", hook)
         size = len(record.event.image_b64 or "") + 2048
         item = _Item(record, None, None, None, size, _row(record), self._snapshot_of(record))
         return await self._submit(item)
@@ -345,7 +364,9 @@ class Store:
         if cur.rowcount == 1:
             if placed is not None:
                 pending.append(placed)
-            return Stored(int(cur.lastrowid or 0), False, rec.replay is not None, rec.response)
+            event_id = int(cur.lastrowid or 0)
+            _insert_door_log(conn, rec.door_log, event_id)
+            return Stored(event_id, False, rec.replay is not None, rec.response)
         if placed is not None and placer is not None:
             placer.unplace(placed[1], placed[3])  # a duplicate keeps the first's
         row = conn.execute(
@@ -483,6 +504,14 @@ class Store:
         """Wait until the snapshot files of everything committed so far are written."""
         return self._files.sync(timeout)
 
+    def note_door_outcome(self, event_id: int, outcome: str) -> None:
+        """Correct a stored record's door outcome (queued: the door refused after the commit)."""
+        self.submit_nowait(
+            lambda conn: conn.execute(
+                "UPDATE events SET door_outcome = ? WHERE id = ?", (outcome, event_id)
+            )
+        )
+
     def healthy(self) -> bool:
         """The writer runs and its last commit did not fail."""
         return self._thread.is_alive() and self.stats.last_error is None
@@ -506,6 +535,13 @@ def _jpeg_b64_size(text: str) -> int | None:
         return len(binascii.a2b_base64(text))
     except (binascii.Error, ValueError):
         return None
+
+
+def _insert_door_log(conn: sqlite3.Connection, rows: list[DoorRow], event_id: int) -> None:
+    """The door-log rows of a record, in the record's transaction, naming its event."""
+    for at, door, action, source, detail in rows:
+        text = json.dumps({**detail, "event": event_id}, separators=(",", ":"))
+        conn.execute(_INSERT_DOOR_LOG, (at, door, action, source, text))
 
 
 def _resolve(item: _Item, result: Any, error: BaseException | None) -> None:
