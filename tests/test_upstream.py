@@ -438,7 +438,9 @@ async def test_why_gives_the_time_waited_for_an_upstream_cut_at_the_deadline(
     await rig.ask(auth_request())
     _, steps = rig.why()
     assert steps[-2].startswith("upstream not used: timeout (after ")
-    assert 200 <= _ms(steps[-2], "(after ") <= 300  # the deadline less the answer's margin
+    # The deadline less the answer's margin, not the upstream's 2 s; a loaded machine's loop may
+    # wake late, so the upper bound is far from the deadline but well short of the answer.
+    assert 200 <= _ms(steps[-2], "(after ") < 1500
 
 
 async def test_why_says_only_the_upstream_may_grant_at_an_online_only_door(
