@@ -127,6 +127,8 @@ class Admin:
         checks["receiver"] = {
             "answered": dict(self.receiver.stats.answered),
             "rejected": dict(self.receiver.stats.rejected),
+            # an alarm for the operator, not a readiness failure (docs/receiver.md)
+            "malformed": self.store.malformed(),
         }
         return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 

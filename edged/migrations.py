@@ -224,6 +224,11 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX events_passes;
     CREATE INDEX events_passes ON events (person_id, door, id) WHERE decision = 'pass';
     """,
+    # Malformed records (a terminal's record that failed validation, edged/receiver.py): their
+    # count and the newest one are shown by /readyz and `edged status` on every call.
+    8: """
+    CREATE INDEX events_malformed ON events (id) WHERE kind = 'malformed';
+    """,
 }
 
 
