@@ -114,6 +114,7 @@ class _Item:
     # places the snapshot and executes: the row's columns, and the snapshot's text and size.
     row: tuple[Any, ...] = ()
     snapshot: tuple[str, int] | None = None
+    released: bool = False  # its share of the pending budget was given back
 
 
 @dataclass
@@ -298,11 +299,19 @@ class Store:
             for item in jobs:
                 self._commit_job(item)
         finally:  # the budget is given back whatever happened
-            with self._lock:
-                self.stats.pending_items -= len(batch)
-                self.stats.pending_bytes -= sum(i.size for i in batch)
+            self._release(batch)
         if self.images_max_bytes and self.stats.images_bytes > self.images_max_bytes:
             self._prune_images()
+
+    def _release(self, items: list[_Item]) -> None:
+        """Give back the pending budget of ``items`` (once each): before they are answered, so
+        whoever hears the answer finds the budget free."""
+        fresh = [i for i in items if not i.released]
+        for item in fresh:
+            item.released = True
+        with self._lock:
+            self.stats.pending_items -= len(fresh)
+            self.stats.pending_bytes -= sum(i.size for i in fresh)
 
     def _commit_records(self, items: list[_Item]) -> None:
         """Write and commit ``items`` in one transaction, then answer them.
@@ -326,7 +335,9 @@ class Store:
                 for item in items:
                     self._commit_records([item])
                 return
-            _resolve_all([(item, None, self._refused(exc)) for item in items])
+            error = self._refused(exc)
+            self._release(items)
+            _resolve_all([(item, None, error) for item in items])
             return
         self._committed()
         self._commit_seconds.append(time.perf_counter() - started)
@@ -341,6 +352,7 @@ class Store:
         outcomes: list[tuple[_Item, Any, BaseException | None]] = [
             (item, stored, None) for item, stored in zip(items, results, strict=True)
         ]
+        self._release(items)
         with self._files.holding():
             _resolve_all(outcomes)
             self._files.write(pending)
@@ -435,8 +447,10 @@ class Store:
             conn.execute("COMMIT")
         except Exception as exc:
             self._rollback(conn)
+            self._release([item])
             _resolve(item, None, exc)
             return
+        self._release([item])
         _resolve(item, result, None)
 
     @staticmethod
