@@ -27,14 +27,7 @@ from edged.model import Event
 from edged.normalize import normalize
 from edged.receiver import Receiver, create_app
 from edged.store import Record, Stored
-from tests.conftest import (
-    SERIAL,
-    LiveDaemon,
-    asgi_client,
-    auth_request,
-    grant_person,
-    recognition,
-)
+from tests.conftest import SERIAL, LiveDaemon, asgi_client, auth_request, grant_person, recognition
 
 pytestmark = pytest.mark.anyio
 
