@@ -19,12 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings, strategies
 
 from edged import cli, store
 from edged.config import Config
 from edged.errors import StoreError
 from edged.model import Event
-from edged.normalize import normalize
+from edged.normalize import bounded, check_values, normalize
 from edged.receiver import Receiver, create_app
 from edged.store import Record, Stored
 from tests.conftest import SERIAL, LiveDaemon, asgi_client, auth_request, grant_person, recognition
@@ -126,6 +127,36 @@ async def test_forty_bad_pushes_leak_nothing_from_the_pending_budget(receiver: R
     assert receiver.store.stats.pending_items == 0
     assert receiver.store.stats.pending_bytes == 0
     assert rows(receiver, "SELECT COUNT(*) FROM events WHERE kind = 'malformed'") == [(40,)]
+
+
+HOSTILE_LEAVES = (
+    strategies.integers()
+    | strategies.floats()
+    | strategies.text(
+        strategies.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=2000
+    )
+    | strategies.none()
+)
+HOSTILE_JSON = strategies.recursive(
+    HOSTILE_LEAVES,
+    lambda inner: (
+        strategies.lists(inner, max_size=40)
+        | strategies.dictionaries(strategies.text(max_size=3), inner)
+    ),
+    max_leaves=400,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(payload=HOSTILE_JSON, depth=strategies.integers(min_value=0, max_value=200))
+def test_a_malformed_payload_is_kept_storable_and_bounded(payload: Any, depth: int) -> None:
+    for _ in range(depth):
+        payload = {"data": payload, "rgb_image": "/9j/" + "A" * 100}
+    kept = bounded(payload)
+    check_values(kept)  # nothing in it that the database or strict JSON refuses
+    text = json.dumps(kept, allow_nan=False, ensure_ascii=False)
+    assert len(text) < 200_000
+    assert "AAAA" not in text  # no image
 
 
 # ----- the writer: any exception answers every waiter ----------------------------------------
