@@ -127,6 +127,8 @@ class Admin:
         checks["receiver"] = {
             "answered": dict(self.receiver.stats.answered),
             "rejected": dict(self.receiver.stats.rejected),
+            # an alarm for the operator, not a readiness failure (docs/receiver.md)
+            "malformed": self.store.malformed(),
         }
         # forged requests (edged/binding.py): an alarm to show, not a reason to stop serving
         checks["binding"] = self.receiver.binding.alarm()

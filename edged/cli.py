@@ -123,6 +123,17 @@ def cmd_door(args: argparse.Namespace) -> int:
     return 0
 
 
+def _malformed_line(malformed: dict[str, Any]) -> str:
+    """The alarm line for stored malformed records: how many, and the newest."""
+    last = malformed.get("last") or {}
+    who = last.get("terminal") or last.get("serial") or "?"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("received_at") or 0))
+    return (
+        f"  ALARM      {malformed['count']} malformed records stored; newest #{last.get('id')} "
+        f"from {who} at {when}: {last.get('reason')}"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print readiness, every door's state and every terminal's health."""
     cfg = _load(args)
@@ -137,6 +148,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if "ok" in check:
             state = "ALARM" if check.get("alarm") else "ok" if check["ok"] else "FAILING"
             print(f"  {name:<10} {state}{_alarm_detail(check)}")
+    malformed = ready.get("checks", {}).get("receiver", {}).get("malformed") or {}
+    if malformed.get("count"):
+        print(_malformed_line(malformed))
     flags = [f for f in ("fire", "lockdown", "siren") if site.get(f)]
     print(f"doors{': ' + ', '.join(f.upper() for f in flags) if flags else ''}")
     for door in site.get("doors", []):

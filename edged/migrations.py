@@ -227,7 +227,7 @@ MIGRATIONS: dict[int, str] = {
     # Source binding (edged/binding.py): the address a receive-only terminal is pinned to, and
     # requests refused because they named a terminal from another address. A terminal already
     # seen keeps the address it was last seen from as its pin.
-    9: """
+    7: """
     CREATE TABLE terminal_pins (
         serial TEXT PRIMARY KEY,
         address TEXT NOT NULL,
@@ -251,8 +251,13 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX refused_requests_at ON refused_requests (at);
     """,
     # The door's outcome of a granted record ("unlocked", "refused: lockdown"): edged/doors.py.
-    10: """
+    8: """
     ALTER TABLE events ADD COLUMN door_outcome TEXT;
+    """,
+    # Malformed records (a terminal's record that failed validation, edged/receiver.py): their
+    # count and the newest one are shown by /readyz and `edged status` on every call.
+    9: """
+    CREATE INDEX events_malformed ON events (id) WHERE kind = 'malformed';
     """,
 }
 

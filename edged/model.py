@@ -14,6 +14,7 @@ class Kind(StrEnum):
     ALARM = "alarm"  # push type 1
     AUTH = "auth"  # remote-authentication request: a person waits for the answer
     OTHER = "other"  # any other push type: stored and acknowledged
+    MALFORMED = "malformed"  # a terminal's record that failed validation: stored, never acted on
 
 
 class Replay(StrEnum):
@@ -80,6 +81,7 @@ class Event:
     description: str | None = None
     image_b64: str | None = None  # snapshot or alarm photo, still base64
     raw: dict[str, Any] = field(default_factory=dict)  # payload, image removed, PIN redacted
+    problem: str | None = None  # why a MALFORMED record failed validation
 
     @property
     def blacklisted(self) -> bool:

@@ -5,6 +5,11 @@ normalise, the terminal's own address (edged/binding.py), replay check, decision
 only), durable store, answer. The answer leaves only after the commit. Bad input gets a 4xx JSON
 ``{code, msg}``; nothing a client sends yields a 500 or ``pass: true`` except a valid, live,
 granted request.
+
+A terminal keeps a record it got no acknowledgement for at the head of its buffer, so a refused
+record would stall everything behind it. A configured terminal's JSON record that fails
+validation (or is over ``max_body_bytes`` only because of its image) is therefore stored as a
+MALFORMED record, acknowledged (a remote-auth request: denied), counted and never acted on.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from edged.config import Config
 from edged.errors import PayloadError, StoreError
 from edged.logs import RateLimitedLog
 from edged.model import Event, Kind
-from edged.normalize import normalize
+from edged.normalize import image_chars, is_envelope, malformed, normalize
 from edged.store import Record, Store, Stored
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,9 @@ Listener = Callable[[Event, Record, Stored], None]
 # (event, the request's raw bytes, the cache's record) -> the record to store and answer
 Authority = Callable[[Event, bytes | None, Record], Awaitable[Record]]
 
+# A configured terminal's body may be this many times receiver.max_body_bytes: past the limit
+# only because of its image, it is read, its image dropped and the rest stored as malformed.
+OVERSIZE_FACTOR = 4
 # How often a terminal's 'last seen' is written to the database (it is live in memory).
 PERSIST_SEEN_EVERY = 60.0
 _UPSERT_SEEN = (
@@ -77,6 +85,12 @@ def auth_body(decision: policy.Decision, event: Event) -> dict[str, Any]:
             "user_name": (person.name if person else None) or (user.name if user else "") or "",
         },
     }
+
+
+def denial_body() -> dict[str, Any]:
+    """The answer to a remote-auth request that cannot be read: the normal shape, denied."""
+    data = {"pass": False, "customtips": "Try again", "verify_code": 3}
+    return {"code": 200, "msg": "OK", "message": "OK", "data": {**data, "user_id": ""}}
 
 
 def error_body(status: int, message: str, auth: bool) -> dict[str, Any]:
@@ -166,13 +180,28 @@ class Receiver:
             raise Rejected(403, "source address not allowed", "source")
         return host
 
-    async def read_body(self, request: Request) -> bytes:
+    def known_source(self, request: Request, address: str) -> bool:
+        """The request names (``sn`` header) or comes from a configured terminal."""
+        serial = (request.headers.get("sn") or "").strip()
+        if serial and self.cfg.terminal_by_serial(serial) is not None:
+            return True
+        if any(t.host == address for t in self.cfg.terminals if t.host):
+            return True
+        return any(
+            entry.address == address and self.cfg.terminal_by_serial(entry.serial) is not None
+            for entry in self.seen.values()
+        )
+
+    async def read_body(self, request: Request, address: str = "") -> bytes:
+        """The body, within max_body_bytes (OVERSIZE_FACTOR times that from a known terminal)."""
         limit = self.cfg.receiver.max_body_bytes
+        if self.known_source(request, address):
+            limit *= OVERSIZE_FACTOR
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdecimal():
                 raise Rejected(400, "invalid Content-Length", "body")
-            if int(declared) > limit:
+            if len(declared) > 18 or int(declared) > limit:
                 raise Rejected(413, f"body larger than {limit} bytes", "too-large")
         ctype = request.headers.get("content-type", "")
         if ctype and "json" not in ctype.lower():
@@ -185,21 +214,50 @@ class Receiver:
             raise Rejected(408, "request body not received in time", "timeout") from None
 
     def parse(self, raw: bytes, request: Request, sender: str | None = None) -> Event:
-        """The request's event; ``sender`` is the serial its source address is bound to."""
+        """The request's Event; a known terminal's unreadable record as a MALFORMED one.
+
+        ``sender`` is the serial the request's source address is bound to (edged/binding.py).
+        """
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
             raise Rejected(400, "body is not valid JSON", "json") from None
         header_sn = request.headers.get("sn")
+        limit = self.cfg.receiver.max_body_bytes
+        if len(raw) > limit:
+            refusal = Rejected(413, f"body larger than {limit} bytes", "too-large")
+            if len(raw) - image_chars(body) > limit:
+                raise refusal
+            return self.as_malformed(body, header_sn or sender, refusal, "; image dropped")
         try:
             event = normalize(body, header_sn or sender)
         except PayloadError as exc:
-            raise Rejected(exc.status, str(exc), "payload") from None
+            refusal = Rejected(exc.status, str(exc), "payload")
+            return self.as_malformed(body, header_sn or sender, refusal)
         except RecursionError:
-            raise Rejected(400, "body nested too deeply", "payload") from None
-        if header_sn and header_sn.strip() and header_sn.strip() != event.serial:
-            raise Rejected(403, "serial in header and body differ", "serial")
+            refusal = Rejected(400, "body nested too deeply", "payload")
+            return self.as_malformed(body, header_sn or sender, refusal)
+        self.check_serial(header_sn, event.serial)
         return event
+
+    def as_malformed(
+        self, body: Any, header_sn: str | None, refusal: Rejected, note: str = ""
+    ) -> Event:
+        """A known terminal's record that failed validation, as MALFORMED; else ``refusal``."""
+        event = malformed(body, header_sn, f"{refusal}{note}")
+        if event is None:
+            raise refusal
+        known = self.cfg.terminal_by_serial(event.serial) is not None
+        if not known and not self.cfg.receiver.accept_unknown_terminals:
+            raise refusal
+        self.check_serial(header_sn, event.serial)
+        return event
+
+    @staticmethod
+    def check_serial(header_sn: str | None, serial: str) -> None:
+        """The ``sn`` header, when sent, names the body's terminal."""
+        if header_sn and header_sn.strip() and header_sn.strip() != serial:
+            raise Rejected(403, "serial in header and body differ", "serial")
 
     def terminal_name(self, serial: str) -> str | None:
         terminal = self.cfg.terminal_by_serial(serial)
@@ -212,13 +270,15 @@ class Receiver:
     async def handle_post(self, request: Request, auth_path: bool) -> Response:
         try:
             address = self.check_source(request)
-            raw = await self.read_body(request)
+            raw = await self.read_body(request, address)
             sender = None if request.headers.get("sn") else await self.binding.identify(address)
             event = self.parse(raw, request, sender)
             terminal = self.terminal_name(event.serial)
             await self.binding.admit(event.serial, address)
             self.mark_seen(event.serial, address, push=True)
-            if event.kind is Kind.AUTH:
+            if event.kind is Kind.MALFORMED:
+                record = self.flag(event, terminal)
+            elif event.kind is Kind.AUTH:
                 record = await self.decide(event, terminal, raw)
             else:
                 record = self.acknowledge(event, terminal)
@@ -232,9 +292,25 @@ class Receiver:
             self.bad_log.warning("store", "answering 503: %s", exc)
             return json_response(error_body(503, "temporarily unable to store", auth_path), 503)
         self.stats.answered["duplicate" if stored.duplicate else event.kind.value] += 1
-        if not stored.replayed:
+        if event.kind is Kind.MALFORMED:
+            if not stored.duplicate:
+                self.bad_log.warning(
+                    "malformed",
+                    "stored malformed record #%d from %s: %s",
+                    stored.id,
+                    event.serial,
+                    event.problem,
+                )
+        elif not stored.replayed:
             self.notify(event, record, stored)
         return json_response(stored.response)
+
+    def flag(self, event: Event, terminal: str | None) -> Record:
+        """A MALFORMED record: acknowledged, or denied for a remote-auth request; no decision."""
+        response = ack_body() if is_envelope(event.raw) else denial_body()
+        record = Record(event, self.clock(), None, terminal, response, reason=event.problem)
+        record.door = self.door_of(event.serial)
+        return record
 
     async def decide(self, event: Event, terminal: str | None, raw: bytes | None = None) -> Record:
         """Decide a remote-auth request; the Record carries the answer to send."""

@@ -124,6 +124,7 @@ class _Item:
     # places the snapshot and executes: the row's columns, and the snapshot's text and size.
     row: tuple[Any, ...] = ()
     snapshot: tuple[str, int] | None = None
+    released: bool = False  # its share of the pending budget was given back
 
 
 @dataclass
@@ -140,6 +141,7 @@ class StoreStats:
     last_commit_at: float | None = None
     pending_items: int = 0
     pending_bytes: int = 0
+    refused_commits: int = 0  # commits refused since last_error was set
 
 
 _FORGET_SNAPSHOT = "UPDATE events SET image_path = NULL, image_offset = NULL, image_bytes = NULL "
@@ -301,23 +303,42 @@ class Store:
                 batch.append(nxt)
             try:
                 self._process(batch)
-            except Exception:
+            except Exception as exc:
+                # Nothing may leave a request unanswered or the connection in a transaction.
                 log.exception("writer: unexpected error")
+                self._rollback(self._writer_conn)
+                _resolve_all([(i, None, StoreError(f"cannot store: {exc!r}")) for i in batch])
 
     def _process(self, batch: list[_Item]) -> None:
         records = [i for i in batch if i.record is not None]
         jobs = [i for i in batch if i.job is not None]
-        if records:
-            self._commit_records(records)
-        for item in jobs:
-            self._commit_job(item)
-        with self._lock:
-            self.stats.pending_items -= len(batch)
-            self.stats.pending_bytes -= sum(i.size for i in batch)
+        try:
+            if records:
+                self._commit_records(records)
+            for item in jobs:
+                self._commit_job(item)
+        finally:  # the budget is given back whatever happened
+            self._release(batch)
         if self.images_max_bytes and self.stats.images_bytes > self.images_max_bytes:
             self._prune_images()
 
+    def _release(self, items: list[_Item]) -> None:
+        """Give back the pending budget of ``items`` (once each): before they are answered, so
+        whoever hears the answer finds the budget free."""
+        fresh = [i for i in items if not i.released]
+        for item in fresh:
+            item.released = True
+        with self._lock:
+            self.stats.pending_items -= len(fresh)
+            self.stats.pending_bytes -= sum(i.size for i in fresh)
+
     def _commit_records(self, items: list[_Item]) -> None:
+        """Write and commit ``items`` in one transaction, then answer them.
+
+        On any error the transaction is rolled back. An error of the environment (disk full,
+        I/O) fails them all; any other is one record's, so each is tried alone: one bad record
+        fails only its own answer.
+        """
         conn = self._writer_conn
         results: list[Stored] = []
         pending: list[Placed] = []
@@ -327,18 +348,20 @@ class Store:
             for item in items:
                 results.append(self._insert(conn, item, pending))
             conn.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:
             self._rollback(conn)
-            message = f"cannot store records: {exc}"
-            self.stats.last_error = message
-            log.error("store: %s", message)
-            error = StoreError(message)
+            if len(items) > 1 and not _environmental(exc):
+                for item in items:
+                    self._commit_records([item])
+                return
+            error = self._refused(exc)
+            self._release(items)
             _resolve_all([(item, None, error) for item in items])
             return
+        self._committed()
         self._commit_seconds.append(time.perf_counter() - started)
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
-        self.stats.last_error = None
         self.stats.records += len(results)
         self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
         self.stats.images_bytes += sum(size for _, _, _, size in pending)
@@ -348,9 +371,39 @@ class Store:
         outcomes: list[tuple[_Item, Any, BaseException | None]] = [
             (item, stored, None) for item, stored in zip(items, results, strict=True)
         ]
+        self._release(items)
         with self._files.holding():
             _resolve_all(outcomes)
             self._files.write(pending)
+
+    def _refused(self, exc: Exception) -> StoreError:
+        """The error for records that could not be committed, logged once a failure spell.
+
+        A failing disk is an ERROR when it starts and INFO when it ends (``_committed``); each
+        refusal in between is DEBUG (the receiver's 503s are counted and rate-limited). A
+        record the database refuses by its values (which normalize.check_values should have
+        caught) is a WARNING and leaves the store healthy.
+        """
+        if not _environmental(exc):
+            log.warning("store: a record cannot be stored: %r", exc)
+            return StoreError(f"record cannot be stored: {exc!r}")
+        message = f"cannot store records: {exc}"
+        self.stats.refused_commits += 1
+        if self.stats.last_error is None:
+            log.error("store: %s (answering 503 until a commit succeeds)", message)
+        else:
+            log.debug("store: %s", message)
+        self.stats.last_error = message
+        return StoreError(message)
+
+    def _committed(self) -> None:
+        """A commit succeeded: end a failure spell, with one INFO line."""
+        if self.stats.last_error is not None:
+            log.info(
+                "store: writing again; %d commits refused meanwhile", self.stats.refused_commits
+            )
+            self.stats.last_error = None
+            self.stats.refused_commits = 0
 
     def _insert(self, conn: sqlite3.Connection, item: _Item, pending: list[Placed]) -> Stored:
         rec = item.record
@@ -415,8 +468,10 @@ class Store:
             conn.execute("COMMIT")
         except Exception as exc:
             self._rollback(conn)
+            self._release([item])
             _resolve(item, None, exc)
             return
+        self._release([item])
         _resolve(item, result, None)
 
     @staticmethod
@@ -494,6 +549,16 @@ class Store:
             self._drop_segments(unused)
         return len(rows)
 
+    def malformed(self) -> dict[str, Any]:
+        """How many malformed records are stored, and the newest one (None: none)."""
+        conn = self.db.conn
+        count = conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'malformed'").fetchone()
+        row = conn.execute(
+            "SELECT id, received_at, serial, terminal, reason FROM events "
+            "WHERE kind = 'malformed' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return {"count": int(count[0]), "last": dict(row) if row is not None else None}
+
     def commit_estimate(self) -> float:
         """Seconds a record's commit takes, at the 95th percentile of the latest ones (0: none
         yet): what an answer that still has to be stored must allow for its storing."""
@@ -544,6 +609,11 @@ def _insert_door_log(conn: sqlite3.Connection, rows: list[DoorRow], event_id: in
         conn.execute(_INSERT_DOOR_LOG, (at, door, action, source, text))
 
 
+def _environmental(exc: BaseException) -> bool:
+    """The error is the disk's or the database's (full, I/O, locked), not one record's."""
+    return isinstance(exc, sqlite3.OperationalError | OSError)
+
+
 def _resolve(item: _Item, result: Any, error: BaseException | None) -> None:
     _resolve_all([(item, result, error)])
 
@@ -564,7 +634,7 @@ def _resolve_all(outcomes: list[tuple[_Item, Any, BaseException | None]]) -> Non
 
 def _settle(waiting: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for fut, result, error in waiting:
-        if fut.cancelled():
+        if fut.done():  # cancelled, or already answered
             continue
         if error is not None:
             fut.set_exception(error)

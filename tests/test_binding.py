@@ -411,10 +411,11 @@ def test_an_upgrade_pins_terminals_to_the_address_they_were_last_seen_from(
 
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db, isolation_level=None)
-    for number in sorted(n for n in migrations.MIGRATIONS if n < 9):
+    pins = next(n for n, sql in migrations.MIGRATIONS.items() if "TABLE terminal_pins" in sql)
+    for number in sorted(n for n in migrations.MIGRATIONS if n < pins):
         for statement in migrations._statements(migrations.MIGRATIONS[number]):
             conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {max(n for n in migrations.MIGRATIONS if n < 9)}")
+    conn.execute(f"PRAGMA user_version = {pins - 1}")
     conn.execute(
         "INSERT INTO terminals_seen (serial, address, last_seen) VALUES (?,?,?), (?,?,?)",
         (FIRST, FIRST_AT, 1.0e9, "NEVER-ADDRESSED", None, 1.0e9),

@@ -186,14 +186,15 @@ async def test_heartbeat_answers_and_records_terminal(receiver: Receiver) -> Non
         (b'{"type":0,"data":"x"}', {"content-type": "application/json"}, 400),
         (b'{"type":0,"data":{"recognizeScore":0.5}}', {"content-type": "application/json"}, 400),
         (
-            json.dumps(recognition(recognizeScore={"x": 1})).encode(),
+            # from a configured terminal these are stored as malformed (tests/test_malformed.py)
+            json.dumps(recognition(serial="UNKNOWN1", recognizeScore={"x": 1})).encode(),
             {"content-type": "application/json"},
             400,
         ),
         # "²" and "٣" pass str.isdigit; only the second is a number to int()
         (rb'{"type":"\u00b2","data":{}}', {"content-type": "application/json"}, 400),
         (
-            json.dumps(recognition(recognizeStatus="\u00b2")).encode(),
+            json.dumps(recognition(serial="UNKNOWN1", recognizeStatus="\u00b2")).encode(),
             {"content-type": "application/json"},
             400,
         ),
