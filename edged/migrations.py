@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 
+# Page size of a new database. Every commit writes one WAL frame per b-tree page it touches: a
+# record touches the events table's last leaf and its unique key's leaf, so smaller pages write
+# fewer bytes per record (docs/performance.md, "SD card"). An existing database keeps its page
+# size (changing it needs a VACUUM: docs/operations.md).
+PAGE_SIZE = 2048
+
 MIGRATIONS: dict[int, str] = {
     # records, terminals seen, the first people cache
     1: """
@@ -223,6 +229,13 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX events_decision ON events (decision, id) WHERE decision IS NOT NULL;
     DROP INDEX events_passes;
     CREATE INDEX events_passes ON events (person_id, door, id) WHERE decision = 'pass';
+    """,
+    # Kind to an SD card: a record updates two b-trees (the table and its unique key), not four.
+    # Retention deletes in arrival order (ids) and needs no index on received_at; a filter by
+    # serial reads ids in order from its cursor and stops when its page is full.
+    7: """
+    DROP INDEX events_received_at;
+    DROP INDEX events_serial;
     """,
 }
 

@@ -213,6 +213,9 @@ class Receiver:
             event = self.parse(raw, request)
             terminal = self.terminal_name(event.serial)
             self.mark_seen(event.serial, address, push=True)
+            first = self.store.find(event.dedup_key, self.clock())
+            if first is not None:  # before cache, policy and upstream: decided once
+                return self.answer_duplicate(event, first)
             if event.kind is Kind.AUTH:
                 record = await self.decide(event, terminal, raw)
             else:
@@ -228,6 +231,12 @@ class Receiver:
         if not stored.replayed:
             self.notify(event, record, stored)
         return json_response(stored.response)
+
+    def answer_duplicate(self, event: Event, first: Stored) -> Response:
+        """A record already stored: the first copy's answer, from a read; nothing is written."""
+        self.stats.answered["duplicate"] += 1
+        log.debug("duplicate of event %d from %s: %s", first.id, event.serial, event.dedup_key)
+        return json_response(first.response)
 
     async def decide(self, event: Event, terminal: str | None, raw: bytes | None = None) -> Record:
         """Decide a remote-auth request; the Record carries the answer to send."""

@@ -367,3 +367,16 @@ def test_unreadable_upstream_files_are_config_errors(
         cfg = make_config(f'\n[upstream]\nurl = "https://127.0.0.1:9/auth"\n{key} = "{missing}"\n')
         with pytest.raises(ConfigError, match=f"upstream.{key}: cannot"):
             server.build(cfg)
+
+
+async def test_a_repeated_request_asks_the_upstream_once(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for()
+    fake.state.grant = False  # the upstream's answer differs from the cache's: it must stay
+    body = auth_request()
+    first, _ = await rig.ask(body)
+    fake.state.grant = True
+    again, _ = await rig.ask(body)
+    assert len(fake.state.auth_bodies) == 1  # the duplicate was answered from the store
+    assert again == first and first["data"]["pass"] is False
