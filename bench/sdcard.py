@@ -66,7 +66,9 @@ def written(pid: int) -> int:
 # A venv's editable install of edged is found before PYTHONPATH: this shim, imported at start-up
 # (sitecustomize), takes its finder away so ``edged`` comes from the code chosen by PYTHONPATH.
 SHIM = """import sys
-sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in str(getattr(f, "__module__", ""))]
+sys.meta_path[:] = [
+    f for f in sys.meta_path if "__editable__" not in str(getattr(f, "__module__", ""))
+]
 """
 
 
@@ -100,7 +102,10 @@ def pushes(tag: str, count: int) -> list[bytes]:
     """New type 0 pushes without snapshot (the size of a replayed record), unique uuids."""
     p = push_template(rb.SERIAL, rb.USER_ID)
     now = str(int(time.time())).encode()
-    return [b"".join((p[0], f'"{tag}-{i}"'.encode(), p[1], now, p[2], b'""', p[3])) for i in range(count)]
+    return [
+        b"".join((p[0], f'"{tag}-{i}"'.encode(), p[1], now, p[2], b'""', p[3]))
+        for i in range(count)
+    ]
 
 
 def auths(count: int, seed: int) -> list[bytes]:
