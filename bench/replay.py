@@ -51,43 +51,23 @@ TARGET_P99_RATIO = 2.0
 TARGET_P99_MS = 20.0
 TARGET_DRAIN_S = 60.0
 
-CONFIG = """
-[site]
-name = "replay"
-timezone = "UTC"
-
-[receiver]
-listen = ["127.0.0.1:{port}"]
-allowed_networks = ["127.0.0.0/8"]
-
-[admin]
-listen = ["127.0.0.1:{admin_port}"]
-token = "bench-token"
-
-[storage]
-state_dir = "{state}"
+# bench/receiver.py's configuration (its terminal last), with the terminal managed: the keys
+# below continue its [[terminals]] table.
+MANAGED = """host = "127.0.0.1"
+port = {sim_port}
+password = "{password}"
+tls_fingerprint = "{fingerprint}"
 
 [gateway]
 public_url = "http://127.0.0.1:{port}"
 
-[logging]
-level = "warning"
-
 [reconciler]
 probe_interval = 1
-
-[[terminals]]
-name = "gate"
-serial = "{serial}"
-host = "127.0.0.1"
-port = {sim_port}
-password = "{password}"
-tls_fingerprint = "{fingerprint}"
 """
 
 PEOPLE = {
     "people": [{"id": USER_ID, "name": "Ann Example", "user_id": USER_ID, "groups": "staff"}],
-    "permissions": [{"group": "staff", "door": "gate"}],
+    "permissions": [{"group": "staff", "door": "bench-door"}],
 }
 
 
@@ -230,14 +210,10 @@ async def scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     lib = sdcard.build_slowsync(tmp)
     code = Path(args.base).resolve() if args.base else HERE.parent
     env = sdcard.environment(code, lib, args.delay)
-    text = CONFIG.format(
-        port=port,
-        admin_port=admin_port,
-        state=tmp / "state",
-        serial=SERIAL,
-        sim_port=sim.port,
-        password=sim.settings.password,
-        fingerprint=sim.fingerprint,
+    text = rb.CONFIG.format(
+        port=port, admin_port=admin_port, state=tmp / "state", serial=SERIAL
+    ) + MANAGED.format(
+        port=port, sim_port=sim.port, password=sim.settings.password, fingerprint=sim.fingerprint
     )
     stop = tmp / "stop-probe"
     line = Timeline()
