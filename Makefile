@@ -12,7 +12,7 @@ BW := .venv-bookworm
 # Debian's own interpreter (3.11.2 on bookworm) where there is one: its asyncio differs.
 BW_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo $(PYTHON))
 
-.PHONY: venv run test test-bookworm lint typecheck unit bench clean demo
+.PHONY: venv run test test-bookworm lint typecheck unit bench bench-sdcard bench-replay clean demo
 
 venv: $(STAMP)
 
@@ -50,6 +50,17 @@ test-bookworm: $(BW)/.installed
 
 bench: venv
 	$(BIN)/python bench/receiver.py
+
+# fsync slowed to an SD card's pace (bench/tools/slowsync.c, built with cc); BASE=DIR also runs
+# another revision's code alternately (e.g. `git worktree add /tmp/base main`).
+bench-sdcard: venv
+	$(BIN)/python bench/sdcard.py $(if $(BASE),--base $(BASE))
+
+# A terminal's 50,000-record replay after an outage with live remote-auth beside it; then the
+# same on a gateway-class CPU (one core at a third of its speed, a cgroup quota: root needed).
+bench-replay: venv
+	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/replay.py --gateway-cpu
 
 # edged and two simulated terminals (etc/demo.toml): records, decisions, registrations move.
 # Watch with `.venv/bin/edged events -f -c etc/demo.toml` and `.venv/bin/edged status -c etc/demo.toml`.

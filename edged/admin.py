@@ -134,6 +134,11 @@ class Admin:
         checks["binding"] = self.receiver.binding.alarm()
         return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 
+    def counted(self, event: dict[str, Any]) -> dict[str, Any]:
+        """An event with the duplicates the store counted in memory and has not written yet."""
+        event["duplicates"] += self.store.unwritten_duplicates(event["id"])
+        return event
+
     async def events(self, request: Request) -> Response:
         q = request.query_params
         where: list[str] = []
@@ -163,7 +168,7 @@ class Admin:
         args.append(after)
         sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         rows = self.store.db.conn.execute(sql, [*args, limit]).fetchall()
-        events = [event_json(r) for r in rows]
+        events = [self.counted(event_json(r)) for r in rows]
         next_after = events[-1]["id"] if len(events) == limit else None
         last = events[-1]["id"] if events else after
         return json_response({"events": events, "next_after": next_after, "last_id": last})
@@ -178,7 +183,7 @@ class Admin:
         ).fetchone()
         if row is None:
             return _error(404, f"no event {event_id}")
-        out = event_json(row, with_raw=True)
+        out = self.counted(event_json(row, with_raw=True))
         out["explain"] = explain.steps(out["explain"])
         return json_response(out)
 

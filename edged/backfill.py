@@ -1,15 +1,18 @@
 """Back-fill: read a terminal's stored records for a gap and ingest the ones edged never got.
 
 They are stored as replayed (``Replay.BACKFILL``): kept for the audit trail, acknowledged to
-nobody, and never acted upon — the receiver's listeners are not called for them.
+nobody, and never acted upon — the receiver's listeners are not called for them. A page is
+normalised and stored in the store's writer thread (:meth:`Store.save_bulk`), a chunk at a time
+inside the live records' commits: the event loop only awaits, so live requests are not held up
+by the past.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from edged.errors import PayloadError
@@ -24,30 +27,33 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 500  # 100,000 records: bounds one back-fill (the terminal buffers 50,000)
 
 
-def _stored(store: Store, key: str) -> bool:
-    row = store.db.conn.execute("SELECT 1 FROM events WHERE dedup_key = ?", (key,)).fetchone()
-    return row is not None
+@dataclass
+class _Tally:
+    """Items of a page that could not be read (counted as the writer builds the records)."""
+
+    bad: int = 0
 
 
 def _records(
-    items: list[Any], serial: str, terminal: str, store: Store, now: float
-) -> tuple[list[Record], int]:
-    """The page's records edged does not have yet; and how many items were unusable."""
-    out: list[Record] = []
-    bad = 0
+    items: list[Any], serial: str, terminal: str, now: float, tally: _Tally
+) -> Iterator[Record]:
+    """The page's records, built lazily: the store consumes them in its writer thread.
+
+    Records already stored are skipped by the store (their unique key), and a record repeated
+    within the page is built once.
+    """
     keys: set[str] = set()
     for item in items:
         try:
             event = normalize({"type": 0, "data": item}, serial)
         except (PayloadError, RecursionError):
-            bad += 1
+            tally.bad += 1
             continue
-        if event.serial != serial or event.dedup_key in keys or _stored(store, event.dedup_key):
+        if event.serial != serial or event.dedup_key in keys:
             continue
         keys.add(event.dedup_key)
         event.image_b64 = None  # history pages carry no snapshot worth keeping
-        out.append(Record(event, now, Replay.BACKFILL, terminal, ack_body()))
-    return out, bad
+        yield Record(event, now, Replay.BACKFILL, terminal, ack_body())
 
 
 async def backfill(
@@ -65,10 +71,11 @@ async def backfill(
         items = page.get("items") or []
         if not isinstance(items, list) or not items:
             break
-        records, unusable = _records(items, terminal.serial, terminal.name, store, clock())
-        bad += unusable
-        stored = await asyncio.gather(*(store.save(r) for r in records))
-        added += sum(1 for s in stored if not s.duplicate)
+        tally = _Tally()
+        added += await store.save_bulk(
+            _records(items, terminal.serial, terminal.name, clock(), tally)
+        )
+        bad += tally.bad
         offset += len(items)
         total = page.get("total")
         if isinstance(total, int) and offset >= total:

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 
+# Page size of a new database. Every commit writes one WAL frame per b-tree page it touches: a
+# record touches the events table's last leaf and its unique key's leaf, so smaller pages write
+# fewer bytes per record (docs/performance.md, "SD card"). An existing database keeps its page
+# size (changing it needs a VACUUM: docs/operations.md).
+PAGE_SIZE = 2048
+
 MIGRATIONS: dict[int, str] = {
     # records, terminals seen, the first people cache
     1: """
@@ -258,6 +264,13 @@ MIGRATIONS: dict[int, str] = {
     # count and the newest one are shown by /readyz and `edged status` on every call.
     9: """
     CREATE INDEX events_malformed ON events (id) WHERE kind = 'malformed';
+    """,
+    # Kind to an SD card: a record updates two b-trees (the table and its unique key), not four.
+    # Retention deletes in arrival order (ids) and needs no index on received_at; a filter by
+    # serial reads ids in order from its cursor and stops when its page is full.
+    10: """
+    DROP INDEX events_received_at;
+    DROP INDEX events_serial;
     """,
 }
 

@@ -23,7 +23,6 @@ class Replay(StrEnum):
     STALE = "stale"  # terminal timestamp older than stale_after
     FUTURE = "future"  # terminal timestamp ahead of the gateway clock by more than stale_after
     NO_TIME = "no-timestamp"  # no usable timestamp: age unknown
-    DUPLICATE = "duplicate"  # already stored
     BACKFILL = "backfill"  # read back from a terminal's history
 
 

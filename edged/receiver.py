@@ -276,6 +276,9 @@ class Receiver:
             terminal = self.terminal_name(event.serial)
             await self.binding.admit(event.serial, address)
             self.mark_seen(event.serial, address, push=True)
+            first = self.store.find(event.dedup_key, self.clock())
+            if first is not None:  # before cache, policy and upstream: decided once
+                return self.answer_duplicate(event, first)
             if event.kind is Kind.MALFORMED:
                 record = self.flag(event, terminal)
             elif event.kind is Kind.AUTH:
@@ -311,6 +314,12 @@ class Receiver:
         record = Record(event, self.clock(), None, terminal, response, reason=event.problem)
         record.door = self.door_of(event.serial)
         return record
+
+    def answer_duplicate(self, event: Event, first: Stored) -> Response:
+        """A record already stored: the first copy's answer, from a read; nothing is written."""
+        self.stats.answered["duplicate"] += 1
+        log.debug("duplicate of event %d from %s: %s", first.id, event.serial, event.dedup_key)
+        return json_response(first.response)
 
     async def decide(self, event: Event, terminal: str | None, raw: bytes | None = None) -> Record:
         """Decide a remote-auth request; the Record carries the answer to send."""

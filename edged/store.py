@@ -5,6 +5,12 @@ everything queued, writes it in one transaction, commits (WAL, ``synchronous=FUL
 on disk when it returns) and only then wakes the requests, so a burst shares one fsync and no
 answer goes out before its record is durable. Reads use their own connection (WAL lets them run
 beside the writer).
+
+A duplicate costs a read, not a commit: :meth:`Store.find` answers it from the first copy, and
+the first copy's duplicate counter is kept in memory and written with the next commit that
+happens anyway (or after ``DUPLICATES_FLUSH_SECONDS`` of quiet): a crash loses at most those
+counts. Bulk records (a back-fill page) are built and stored in the writer thread, in chunks
+that ride along in the live records' commits.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import itertools
 import json
 import logging
 import queue
@@ -19,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,7 @@ import sqlite_utils
 
 from edged import snapshots
 from edged.errors import StoreError
-from edged.migrations import migrate
+from edged.migrations import PAGE_SIZE, migrate
 from edged.model import Event, Replay
 from edged.snapshots import Placed
 
@@ -40,6 +47,11 @@ MAX_PENDING_ITEMS = 4096
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 BATCH_LIMIT = 512
 COMMIT_SAMPLES = 128  # record commits kept for commit_estimate()
+# A bulk save (back-fill) is stored this many records per commit, in the live records' commit:
+# a live request waits for at most one chunk's inserts.
+BULK_CHUNK = 32
+# Duplicate counters not yet written are written after this long without any commit.
+DUPLICATES_FLUSH_SECONDS = 5.0
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -54,6 +66,8 @@ def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 5000")
         if not readonly:
+            # only takes effect while the file is new (before WAL mode writes its first page)
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -125,6 +139,10 @@ class _Item:
     row: tuple[Any, ...] = ()
     snapshot: tuple[str, int] | None = None
     released: bool = False  # its share of the pending budget was given back
+    # a bulk save: records built in the writer thread, stored BULK_CHUNK per commit
+    bulk: Iterator[Record] | None = None
+    added: int = 0  # how many of the bulk's records were new
+    counted: bool = True  # a duplicate counts on its first copy (not a back-filled one)
 
 
 @dataclass
@@ -144,6 +162,11 @@ class StoreStats:
     refused_commits: int = 0  # commits refused since last_error was set
 
 
+_FIND = "SELECT id, response FROM events WHERE dedup_key = ?"
+_COUNT_DUPLICATES = (
+    "UPDATE events SET duplicates = duplicates + ?, "
+    "last_duplicate_at = MAX(COALESCE(last_duplicate_at, 0), ?) WHERE id = ?"
+)
 _FORGET_SNAPSHOT = "UPDATE events SET image_path = NULL, image_offset = NULL, image_bytes = NULL "
 
 _INSERT = """
@@ -216,6 +239,8 @@ class Store:
         # Called on the saving thread just before a record is queued (edged/doors.py, plan):
         # they may fill the record's door outcome and the door-log rows of its commit.
         self.before_commit: list[Callable[[Record], None]] = []
+        # Duplicates seen and not yet written: event id -> [count, last seen] (under _lock).
+        self._unwritten: dict[int, list[float]] = {}
         self.db = open_database(self.path)  # loop-thread reads, also runs migrations
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -245,6 +270,52 @@ class Store:
         size = len(record.event.image_b64 or "") + 2048
         item = _Item(record, None, None, None, size, _row(record), self._snapshot_of(record))
         return await self._submit(item)
+
+    def find(self, key: str, seen_at: float) -> Stored | None:
+        """The first copy of a record already stored, counted as a duplicate; None: not stored.
+
+        One indexed read on the caller's connection: no transaction, nothing written. The count
+        is written later (:meth:`flush_duplicates`). A copy still waiting for its commit is not
+        found here; the writer then finds it by its unique key.
+        """
+        try:
+            row = self.db.conn.execute(_FIND, (key,)).fetchone()
+        except UnicodeEncodeError:
+            return None  # not text SQLite can hold: never stored, so no first copy
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot look up a record: {exc}") from None
+        if row is None:
+            return None
+        self._count_duplicate(int(row["id"]), seen_at)
+        return Stored(int(row["id"]), True, True, json.loads(row["response"]))
+
+    def _count_duplicate(self, event_id: int, seen_at: float) -> None:
+        with self._lock:
+            self.stats.duplicates += 1
+            entry = self._unwritten.setdefault(event_id, [0, seen_at])
+            entry[0] += 1
+            entry[1] = max(entry[1], seen_at)
+
+    def unwritten_duplicates(self, event_id: int) -> int:
+        """Duplicates of an event counted in memory and not written yet (what a reader adds)."""
+        with self._lock:
+            entry = self._unwritten.get(event_id)
+        return int(entry[0]) if entry else 0
+
+    async def flush_duplicates(self) -> None:
+        """Write the duplicate counters kept in memory now (they also ride the next commit)."""
+        await self.run(lambda conn: None)
+
+    async def save_bulk(self, records: Iterator[Record]) -> int:
+        """Store records that nobody waits on one by one (a back-fill page); returns how many
+        were new.
+
+        ``records`` is consumed in the writer thread, so building them (normalising) does not
+        hold the event loop; they are stored ``BULK_CHUNK`` per commit, each chunk in the commit
+        of whatever live records are waiting then. Records already stored are skipped, not
+        counted as duplicates.
+        """
+        return int(await self._submit(_Item(None, None, None, None, 4096, bulk=records)))
 
     async def run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``job(conn)`` in the writer thread inside a transaction; return its result."""
@@ -288,8 +359,9 @@ class Store:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is None:
+                self._drain()
                 return
             batch = [item]
             while len(batch) < BATCH_LIMIT:
@@ -309,16 +381,46 @@ class Store:
                 self._rollback(self._writer_conn)
                 _resolve_all([(i, None, StoreError(f"cannot store: {exc!r}")) for i in batch])
 
+    def _next(self) -> _Item | None:
+        """The next queued item; with duplicate counts unwritten, write them after a quiet
+        ``DUPLICATES_FLUSH_SECONDS`` first."""
+        while self._unwritten:
+            try:
+                return self._queue.get(timeout=DUPLICATES_FLUSH_SECONDS)
+            except queue.Empty:
+                self._commit_job(_Item(None, lambda conn: None, None, None))
+        return self._queue.get()
+
+    def _drain(self) -> None:
+        """At close: write the duplicate counts; refuse whatever is still queued behind."""
+        if self._unwritten:
+            self._commit_job(_Item(None, lambda conn: None, None, None))
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                _resolve(item, None, StoreError("the store is closed"))
+
     def _process(self, batch: list[_Item]) -> None:
         records = [i for i in batch if i.record is not None]
         jobs = [i for i in batch if i.job is not None]
+        bulk = next((i for i in batch if i.bulk is not None), None)
+        again: list[_Item] = []
         try:
-            if records:
-                self._commit_records(records)
+            chunk = self._chunk(bulk) if bulk is not None else []
+            if records or chunk:
+                results = self._commit_records(records + chunk)
+                if bulk is not None:
+                    self._bulk_done(bulk, chunk, results)
             for item in jobs:
                 self._commit_job(item)
+            again = [i for i in batch if i.bulk is not None]
         finally:  # the budget is given back whatever happened
-            self._release(batch)
+            self._release([i for i in batch if i not in again])
+        for item in again:
+            self._queue.put(item)  # the rest of a bulk save: after what queued meanwhile
         if self.images_max_bytes and self.stats.images_bytes > self.images_max_bytes:
             self._prune_images()
 
@@ -332,8 +434,43 @@ class Store:
             self.stats.pending_items -= len(fresh)
             self.stats.pending_bytes -= sum(i.size for i in fresh)
 
-    def _commit_records(self, items: list[_Item]) -> None:
-        """Write and commit ``items`` in one transaction, then answer them.
+    def _chunk(self, bulk: _Item) -> list[_Item]:
+        """The next records of a bulk save, built here in the writer thread."""
+        assert bulk.bulk is not None
+        chunk: list[_Item] = []
+        try:
+            for rec in bulk.bulk:
+                chunk.append(
+                    _Item(rec, None, None, None, row=_row(rec), counted=False, released=True)
+                )
+                if len(chunk) >= BULK_CHUNK:
+                    break
+        except Exception as exc:
+            log.exception("store: cannot build bulk records")
+            bulk.bulk = None
+            _resolve(bulk, None, StoreError(f"cannot build records: {exc}"))
+            return []
+        if not chunk:
+            bulk.bulk = None
+            _resolve(bulk, bulk.added, None)
+        return chunk
+
+    def _bulk_done(self, bulk: _Item, chunk: list[_Item], results: list[Stored] | None) -> None:
+        """Count a stored chunk; answer the bulk save when it failed or has no records left."""
+        if bulk.bulk is None:
+            return
+        if results is None:
+            bulk.bulk = None
+            _resolve(bulk, None, StoreError(self.stats.last_error or "cannot store records"))
+            return
+        bulk.added += sum(1 for stored in results[-len(chunk) :] if not stored.duplicate)
+        if len(chunk) < BULK_CHUNK:
+            bulk.bulk = None
+            _resolve(bulk, bulk.added, None)
+
+    def _commit_records(self, items: list[_Item]) -> list[Stored] | None:
+        """Write and commit ``items`` in one transaction, then answer them; their Stored, or
+        None when any of them could not be stored.
 
         On any error the transaction is rolled back. An error of the environment (disk full,
         I/O) fails them all; any other is one record's, so each is tried alone: one bad record
@@ -343,27 +480,30 @@ class Store:
         results: list[Stored] = []
         pending: list[Placed] = []
         started = time.perf_counter()
+        counts = self._take_unwritten()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in items:
                 results.append(self._insert(conn, item, pending))
+            self._write_duplicates(conn, counts)
             conn.execute("COMMIT")
         except Exception as exc:
             self._rollback(conn)
+            self._keep_unwritten(counts)
             if len(items) > 1 and not _environmental(exc):
-                for item in items:
-                    self._commit_records([item])
-                return
+                alone = [self._commit_records([item]) for item in items]
+                if any(result is None for result in alone):
+                    return None
+                return [result[0] for result in alone if result]
             error = self._refused(exc)
             self._release(items)
             _resolve_all([(item, None, error) for item in items])
-            return
+            return None
         self._committed()
         self._commit_seconds.append(time.perf_counter() - started)
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
-        self.stats.records += len(results)
-        self.stats.duplicates += sum(1 for stored in results if stored.duplicate)
+        self.stats.records += sum(1 for stored in results if not stored.duplicate)
         self.stats.images_bytes += sum(size for _, _, _, size in pending)
         # The answers go out first; the snapshots follow at once, and no sync_files() can come
         # between the two (it waits for the sender): whoever hears of the commit and syncs
@@ -375,6 +515,7 @@ class Store:
         with self._files.holding():
             _resolve_all(outcomes)
             self._files.write(pending)
+        return results
 
     def _refused(self, exc: Exception) -> StoreError:
         """The error for records that could not be committed, logged once a failure spell.
@@ -422,12 +563,31 @@ class Store:
             return Stored(event_id, False, rec.replay is not None, rec.response)
         if placed is not None and placer is not None:
             placer.unplace(placed[1], placed[3])  # a duplicate keeps the first's
-        row = conn.execute(
-            "UPDATE events SET duplicates = duplicates + 1, last_duplicate_at = ? "
-            "WHERE dedup_key = ? RETURNING id, replayed, response",
-            (rec.received_at, rec.event.dedup_key),
-        ).fetchone()
+        if not item.counted:
+            return Stored(0, True, True, {})
+        row = conn.execute(_FIND, (rec.event.dedup_key,)).fetchone()
+        self._count_duplicate(int(row["id"]), rec.received_at)
         return Stored(int(row["id"]), True, True, json.loads(row["response"]))
+
+    def _take_unwritten(self) -> dict[int, list[float]]:
+        with self._lock:
+            counts, self._unwritten = self._unwritten, {}
+        return counts
+
+    def _keep_unwritten(self, counts: dict[int, list[float]]) -> None:
+        """Counts whose commit failed: back in memory for the next one."""
+        with self._lock:
+            for event_id, (count, last) in counts.items():
+                entry = self._unwritten.setdefault(event_id, [0, last])
+                entry[0] += count
+                entry[1] = max(entry[1], last)
+
+    def _write_duplicates(self, conn: sqlite3.Connection, counts: dict[int, list[float]]) -> None:
+        """Add the counts taken from memory (inside the caller's transaction)."""
+        if counts:
+            conn.executemany(
+                _COUNT_DUPLICATES, [(int(n), last, i) for i, (n, last) in counts.items()]
+            )
 
     def _snapshot_of(self, rec: Record) -> tuple[str, int] | None:
         """The record's snapshot to keep (base64 text, decoded size); None: not kept.
@@ -462,12 +622,15 @@ class Store:
     def _commit_job(self, item: _Item) -> None:
         conn = self._writer_conn
         assert item.job is not None
+        counts = self._take_unwritten()
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = item.job(conn)
+            self._write_duplicates(conn, counts)
             conn.execute("COMMIT")
         except Exception as exc:
             self._rollback(conn)
+            self._keep_unwritten(counts)
             self._release([item])
             _resolve(item, None, exc)
             return
@@ -522,13 +685,16 @@ class Store:
 
     def _prune_batch(self, conn: sqlite3.Connection, older_than: float, batch: int) -> int:
         # The newest record always stays, so ids never restart from 1 (cursors over events.id
-        # stay valid); records past prune_limit (not yet forwarded) stay too.
+        # stay valid); records past prune_limit (not yet forwarded) stay too. Records go in the
+        # order they arrived (ids), up to the first one received after ``older_than``: no index
+        # on received_at to update with every record.
         limit = self.prune_limit(conn) if self.prune_limit is not None else -1
-        rows = conn.execute(
-            "SELECT id, image_path, image_bytes FROM events WHERE received_at < ? "
-            "AND id < (SELECT MAX(id) FROM events) AND (? < 0 OR id <= ?) ORDER BY id LIMIT ?",
-            (older_than, limit, limit, batch),
+        oldest = conn.execute(
+            "SELECT id, received_at, image_path, image_bytes FROM events "
+            "WHERE id < (SELECT MAX(id) FROM events) AND (? < 0 OR id <= ?) ORDER BY id LIMIT ?",
+            (limit, limit, batch),
         ).fetchall()
+        rows = list(itertools.takewhile(lambda r: r["received_at"] < older_than, oldest))
         if not rows:
             return 0
         ids = ",".join(str(int(r["id"])) for r in rows)

@@ -86,6 +86,8 @@ async def test_duplicate_gets_same_answer_and_is_stored_once(receiver: Receiver)
     assert first.json() == second.json()
     assert first.json()["data"]["pass"] is True
     assert count(receiver) == 1
+    assert count(receiver, "duplicates = 0") == 1  # counted in memory, written lazily
+    await receiver.store.flush_duplicates()
     assert count(receiver, "duplicates = 1") == 1
 
 
@@ -362,3 +364,30 @@ async def test_configured_tips_are_sent_and_cut_to_64_bytes(
     tip = data["customtips"]
     assert tip.startswith("Bitte melden") and len(tip.encode()) <= 64
     tip.encode().decode("utf-8")  # never a cut character
+
+
+def _files(receiver: Receiver) -> dict[str, bytes]:
+    """The database file and its WAL, byte for byte."""
+    db = Path(receiver.cfg.storage.database_path)
+    return {p.name: p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists()}
+
+
+async def test_a_duplicate_is_answered_from_a_read_and_writes_nothing(receiver: Receiver) -> None:
+    add_person(receiver)
+    push, auth = recognition(uuid="dup-1"), auth_request()
+    async with asgi_client(create_app(receiver)) as client:
+        firsts = [await client.post("/eventRcv", json=push), await client.post("/auth", json=auth)]
+        await receiver.store.flush_duplicates()
+        commits, files = receiver.store.stats.commits, _files(receiver)
+        for _ in range(20):
+            again = [
+                await client.post("/eventRcv", json=push),
+                await client.post("/auth", json=auth),
+            ]
+            assert [r.json() for r in again] == [r.json() for r in firsts]
+        assert receiver.store.stats.commits == commits  # no transaction, no fsync
+        assert _files(receiver) == files  # not a byte written to the database or its WAL
+    assert receiver.store.stats.duplicates == 40
+    assert count(receiver, "duplicates = 0") == 2  # counted in memory so far
+    await receiver.store.flush_duplicates()  # written lazily, all in one commit
+    assert count(receiver, "duplicates = 20") == 2

@@ -34,6 +34,7 @@ def test_duplicate_after_restart_gets_same_answer(
     first.stop()
     second = start_live(cfg)
     again = httpx.post(f"{second.url}/auth", json=body).json()
+    second.stop()  # the duplicate's count is written at the latest when the store closes
     assert again == answer
     conn = sqlite3.connect(cfg.storage.database_path)
     rows = conn.execute("SELECT COUNT(*), SUM(duplicates) FROM events").fetchone()
@@ -129,5 +130,5 @@ def test_concurrent_burst_all_stored_once(live: LiveDaemon) -> None:
 
     assert set(asyncio.run(burst())) == {200}
     stats = live.daemon.store.stats
-    assert stats.records == 200 and stats.duplicates == 100
+    assert stats.records == 100 and stats.duplicates == 100
     assert stats.commits < 200

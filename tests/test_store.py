@@ -235,3 +235,111 @@ def test_snapshot_size_is_known_without_decoding(extra: bytes) -> None:
     assert store._jpeg_b64_size(wrapped) == len(data)
     assert store._jpeg_b64_size(base64.b64encode(b"GIF89a" + extra).decode()) is None
     assert store._jpeg_b64_size("!!!!") is None
+
+
+# ----- kind to an SD card: duplicates from a read, fewer bytes per record, bulk saves -----
+
+
+def _on_disk(path: Path, sql: str) -> tuple[object, ...]:
+    conn = sqlite3.connect(path)
+    try:
+        return tuple(conn.execute(sql).fetchone())
+    finally:
+        conn.close()
+
+
+async def test_duplicate_counts_ride_the_next_commit(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "c.db")
+    try:
+        first = await st.save(record("u1"))
+        seen = time.time() + 5
+        found = st.find(first_key := normalize(recognition(uuid="u1")).dedup_key, seen)
+        assert found is not None and found.duplicate and found.response == first.response
+        assert st.find("nobody:nothing", seen) is None
+        assert _on_disk(st.path, "SELECT duplicates FROM events") == (0,)
+        await st.save(record("u2"))  # a commit that happens anyway writes the count
+        sql = f"SELECT duplicates, last_duplicate_at FROM events WHERE dedup_key = '{first_key}'"
+        assert _on_disk(st.path, sql) == (1, seen)
+        st.find(first_key, seen + 1)
+    finally:
+        st.close()  # and so does closing
+    assert _on_disk(st.path, sql) == (2, seen + 1)
+
+
+async def test_new_database_is_small_paged_and_a_record_touches_two_btrees(
+    tmp_path: Path,
+) -> None:
+    st = store.Store(tmp_path / "w.db")
+    wal = tmp_path / "w.db-wal"
+    try:
+        conn = st.db.conn
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == migrations.PAGE_SIZE == 2048
+        indexes = {r[0] for r in conn.execute("SELECT name FROM pragma_index_list('events')")}
+        partial = {r[1] for r in conn.execute("PRAGMA index_list('events')") if r[4]}
+        assert indexes - partial == {"sqlite_autoindex_events_1"}  # the unique key alone
+        await st.save(record("warm-up"))
+        frames = (wal.stat().st_size - 32) // (2048 + 24)
+        for i in range(100):
+            await st.save(record(f"seq-{i}"))  # one at a time: a commit each
+        per_record = ((wal.stat().st_size - 32) // (2048 + 24) - frames) / 100
+    finally:
+        st.close()
+    # the table's last leaf, the key's leaf, now and then a split or the header page
+    assert per_record <= 3.5, per_record
+
+
+async def test_retention_goes_in_arrival_order(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "o.db")
+    old = time.time() - 400 * 86400
+    try:
+        for name, at in (("a", old), ("b", old), ("c", time.time()), ("d", old), ("e", None)):
+            await st.save(record(name, received_at=at))
+        assert await st.prune_events(time.time() - 86400) == 2
+        uuids = [r[0] for r in st.db.conn.execute("SELECT uuid FROM events ORDER BY id")]
+    finally:
+        st.close()
+    assert uuids == ["c", "d", "e"]  # "d" waits behind a newer record
+
+
+def _built_in(threads: list[str], uuids: list[str]) -> Iterator[Record]:
+    for uuid in uuids:
+        threads.append(threading.current_thread().name)
+        rec = record(uuid)
+        rec.replay = Replay.BACKFILL
+        yield rec
+
+
+async def test_bulk_save_is_built_in_the_writer_and_rides_live_commits(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "bulk.db")
+    threads: list[str] = []
+    try:
+        await st.save(record("old-7"))
+        uuids = [f"old-{i}" for i in range(20 * store.BULK_CHUNK)]
+        bulk = asyncio.ensure_future(st.save_bulk(_built_in(threads, uuids)))
+        await asyncio.sleep(0)  # queued first
+        live = await st.save(record("live"))
+        assert not bulk.done()  # the live record did not wait for the whole page
+        added = await bulk
+        rows = st.db.conn.execute("SELECT COUNT(*), SUM(duplicates) FROM events").fetchone()
+    finally:
+        st.close()
+    assert not live.duplicate
+    assert added == len(uuids) - 1  # old-7 was stored already: skipped, not counted
+    assert tuple(rows) == (len(uuids) + 1, 0)
+    assert set(threads) == {"edged-writer"}
+    assert st.stats.commits <= 2 + len(uuids) // store.BULK_CHUNK + 1
+
+
+async def test_bulk_save_that_cannot_be_built_fails_cleanly(tmp_path: Path) -> None:
+    def broken() -> Iterator[Record]:
+        yield record("fine")
+        raise ValueError("unreadable")
+
+    st = store.Store(tmp_path / "bb.db")
+    try:
+        with pytest.raises(StoreError, match="unreadable"):
+            await st.save_bulk(broken())
+        assert not (await st.save(record("after"))).duplicate
+        assert st.stats.pending_bytes < 4096  # the bulk's budget released (a record's may lag)
+    finally:
+        st.close()

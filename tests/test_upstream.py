@@ -516,3 +516,16 @@ async def test_why_of_an_older_upstream_record_says_its_cache_steps_were_not_use
         st.close()
     assert lines[1].endswith("decided by upstream")
     assert lines[2] == "the upstream decided; the cache's steps below were not used"
+
+
+async def test_a_repeated_request_asks_the_upstream_once(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    rig = rig_for()
+    fake.state.grant = False  # the upstream's answer differs from the cache's: it must stay
+    body = auth_request()
+    first, _ = await rig.ask(body)
+    fake.state.grant = True
+    again, _ = await rig.ask(body)
+    assert len(fake.state.auth_bodies) == 1  # the duplicate was answered from the store
+    assert again == first and first["data"]["pass"] is False
