@@ -13,6 +13,7 @@ import getpass
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -68,6 +69,12 @@ def _admin_url(cfg: config.Config, path: str) -> str:
     return f"http://{host}:{port}{path}"
 
 
+def _unreachable(url: str, exc: Exception) -> DaemonDownError:
+    """The one line for an admin API that does not answer (no ``[Errno 111]`` noise)."""
+    reason = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)) or type(exc).__name__
+    return DaemonDownError(f"cannot reach edged at {url}: {reason} (is it running?)")
+
+
 def admin_get(cfg: config.Config, path: str, params: dict[str, Any] | None = None) -> Any:
     """GET from the running daemon's admin API."""
     import httpx
@@ -76,7 +83,7 @@ def admin_get(cfg: config.Config, path: str, params: dict[str, Any] | None = Non
     try:
         response = httpx.get(url, params=params, timeout=10.0)
     except httpx.HTTPError as exc:
-        raise DaemonDownError(f"cannot reach edged at {url}: {exc} (is it running?)") from None
+        raise _unreachable(url, exc) from None
     if response.status_code >= 400 and response.status_code != 503:
         raise AdminError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
     return response.json()
@@ -94,7 +101,7 @@ def admin_post(cfg: config.Config, path: str, body: dict[str, Any] | None = None
     try:
         response = httpx.post(url, json=body or {}, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
-        raise DaemonDownError(f"cannot reach edged at {url}: {exc} (is it running?)") from None
+        raise _unreachable(url, exc) from None
     if response.status_code >= 400:
         try:
             message = response.json().get("msg") or response.text[:200]
@@ -177,14 +184,21 @@ def _status_online(cfg: config.Config) -> tuple[dict[str, Any], dict[str, Any], 
 def _status_offline(cfg: config.Config) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     """What the state database (read-only) tells while the daemon is not running."""
     from edged import readonly
+    from edged.errors import StoreError
 
-    conn = readonly.connect(cfg.storage.database_path)
+    modes: dict[str, bool] = {}
+    decided: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
     try:
-        modes = readonly.site_modes(conn)
-        decided = readonly.last_decisions(conn, [d.name for d in cfg.doors])
-        seen = readonly.terminals_seen(conn)
-    finally:
-        conn.close()
+        conn = readonly.connect(cfg.storage.database_path)
+        try:
+            modes = readonly.site_modes(conn)
+            decided = readonly.last_decisions(conn, [d.name for d in cfg.doors])
+            seen = readonly.terminals_seen(conn)
+        finally:
+            conn.close()
+    except StoreError as exc:  # the daemon's state is what is asked for: still exit 69
+        print(f"edged: {exc}", file=sys.stderr)
     doors = [
         {"name": d.name, "locked": None, "last_decision": decided.get(d.name)} for d in cfg.doors
     ]
@@ -831,7 +845,7 @@ def parser() -> argparse.ArgumentParser:
 
     terminal_cli.add_parsers(sub, common)  # terminals, status, simulate
 
-    ver = sub.add_parser("version", help="print the version")
+    ver = sub.add_parser("version", parents=[common], help="print the version")
     ver.set_defaults(func=cmd_version)
     return top
 

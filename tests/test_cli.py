@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -300,3 +302,151 @@ def test_snapshot_of_a_pushed_record_over_the_api_and_the_command_line(
     assert (
         cli.main(["snapshot", "1", "-o", str(tmp_path / "no" / "dir.jpg"), "-c", str(path)]) == 73
     )
+
+
+DOOR_TOML = """
+[gpio]
+pin_factory = "mock"
+
+[[doors]]
+name = "lobby"
+lock = { pin = 17 }
+"""
+
+
+def documented_exit_codes() -> set[int]:
+    """The codes in docs/cli.md's exit table."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    return {int(m) for m in re.findall(r"^\| (\d+) \|", text, flags=re.MULTILINE)}
+
+
+EXIT_CODES = [  # (argv, the code docs/cli.md gives for it); {db}: a database exists
+    ([], 64),
+    (["no-such-command"], 64),
+    (["events", "--since", "yesterday"], 64),
+    (["events", "--tail", "x"], 64),
+    (["why", "abc"], 64),
+    (["events"], 74),
+    (["people", "import", "{tmp}/missing.csv"], 66),
+    (["people", "import", "{tmp}/bad.csv"], 65),
+    (["people", "show", "nobody"], 66),
+    (["people", "remove", "nobody"], 66),
+    (["people", "export", "-o", "{tmp}/no/dir/out.json"], 73),
+    (["mode", "lockdown", "on", "--door", "nosuch"], 65),
+    (["mode", "free-access", "on", "--schedule", "nosuch"], 65),
+    (["why", "99", "{db}"], 66),
+    (["snapshot", "99", "{db}"], 66),
+    (["door", "open", "nosuch"], 65),
+    (["door", "open", "lobby"], 69),  # the daemon is not running
+    (["status", "{db}"], 69),
+    (["status"], 69),
+    (["outbox", "{db}"], 0),
+    (["check-config"], 0),
+    (["version"], 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"), EXIT_CODES, ids=[" ".join(a) or "-" for a, _ in EXIT_CODES]
+)
+def test_exit_codes_are_the_documented_ones(
+    make_config: Callable[..., config.Config],
+    tmp_path: Path,
+    argv: list[str],
+    code: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from edged import store
+
+    cfg = make_config(DOOR_TOML)
+    path = write_config(cfg, tmp_path / "edged.toml")
+    (tmp_path / "bad.csv").write_text("id,name\n,Nameless\n")
+    if "{db}" in argv:
+        store.open_database(cfg.storage.database_path).conn.close()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv if a != "{db}"]
+    assert cli.main([*args, "-c", str(path)] if args else []) == code
+    assert code in documented_exit_codes() | {0}
+    err = capsys.readouterr().err
+    if code not in (0, 64) or args:  # every failure says why, prefixed edged:, no traceback
+        assert all(line.startswith("edged: ") for line in err.splitlines()), err
+    assert "Traceback" not in err
+
+
+def test_bad_configuration_is_78(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[receiver]\nlisten = 5\n")
+    assert cli.main(["check-config", "-c", str(bad)]) == 78
+    assert 78 in documented_exit_codes()
+
+
+REPR = re.compile(r"\b(None|True|False)\b|[{}\[\]]")
+
+
+def test_no_python_reprs_in_any_command_s_output(
+    make_config: Callable[..., config.Config],
+    mock_factory: object,
+    start_live: Callable[[config.Config], LiveDaemon],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.conftest import grant_person
+
+    cfg = make_config(DOOR_TOML)
+    path = str(write_config(cfg, tmp_path / "edged.toml"))
+    live = start_live(cfg)
+    path = str(
+        write_config(
+            dataclasses.replace(
+                cfg,
+                admin=dataclasses.replace(
+                    cfg.admin, listen=[f"127.0.0.1:{live.daemon.admin_port}"]
+                ),
+            ),
+            tmp_path / "live.toml",
+        )
+    )
+    grant_person(cfg.storage.database_path)
+    httpx.post(f"{live.url}/auth", json=auth_request(ts=time.time() - 3))
+    httpx.post(f"{live.url}/auth", json=auth_request(user_id="stranger-9", ts=time.time() - 2))
+    no_user = auth_request(user_id=None, ts=time.time() - 1, entry_mode=None, recognizeScore=None)
+    httpx.post(f"{live.url}/auth", json=no_user)
+    httpx.post(f"{live.url}/eventRcv", json=recognition(uuid="seen"))
+    people_file = tmp_path / "more.csv"
+    people_file.write_text("id,name,groups\nv-1,Vic,visitors\n")
+    commands = [
+        ["status"],
+        ["events"],
+        ["events", "--tail", "2"],
+        ["why", "1"],
+        ["why", "2"],
+        ["why", "3"],
+        ["why", "4"],
+        ["door", "hold", "lobby"],
+        ["status"],
+        ["door", "lock", "lobby"],
+        ["people", "import", str(people_file), "--dry-run"],
+        ["people", "import", str(people_file)],
+        ["people", "list"],
+        ["people", "show", "e-1"],
+        ["people", "show", "v-1"],
+        ["people", "remove", "v-1", "--dry-run"],
+        ["mode", "lockdown", "on", "--door", "lobby"],
+        ["mode", "show"],
+        ["mode", "lockdown", "off", "--door", "lobby"],
+        ["outbox"],
+        ["check-config"],
+    ]
+    outputs = []
+    for argv in commands:
+        assert cli.main([*argv, "-c", path]) in (0, 1), argv
+        out, err = capsys.readouterr()
+        outputs.append((argv, out + err))
+    live.stop()
+    for argv in (["status"], ["events"], ["outbox"]):
+        cli.main([*argv, "-c", path])
+        out, err = capsys.readouterr()
+        outputs.append((argv, out + err))
+    for argv, text in outputs:
+        assert text.strip(), argv
+        leak = REPR.search(text)
+        assert leak is None, f"{' '.join(argv)}: {leak.group() if leak else ''} in\n{text}"
