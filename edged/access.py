@@ -6,14 +6,19 @@ writing happens inside the caller's transaction (``people.apply_document``).
 
 from __future__ import annotations
 
+import difflib
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged.policy import UNKNOWN_HANDLING
 from edged.schedule import DAYS, parse_clock
+
+if TYPE_CHECKING:
+    from edged.config import Config
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 KIND = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -322,6 +327,45 @@ def duplicates(rows: list[Any], key: Any, label: str, out: Problems) -> None:
             out.add(row.line, f"{label} {k!r} already on line {seen[k]}")
         else:
             seen[k] = row.line
+
+
+# ----- names the configuration knows -------------------------------------------------------
+
+
+def door_names(cfg: Config) -> set[str]:
+    """Every door the configuration knows: ``[[doors]]`` and the doors terminals serve."""
+    return {d.name for d in cfg.doors} | {t.door or t.name for t in cfg.terminals}
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` with the known name closest to ``name``, or nothing."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    """``kind 'name' does not exist``, with the closest known name as a suggestion."""
+    names = sorted(known)
+    hint = suggest(name, names) or f" (known: {', '.join(names) or 'none'})"
+    return f"{kind} {name!r} does not exist{hint}"
+
+
+def one_typo_apart(a: str, b: str) -> bool:
+    """Whether two different names differ by one insertion, deletion, change or swap (any case)."""
+    if a == b:
+        return False
+    x, y = a.casefold(), b.casefold()
+    if x == y:
+        return True
+    if len(x) > len(y):
+        x, y = y, x
+    if len(y) - len(x) > 1:
+        return False
+    start = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), len(x))
+    if len(x) < len(y):
+        return x[start:] == y[start + 1 :]
+    swapped = start + 1 < len(x) and x[start] == y[start + 1] and x[start + 1] == y[start]
+    return x[start + 1 :] == y[start + 1 :] or (swapped and x[start + 2 :] == y[start + 2 :])
 
 
 # ----- writing (inside the caller's transaction) --------------------------------------------

@@ -49,8 +49,20 @@ class AdminError(EdgedError):
     exit_code = 69  # EX_UNAVAILABLE
 
 
-class AdminUnreachable(AdminError):
-    """The daemon's admin API does not answer (edged is not running)."""
+class DaemonDownError(AdminError):
+    """Nothing answers on the admin API's address: the daemon is not running."""
+
+
+class UsageError(EdgedError):
+    """A command's options do not go together or a value is not what it takes."""
+
+    exit_code = 64  # EX_USAGE
+
+
+class OutputError(EdgedError):
+    """A file the command was asked to write cannot be created or written."""
+
+    exit_code = 73  # EX_CANTCREAT
 
 
 class GpioError(EdgedError):
@@ -72,7 +84,7 @@ class ModeError(EdgedError):
 
 
 class NotFoundError(EdgedError):
-    """A person or event asked for by id does not exist."""
+    """A person, event or input file asked for does not exist (or cannot be read)."""
 
     exit_code = 66  # EX_NOINPUT
 

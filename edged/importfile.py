@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edged.errors import ImportFileError
+from edged.errors import ImportFileError, NotFoundError
 
 
 def _json(text: str) -> Any:
@@ -23,17 +23,68 @@ def _json(text: str) -> Any:
         raise ImportFileError([f"line {exc.lineno}: not valid JSON: {exc.msg}"]) from None
 
 
+MULTILINE_COLUMNS = ("notes",)  # the only CSV column whose quoted value may span lines
+
+
+def _csv_header(reader: Any) -> list[str]:
+    """The header row, stripped; refused when empty, with a blank or repeated column."""
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise ImportFileError(["line 1: empty file (expected a header row)"]) from None
+    except csv.Error as exc:
+        raise ImportFileError([f"line 1: {_csv_error(exc)}"]) from None
+    problems = [f"line 1: column {i + 1} has no name" for i, n in enumerate(header) if not n]
+    repeated = sorted({n for n in header if n and header.count(n) > 1})
+    problems += [f"line 1: column {name!r} appears twice" for name in repeated]
+    if problems:
+        raise ImportFileError(problems)
+    return header
+
+
+def _csv_error(exc: csv.Error) -> str:
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return "a quoted value opened in this row is never closed (the file ends inside it)"
+    return f"bad quoting: {text}"
+
+
+def _csv_row(header: list[str], values: list[str], start: int, end: int) -> list[str]:
+    """Problems of one data row: its width, and values broken over lines by a stray quote."""
+    if len(values) != len(header):
+        side = "more" if len(values) > len(header) else "fewer"
+        return [f"line {start}: {side} values ({len(values)}) than header columns ({len(header)})"]
+    return [
+        f"line {start}: {column}: the quoted value runs over lines {start}-{end} "
+        "(an unclosed quote?)"
+        for column, value in zip(header, values, strict=True)
+        if ("\n" in value or "\r" in value) and column not in MULTILINE_COLUMNS
+    ]
+
+
 def _csv_records(text: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise ImportFileError(["line 1: empty file (expected a header row)"])
-    rows, problems = [], []
-    for row in reader:
-        extra = row.pop(None, None)  # type: ignore[call-overload]
-        if extra:
-            problems.append(f"line {reader.line_num}: more values than header columns")
-            continue
-        rows.append((reader.line_num, {k.strip(): v for k, v in row.items() if k}))
+    """Rows as (line the row starts on, column -> value); every problem at once, or none."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    header = _csv_header(reader)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    problems: list[str] = []
+    end = reader.line_num
+    while True:
+        start = end + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the rest of the file cannot be trusted: stop here
+            problems.append(f"line {start}: {_csv_error(exc)}")
+            break
+        end = reader.line_num
+        if not values:
+            continue  # a blank line
+        found = _csv_row(header, values, start, end)
+        problems.extend(found)
+        if not found:
+            rows.append((start, dict(zip(header, values, strict=True))))
     if problems:
         raise ImportFileError(problems)
     return rows
@@ -90,8 +141,10 @@ def read(path: Path, fmt: str | None = None) -> tuple[Any, dict[str, list[int]]]
     """A file's content as a document (dict) or list of CSV records, with item lines."""
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImportFileError([f"{path}: cannot read: {exc}"]) from None
+    except OSError as exc:
+        raise NotFoundError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ImportFileError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
     if fmt == "json":
         return _json(text), item_lines(text)

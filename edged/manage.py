@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import automation, modes, people, store
+from edged import access, automation, modes, people, store
 from edged.errors import ImportFileError, ModeError, StoreError
 from edged.policy import SITE
 from edged.receiver import json_response
@@ -184,6 +184,7 @@ class Manage:
                     by,
                     group=body.get("override_group"),
                     schedule=body.get("schedule"),
+                    doors=access.door_names(self.admin.cfg),
                 ),
             )
         except ModeError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -19,16 +20,24 @@ ModeName = Literal["lockdown", "free_access"]
 MODE_NAMES: tuple[ModeName, ...] = ("lockdown", "free_access")
 
 
-def _check(conn: sqlite3.Connection, scope: str, group: str | None, schedule: str | None) -> None:
+def _check(
+    conn: sqlite3.Connection,
+    scope: str,
+    on: bool,
+    group: str | None,
+    schedule: str | None,
+    doors: Collection[str] | None,
+) -> None:
+    """Refuse a scope, override group or schedule that does not exist (a typo, mostly)."""
     if scope != SITE and not access.NAME.fullmatch(scope):
         raise ModeError(f"{scope!r} is not a door name (or '*' for the whole site)")
-    if group and not conn.execute("SELECT 1 FROM groups WHERE id = ?", (group,)).fetchone():
-        raise ModeError(f"group {group!r} does not exist")
-    if (
-        schedule
-        and not conn.execute("SELECT 1 FROM schedules WHERE id = ?", (schedule,)).fetchone()
-    ):
-        raise ModeError(f"schedule {schedule!r} does not exist")
+    if scope != SITE and doors is not None and scope not in doors:
+        switched = conn.execute("SELECT 1 FROM modes WHERE scope = ?", (scope,)).fetchone()
+        if on or not switched:  # an old stray scope may still be switched off
+            raise ModeError(access.unknown("door", scope, doors))
+    for kind, name, table in (("group", group, "groups"), ("schedule", schedule, "schedules")):
+        if name and not conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (name,)).fetchone():
+            raise ModeError(access.unknown(kind, name, access.existing(conn, table)))
 
 
 def switch(
@@ -40,14 +49,18 @@ def switch(
     group: str | None = None,
     schedule: str | None = None,
     now: float | None = None,
+    doors: Collection[str] | None = None,
 ) -> Mode:
-    """Turn a mode on or off for a scope and audit it; returns the scope's new state."""
+    """Turn a mode on or off for a scope and audit it; returns the scope's new state.
+
+    ``doors`` are the door names a scope may be (``access.door_names``); None skips that check.
+    """
     if mode not in MODE_NAMES:
         raise ModeError(f"{mode!r} is not one of {', '.join(MODE_NAMES)}")
     at = time.time() if now is None else now
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _check(conn, scope, group, schedule)
+        _check(conn, scope, on, group, schedule, doors)
         conn.execute("INSERT OR IGNORE INTO modes (scope) VALUES (?)", (scope,))
         if mode == "lockdown":
             conn.execute(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ CREDENTIAL_COLUMNS = {
 PERSON_COLUMNS = ("id", "name", "type", "valid_from", "valid_until", "blocked", "notes")
 COLUMNS = (*PERSON_COLUMNS, *CREDENTIAL_COLUMNS, "groups")
 PERSON_TYPES = ("employee", "visitor", "contractor", "other")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # line breaks, tabs, NUL: never in a name or credential
 T = TypeVar("T")
 
 
@@ -100,6 +102,9 @@ def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow |
         problems.append("id: longer than 64 characters")
     if not name:
         problems.append("name: required")
+    for column, text in (("id", pid), ("name", name)):
+        if CONTROL.search(text):
+            problems.append(f"{column}: holds a line break or another control character")
     kind = _as_text(raw.get("type")) or "employee"
     if kind not in PERSON_TYPES:
         problems.append(f"type: {kind!r} is not one of {', '.join(PERSON_TYPES)}")
@@ -124,7 +129,9 @@ def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow |
         values = value if isinstance(value, list) else _as_text(value).split("|")
         for item in values:
             text = _as_text(item)
-            if text:
+            if CONTROL.search(text):
+                problems.append(f"{column}: holds a line break or another control character")
+            elif text:
                 credentials.append((cred_kind, text))
     if pid and not any(k == "user_id" for k, _ in credentials):
         credentials.append(("user_id", pid))
@@ -279,6 +286,44 @@ def _duplicates(doc: Document, found: access.Problems) -> None:
         rows = getattr(doc, name)
         if rows:
             access.duplicates(rows, key, name[:-1], found)
+
+
+def warnings(doc: Document, doors: Collection[str], groups: Collection[str]) -> list[str]:
+    """What looks like a typo in a valid document: doors not configured, near-duplicate groups.
+
+    ``doors`` are the configured door names (``access.door_names``), ``groups`` the groups the
+    database holds. Only groups the import would create on the fly (named by a person or a
+    permission, defined nowhere) are compared: a ``groups`` entry is taken as meant.
+    """
+    named = [
+        (p.line, f"permission for group {p.group!r} names", p.door) for p in doc.permissions or ()
+    ]
+    named += [(d.line, "settings for", d.name) for d in doc.doors or ()]
+    out = [
+        f"line {line}: {what} door {door!r}, which is not configured" + access.suggest(door, doors)
+        for line, what, door in named
+        if door not in doors
+    ]
+    return out + _new_group_warnings(doc, set(groups))
+
+
+def _new_group_warnings(doc: Document, existing: set[str]) -> list[str]:
+    """New groups one typo away from a group that exists or that the document defines."""
+    known = existing | {g.id for g in doc.groups or ()}
+    first: dict[str, int] = {}
+    for person in doc.people or ():
+        for group in person.groups or ():
+            first.setdefault(group, person.line)
+    for permission in doc.permissions or ():
+        first.setdefault(permission.group, permission.line)
+    out = []
+    for group, line in first.items():
+        if group in known:
+            continue
+        close = sorted(k for k in known if access.one_typo_apart(group, k))
+        if close:
+            out.append(f"line {line}: group {group!r} is new, one typo away from {close[0]!r}")
+    return out
 
 
 # ----- applying -----------------------------------------------------------------------------

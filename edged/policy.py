@@ -273,10 +273,20 @@ def _request(event: Event) -> str:
     """What the terminal reported, without credentials (card or ID numbers never appear)."""
     user = event.user
     who = f"terminal user {user.user_id!r}" if user is not None and user.user_id else "no user id"
+    status = event.recognition_type or event.recognize_status
     return (
-        f"request: {who}, entry mode {event.entry_mode}, score {event.score}, "
-        f"mask {event.mask}, status {event.recognition_type or event.recognize_status}"
+        f"request: {who}, entry mode {_shown(event.entry_mode)}, score {_shown(event.score)}, "
+        f"mask {_shown(event.mask)}, status {_shown(status)}"
     )
+
+
+def _shown(value: Any) -> str:
+    """A value in an explanation step: ``-`` for none, names joined, never a Python repr."""
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(str(v) for v in sorted(value)) or "none"
+    return str(value)
 
 
 def _refusals(event: Event, view: View, replay: Replay | None, t: _Trail) -> Decision | None:
@@ -288,7 +298,7 @@ def _refusals(event: Event, view: View, replay: Replay | None, t: _Trail) -> Dec
     if person is None:
         t.note("no cached person matches the credentials")
         return None
-    t.note(f"person {person.id!r} ({person.type}), groups {sorted(view.groups)}")
+    t.note(f"person {person.id!r} ({person.type}), groups {_shown(view.groups)}")
     if person.blocked:
         return t.end(False, Reason.BLOCKED, f"person:{person.id}:blocked", "person is blocked")
     return None
@@ -380,21 +390,21 @@ def _presentation(
 ) -> Decision | None:
     mode = event.entry_mode
     if door.entry_modes is not None and mode not in door.entry_modes:
-        allowed = sorted(door.entry_modes)
-        why = f"entry mode {mode} not in {allowed}"
+        why = f"entry mode {_shown(mode)} not in {_shown(door.entry_modes)}"
         return t.end(False, Reason.ENTRY_MODE_NOT_ALLOWED, f"door:{door.name}:entry_modes", why)
     if mode is not None and mode not in FACE_MODES:
         return None
     rule = f"door:{door.name}"
     if door.min_score is not None and (event.score is None or event.score < door.min_score):
-        why = f"score {event.score} below {door.min_score}"
+        why = f"score {_shown(event.score)} below {door.min_score}"
         return t.end(False, Reason.LOW_SCORE, f"{rule}:min_score", why)
     live = event.liveness_score
     if door.min_liveness is not None and live is not None and live < door.min_liveness:
         why = f"liveness {live} below {door.min_liveness}"
         return t.end(False, Reason.LOW_LIVENESS, f"{rule}:min_liveness", why)
     if door.mask_required and event.mask != MASK_WORN:
-        return t.end(False, Reason.MASK_REQUIRED, f"{rule}:mask", f"mask state {event.mask}")
+        why = f"mask state {_shown(event.mask)}"
+        return t.end(False, Reason.MASK_REQUIRED, f"{rule}:mask", why)
     return None
 
 
@@ -408,7 +418,7 @@ def _permissions(
         key=lambda p: p.rule,
     )
     if not mine:
-        why = f"none of the groups {sorted(view.groups)} may use this door"
+        why = f"no group of the person ({_shown(view.groups)}) may use this door"
         return t.end(False, Reason.NO_PERMISSION, f"door:{door.name}:no-permission", why)
     holiday = None
     for permission in mine:

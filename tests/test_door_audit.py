@@ -282,11 +282,12 @@ def daemon(lock_cfg: Config) -> Iterator[LiveDaemon]:
 
 
 def cli_config(tmp_path: Path, cfg: Config, port: int) -> str:
-    """A CLI configuration reaching the daemon's admin port and sharing its state directory."""
+    """A CLI configuration reaching the daemon's admin port and sharing its state directory and
+    its doors (a switch names a configured door)."""
     path = tmp_path / "cli.toml"
     path.write_text(
         f'[admin]\nlisten = ["127.0.0.1:{port}"]\ntoken = "test-token"\n'
-        f'[storage]\nstate_dir = "{cfg.storage.state_dir}"\n'
+        f'[storage]\nstate_dir = "{cfg.storage.state_dir}"\n' + DOOR_TOML
     )
     return str(path)
 

@@ -583,7 +583,7 @@ def test_daemon_admin_api_and_cli(
     assert "lobby" in out and "holds=manual" in out
     assert cli.main(["door", "lock", "lobby", "-c", str(cfg_file)]) == 0
     assert pin(LOCK).state is False
-    assert cli.main(["door", "open", "nowhere", "-c", str(cfg_file)]) == 69
+    assert cli.main(["door", "open", "nowhere", "-c", str(cfg_file)]) == 65
     log = httpx.get(f"{url}/log", params={"door": "lobby"}).json()["entries"]
     holds = [e for e in log if e["action"] == "hold"]
     assert holds and holds[0]["source"].startswith("guard-desk@127.0.0.1")
