@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import clock, explain, manage, snapshots
+from edged import clock, explain, manage, params, snapshots
 from edged.config import Config
 from edged.errors import DoorError
 from edged.receiver import Receiver, json_response
@@ -147,8 +147,8 @@ class Admin:
             if "since" in q:
                 where.append("received_at >= ?")
                 args.append(_param(q, "since", parse_since))
-            after = _param(q, "after", int, "0")
-            limit = min(_param(q, "limit", int, "100"), MAX_PAGE)
+            after = _int_param(q, "after", "0")
+            limit = min(_int_param(q, "limit", "100"), MAX_PAGE)
         except ValueError as exc:
             return _error(400, str(exc))
         if limit < 1:
@@ -175,9 +175,9 @@ class Admin:
 
     async def event(self, request: Request) -> Response:
         try:
-            event_id = int(request.path_params["event_id"])
-        except ValueError:
-            return _error(400, "event id must be an integer")
+            event_id = params.strict_int(request.path_params["event_id"], "event id")
+        except ValueError as exc:
+            return _error(400, str(exc))
         row = self.store.db.conn.execute(
             f"SELECT {EVENT_COLUMNS}, raw, response, explain FROM events WHERE id = ?", (event_id,)
         ).fetchone()
@@ -193,9 +193,9 @@ class Admin:
         if refused is not None:
             return refused
         try:
-            event_id = int(request.path_params["event_id"])
-        except ValueError:
-            return _error(400, "event id must be an integer")
+            event_id = params.strict_int(request.path_params["event_id"], "event id")
+        except ValueError as exc:
+            return _error(400, str(exc))
         row = self.store.db.conn.execute(
             "SELECT image_path, image_offset, image_bytes FROM events WHERE id = ?", (event_id,)
         ).fetchone()
@@ -241,9 +241,9 @@ class Admin:
         if self.resubscribe is None:
             return _error(503, "no terminal is managed (none has a host)")
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _error(400, "body is not valid JSON")
+            body = params.load_json(await request.body() or b"{}")
+        except ValueError as exc:
+            return _error(400, str(exc))
         name = body.get("name") if isinstance(body, dict) else None
         try:
             names = self.resubscribe(name or None)
@@ -270,9 +270,9 @@ class Admin:
             return _error(404, "no doors are configured")
         try:
             raw = await request.body()
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return _error(400, "body is not valid JSON")
+            body = params.load_json(raw) if raw.strip() else {}
+        except ValueError as exc:
+            return _error(400, str(exc))
         given = body.get("source") if isinstance(body, dict) else None
         client = request.client.host if request.client else "?"
         source = f"{given if isinstance(given, str) and given else 'admin'}@{client}"[:120]
@@ -289,10 +289,10 @@ class Admin:
     async def door_log(self, request: Request) -> Response:
         q = request.query_params
         try:
-            after = int(q.get("after", "0"))
-            limit = min(int(q.get("limit", "100")), MAX_PAGE)
+            after = _int_param(q, "after", "0")
+            limit = min(_int_param(q, "limit", "100"), MAX_PAGE)
         except ValueError as exc:
-            return _error(400, f"bad query parameter: {exc}")
+            return _error(400, str(exc))
         where = "id > ?"
         args: list[Any] = [after]
         if "door" in q:
@@ -328,6 +328,11 @@ def _param(query: Any, name: str, parse: Callable[[str], Any], default: str = ""
         return parse(text)
     except ValueError:
         raise ValueError(f"{name}: {text!r} is not valid") from None
+
+
+def _int_param(query: Any, name: str, default: str) -> int:
+    """A query parameter that must be a 64-bit integer (``ValueError`` naming it)."""
+    return params.strict_int(query.get(name, default), name)
 
 
 def _terminal_health(health: dict[str, Any] | None) -> dict[str, Any]:

@@ -126,6 +126,7 @@ class ReceiverConfig:
     auth_path: str = field(default="/auth", metadata=_meta(_path_check))
     max_body_bytes: int = field(default=2 * 1024 * 1024, metadata=_meta(_positive))
     read_timeout: float = field(default=10.0, metadata=_meta(_positive))
+    header_timeout: float = field(default=10.0, metadata=_meta(_positive))
     allowed_networks: list[str] = field(
         default_factory=lambda: list(PRIVATE_NETWORKS), metadata=_meta(_networks_check)
     )

@@ -7,7 +7,6 @@ WAL lets decisions read while an import writes).
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import time
@@ -21,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import access, automation, modes, people, store
+from edged import access, automation, modes, params, people, store
 from edged.errors import ImportFileError, ModeError, StoreError
 from edged.policy import SITE
 from edged.receiver import json_response
@@ -45,9 +44,9 @@ def _flag(request: Request, name: str) -> bool:
 
 async def _body(request: Request) -> Any:
     try:
-        return json.loads(await request.body())
-    except ValueError:
-        raise ImportFileError(["body is not valid JSON"]) from None
+        return params.load_json(await request.body())
+    except ValueError as exc:
+        raise ImportFileError([str(exc)]) from None
 
 
 async def _write_body(admin: Admin, request: Request) -> Any:
@@ -131,9 +130,9 @@ class Manage:
         """GET /api/v1/people?group=&after=&limit=: people in id order, paged."""
         q = request.query_params
         try:
-            limit = min(int(q.get("limit", "100")), MAX_PAGE)
-        except ValueError:
-            return _error(400, "limit must be an integer")
+            limit = min(params.strict_int(q.get("limit", "100"), "limit"), MAX_PAGE)
+        except ValueError as exc:
+            return _error(400, str(exc))
         if limit < 1:
             return _error(400, "limit must be 1 or more")
         rows = people.listing(self.conn, q.get("group"), limit, q.get("after", ""))

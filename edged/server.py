@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import hypercorn.asyncio.run
 from hypercorn.asyncio import serve
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Config as HyperConfig
+from hypercorn.events import Updated
 
 from edged import admin, automation, clock, config, doors, receiver, reconciler, upstream
 from edged.errors import EdgedError
@@ -31,6 +34,9 @@ from edged.store import Store
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL = 3600.0
+KEEP_ALIVE_TIMEOUT = 75.0  # terminals reuse connections; 75 s outlasts their 30 s heartbeat
+# The attribute of a hypercorn Config that carries edged's request-head deadline (seconds).
+HEAD_TIMEOUT_ATTR = "edged_header_timeout"
 
 Reloader = Callable[[config.Config], None]
 
@@ -74,14 +80,103 @@ def _hyper_config(sockets: list[socket.socket], cfg: config.Config) -> HyperConf
     # hypercorn takes ownership of the descriptor it is given: hand it a duplicate; the caller
     # closes its own copy, or the kernel would keep accepting connections after a stop.
     hc.bind = [f"fd://{os.dup(s.fileno())}" for s in sockets]
-    hc.keep_alive_timeout = 75.0  # terminals reuse connections; 75 s outlasts their 30 s beat
+    hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     hc.graceful_timeout = 5.0  # in-flight answers get this long after a stop
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.include_server_header = False
-    if hasattr(hc, "read_timeout"):  # hypercorn >= 0.15 (older ones rely on edged's own)
-        hc.read_timeout = int(cfg.receiver.read_timeout) or 1
+    # hypercorn's read_timeout times every read, the idle wait between two kept-alive requests
+    # included: 0.13 then closes the connection, 0.15+ stops reading and leaves it open (the
+    # next request hangs). Set it past the keep-alive, so only a body stalled that long ends
+    # there; edged bounds the head (HeadGuard) and the receiver's body (receiver.read_timeout).
+    hc.read_timeout = int(KEEP_ALIVE_TIMEOUT) + 1
+    setattr(hc, HEAD_TIMEOUT_ATTR, cfg.receiver.header_timeout)
     return hc
+
+
+class _Reader:
+    """A stream reader that reports each chunk it returns (hypercorn reads through it)."""
+
+    def __init__(self, reader: asyncio.StreamReader, on_data: Callable[[], None]) -> None:
+        self._reader = reader
+        self._on_data = on_data
+
+    def at_eof(self) -> bool:
+        """Whether the peer has closed its side and every byte has been read."""
+        return self._reader.at_eof()
+
+    async def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes, then report them."""
+        data = await self._reader.read(n)
+        if data:
+            self._on_data()
+        return data
+
+
+class HeadGuard(TCPServer):
+    """hypercorn's connection handler with a deadline on each request head.
+
+    hypercorn times neither the head of a request nor, before 0.15, any read: a client that
+    trickles header bytes holds its connection until the keep-alive ends. The deadline starts
+    when a connection opens, and on a kept-alive one at the first byte after the idle wait; it
+    ends when hypercorn has the whole head (its ``Updated(idle=False)``). A client that misses
+    it gets 408 and the connection is closed. Configs without ``HEAD_TIMEOUT_ATTR`` (servers
+    other than edged's listeners in the same process) are served exactly as hypercorn does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # 0.13 and 0.15+ differ in arguments: pass them on
+        self._head_timeout: float | None = getattr(self.config, HEAD_TIMEOUT_ATTR, None)
+        self._timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.Task[None] | None = None
+        self._idle = True
+        if self._head_timeout:
+            self.reader = _Reader(self.reader, self._on_data)  # type: ignore[assignment]
+            self._arm()
+
+    async def protocol_send(self, event: Any) -> None:
+        """hypercorn's protocol_send, noting when a head is complete and when idle again."""
+        await super().protocol_send(event)
+        if isinstance(event, Updated) and self._head_timeout:
+            self._idle = event.idle
+            if not event.idle:
+                self._disarm()
+
+    def _on_data(self) -> None:
+        if self._idle and self._timer is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._head_timeout or 0.0, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._idle:  # no head completed in time
+            self._expiry = asyncio.ensure_future(self._refuse())
+
+    async def _refuse(self) -> None:
+        peer = self.writer.get_extra_info("peername")
+        log.debug("request head from %s not complete in %s s: 408", peer, self._head_timeout)
+        with contextlib.suppress(OSError, RuntimeError):
+            self.writer.write(REQUEST_TIMEOUT)
+        await self._close()
+
+
+_TIMEOUT_BODY = b'{"code":408,"msg":"request head not received in time"}'
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
+
+# hypercorn's serve() builds each connection's handler from this module global; there is no
+# option for it. Only configs that carry HEAD_TIMEOUT_ATTR see a difference (see HeadGuard).
+hypercorn.asyncio.run.TCPServer = HeadGuard  # type: ignore[misc]
 
 
 @dataclass

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
 
+import httpx
 import pytest
+from gpiozero.pins.mock import MockFactory
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edged import admin, store
 from edged.config import Config
 from edged.receiver import Receiver, create_app
-from tests.conftest import SERIAL, asgi_client, auth_request, recognition
+from tests.conftest import SERIAL, LiveDaemon, asgi_client, auth_request, recognition
 
 pytestmark = pytest.mark.anyio
 TOKEN = {"authorization": "Bearer test-token"}
@@ -125,3 +131,223 @@ async def test_terminals_lists_configured_and_seen(parts: tuple[Receiver, admin.
     lobby = next(t for t in terminals if t["name"] == "lobby")
     assert lobby["last_heartbeat"] is not None and lobby["configured"] is True
     assert {t["name"] for t in terminals} == {"lobby", "old-gate"}
+
+
+# ----- bad input on a live daemon: 400s, never a 500 ----------------------------------------
+
+ADMIN_DOORS = """
+[gpio]
+pin_factory = "mock"
+
+[[doors]]
+name = "lobby"
+lock = { pin = 17 }
+
+[[doors]]
+name = "old-gate"
+lock = { pin = 18 }
+"""
+HUGE = "99999999999999999999"
+# The only 5xx the admin API means to give: nothing to resubscribe (no managed terminal).
+MEANT_5XX = {"no terminal is managed (none has a host)"}
+
+
+@pytest.fixture
+def guarded(
+    make_config: Callable[..., Config],
+    mock_factory: MockFactory,
+    start_live: Callable[[Config], LiveDaemon],
+) -> LiveDaemon:
+    """A live daemon with two doors on mock pins and one stored record (event 1)."""
+    live = start_live(make_config(ADMIN_DOORS))
+    assert httpx.post(f"{live.url}/eventRcv", json=recognition()).status_code == 200
+    return live
+
+
+def deep(levels: int, opener: str = "[", closer: str = "]") -> bytes:
+    """JSON nested ``levels`` deep."""
+    return (opener * levels + closer * levels).encode()
+
+
+def test_ids_and_cursors_beyond_64_bits_are_400(guarded: LiveDaemon) -> None:
+    base = guarded.admin_url
+    for url in (
+        f"{base}/api/v1/events/{HUGE}",
+        f"{base}/api/v1/events/-{HUGE}",
+        f"{base}/api/v1/events?after=-{HUGE}",
+        f"{base}/api/v1/events?after={2**63}",
+        f"{base}/api/v1/events?limit={HUGE}",
+        f"{base}/api/v1/doors/log?after={HUGE}",
+        f"{base}/api/v1/doors/log?limit=-{HUGE}",
+        f"{base}/api/v1/people?limit={HUGE}",
+    ):
+        r = httpx.get(url, headers=TOKEN)
+        assert r.status_code == 400, url
+        assert "integer" in r.json()["msg"] or "range" in r.json()["msg"]
+    r = httpx.get(f"{base}/api/v1/events/{HUGE}/snapshot", headers=TOKEN)
+    assert r.status_code == 400
+    assert httpx.get(f"{base}/api/v1/events?after={2**63 - 1}").json()["events"] == []
+
+
+def test_unicode_digits_do_not_read_an_event(guarded: LiveDaemon) -> None:
+    base = guarded.admin_url
+    assert httpx.get(f"{base}/api/v1/events/1").status_code == 200
+    for digits in ("%EF%BC%91", "%D9%A1", "%F0%9D%9F%99", "%C2%B9"):  # full-width, Arabic, bold, ¹
+        r = httpx.get(f"{base}/api/v1/events/{digits}")
+        assert r.status_code == 400, digits
+        assert "not an integer" in r.json()["msg"]
+    r = httpx.get(f"{base}/api/v1/events", params={"after": "\uff10"})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/people"),
+        ("DELETE", "/api/v1/people"),
+        ("POST", "/api/v1/modes"),
+        ("POST", "/api/v1/doors/lobby/open"),
+    ],
+)
+@pytest.mark.parametrize("body", [deep(100_000), deep(100_000, '{"a":', "}"), deep(5000)])
+def test_deeply_nested_bodies_are_400(
+    guarded: LiveDaemon, method: str, path: str, body: bytes
+) -> None:
+    r = httpx.request(method, f"{guarded.admin_url}{path}", content=body, headers=TOKEN)
+    assert r.status_code == 400
+    assert "nested too deeply" in json.dumps(r.json())
+    assert guarded.daemon.doors is not None
+    assert guarded.daemon.doors.snapshot()["doors"][0]["locked"] is True
+
+
+EXTREME = st.sampled_from(
+    [
+        HUGE,
+        f"-{HUGE}",
+        str(2**63),
+        str(-(2**63) - 1),
+        "9" * 5000,
+        "\uff11",
+        "\u0661",
+        "\u00b9",
+        "\U0001d7d9",
+        "1e3",
+        " 1",
+        "0x10",
+        "+1",
+        "1_0",
+        "-0",
+        "",
+        "\x00",
+        "\ud800",
+    ]
+)
+TEXTS = st.one_of(EXTREME, st.integers().map(str), st.text(max_size=12))
+JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([2**64, -(2**70), 10**400]),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+)
+JSON = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+BODY_KEYS = st.sampled_from(
+    [
+        "people",
+        "ids",
+        "mode",
+        "on",
+        "door",
+        "schedule",
+        "override_group",
+        "by",
+        "name",
+        "source",
+        "permissions",
+        "groups",
+        "id",
+        "schedules",
+    ]
+)
+BODIES = st.one_of(
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(BODY_KEYS, JSON, max_size=5).map(lambda v: json.dumps(v).encode()),
+    st.integers(min_value=900, max_value=3000).map(deep),
+    st.binary(max_size=20),
+)
+PATH_ROUTES = [
+    ("GET", "/api/v1/events/{}"),
+    ("GET", "/api/v1/events/{}/snapshot"),
+    ("GET", "/api/v1/people/{}"),
+    ("DELETE", "/api/v1/people/{}"),
+    ("POST", "/api/v1/doors/{}/open"),
+    ("POST", "/api/v1/doors/lobby/{}"),
+]
+QUERY_ROUTES = ["/api/v1/events", "/api/v1/doors/log", "/api/v1/people"]
+QUERY_KEYS = st.sampled_from(
+    [
+        "after",
+        "limit",
+        "since",
+        "terminal",
+        "serial",
+        "person",
+        "door",
+        "group",
+        "decision",
+        "kind",
+        "reason",
+    ]
+)
+BODY_ROUTES = [
+    ("POST", "/api/v1/people"),
+    ("POST", "/api/v1/people?dry_run=1"),
+    ("DELETE", "/api/v1/people"),
+    ("POST", "/api/v1/modes"),
+    ("POST", "/api/v1/terminals/resubscribe"),
+    ("POST", "/api/v1/doors/lobby/lock"),
+]
+FUZZ = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def assert_no_5xx(r: httpx.Response) -> None:
+    """The answer is not a server error, bar the one meant."""
+    meant = r.status_code == 503 and r.json().get("msg") in MEANT_5XX
+    assert r.status_code < 500 or meant, (r.request.url, r.status_code, r.text[:300])
+
+
+@FUZZ
+@given(route=st.sampled_from(PATH_ROUTES), value=TEXTS)
+def test_fuzz_path_parameters(guarded: LiveDaemon, route: tuple[str, str], value: str) -> None:
+    method, template = route
+    segment = quote(value.encode("utf-8", "surrogatepass"), safe="") or "%20"
+    url = guarded.admin_url + template.format(segment)
+    assert_no_5xx(httpx.request(method, url, headers=TOKEN))
+
+
+@FUZZ
+@given(path=st.sampled_from(QUERY_ROUTES), query=st.dictionaries(QUERY_KEYS, TEXTS, max_size=4))
+def test_fuzz_query_parameters(guarded: LiveDaemon, path: str, query: dict[str, str]) -> None:
+    encoded = "&".join(
+        f"{k}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}" for k, v in query.items()
+    )
+    r = httpx.get(f"{guarded.admin_url}{path}?{encoded}")
+    assert_no_5xx(r)
+    assert r.status_code in (200, 400)
+
+
+@FUZZ
+@given(route=st.sampled_from(BODY_ROUTES), body=BODIES)
+def test_fuzz_bodies(guarded: LiveDaemon, route: tuple[str, str], body: bytes) -> None:
+    method, path = route
+    r = httpx.request(method, f"{guarded.admin_url}{path}", content=body, headers=TOKEN)
+    assert_no_5xx(r)
