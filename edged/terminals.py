@@ -310,7 +310,9 @@ class TerminalClient:
         except TerminalError as exc:
             if "enabled" not in body or "enabled" not in str(exc):
                 raise
-            log.debug("terminal %s: subscribe refuses 'enabled', sending without", self.terminal.name)
+            log.debug(
+                "terminal %s: subscribe refuses 'enabled', sending without", self.terminal.name
+            )
             self.enabled_refused = True
             await self.call("POST", "/v1/event/subscribe", {"event_dest": event_dest})
 
@@ -344,8 +346,12 @@ class TerminalClient:
                 smaller = limit_from_error(str(exc), self.page)
                 if smaller is None:
                     raise
-                log.debug("terminal %s: records limit %d refused, using %d",
-                          self.terminal.name, self.page, smaller)
+                log.debug(
+                    "terminal %s: records limit %d refused, using %d",
+                    self.terminal.name,
+                    self.page,
+                    smaller,
+                )
                 self.page = smaller
                 continue
             return _object(data, "/v1/event/records")
