@@ -53,8 +53,7 @@ def limit_from_error(message: str, current: int) -> int | None:
     if "limit" not in message.lower():
         return None
     numbers = [int(n) for n in re.findall(r"\d+", message.split("limit", 1)[-1])]
-    named = [n for n in numbers if 0 < n < current]
-    smaller = max(named) if named else current // 2
+    smaller = max(numbers) if numbers else current // 2  # "limit must be 1..25" names 25
     return smaller if 0 < smaller < current else None
 
 
