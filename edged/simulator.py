@@ -153,8 +153,9 @@ class SimulatedTerminal:
         loop, thread = self._loop, self._thread
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
-            await asyncio.to_thread(thread.join, 5)
-        loop.close()
+            await asyncio.to_thread(thread.join, 30)  # a loaded machine can take its time
+        if not loop.is_running():  # else the daemon thread ends with the process
+            loop.close()
         self._loop = self._thread = None
 
     async def reboot(
