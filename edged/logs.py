@@ -95,6 +95,29 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     # hypercorn's access log is per request: noise at INFO on a busy site
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+    quiet_http_client()
+
+
+# The HTTP client's loggers: httpx logs every request ("HTTP Request: GET ...") at INFO.
+HTTP_CLIENT_LOGGERS = ("httpx", "httpcore")
+
+
+class DemoteToDebug(logging.Filter):
+    """Per-request lines of a library logged at INFO become DEBUG (shown only at debug level)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_http_client() -> None:
+    """Every terminal request is DEBUG, not INFO: at the probe interval that fills an SD card."""
+    for name in HTTP_CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DemoteToDebug) for f in logger.filters):
+            logger.addFilter(DemoteToDebug())
 
 
 class RateLimitedLog:

@@ -42,7 +42,9 @@ class Health:
     name: str
     serial: str
     state: str = "starting"  # registered, down, untrusted, serial-mismatch, refused
-    registration: str = "unknown"  # confirmed, unconfirmed (firmware cannot say), unknown
+    # confirmed (read back), asserted (written, the firmware cannot say), unknown (not reachable),
+    # lost (a reboot or drift took it; being restored), untrusted (edged will not call it)
+    registration: str = "unknown"
     event_dest: str | None = None
     auth_mode: int | None = None
     last_error: str | None = None
@@ -183,20 +185,25 @@ class TerminalReconciler:
             self._gap = True
         self.health.device = info
 
+    def _ours(self, registration: dict[str, Any] | None) -> bool:
+        """The read-back registration is edged's (``enabled`` compared where it is shown)."""
+        if registration is None or registration.get("event_dest") != self.event_dest:
+            return False
+        return registration.get("enabled", True) is True
+
     async def _register(self, client: terminals.TerminalClient) -> bool:
         """Write the registration when it differs or cannot be read; verify; True if written."""
         current = await client.subscription()
-        wanted = {"event_dest": self.event_dest, "enabled": True}
-        wrote = current is None or any(current.get(k) != v for k, v in wanted.items())
+        wrote = not self._ours(current)
         if wrote:
             if current is not None:
                 log.debug("terminal %s: registration was %s", self.terminal.name, current)
                 self._gap = True
             await client.subscribe(self.event_dest, True)
         after = await client.subscription()
-        if after is not None and any(after.get(k) != v for k, v in wanted.items()):
+        if after is not None and not self._ours(after):
             raise TerminalError(f"terminal {self.terminal.name}: registration did not stick")
-        self.health.registration = "unconfirmed" if after is None else "confirmed"
+        self.health.registration = "asserted" if after is None else "confirmed"
         self.health.event_dest = self.event_dest
         return wrote
 
@@ -293,6 +300,16 @@ class TerminalReconciler:
         self._gap = True
         self.health.state = kind
         self.health.last_error = text
+        if kind == "untrusted":
+            self.health.registration = "untrusted"
+        elif self.health.registration != "lost":
+            self.health.registration = "unknown"
+
+    def _lost(self, sign: str) -> None:
+        """A reboot (or drift) seen while the terminal answers: its registration is gone."""
+        log.info("terminal %s: %s; restoring its registration", self.terminal.name, sign)
+        self.health.registration = "lost"
+        self._gap = True
 
     # ----- waiting --------------------------------------------------------------------------
 
@@ -316,14 +333,55 @@ class TerminalReconciler:
         except TerminalError:
             return "down"
 
+    async def _probe(self) -> str:
+        """One watch probe: ``ok``, ``down``, ``untrusted``, or the sign of a reboot seen.
+
+        The ping (where the firmware has one) proves the terminal answers; an authenticated
+        call then proves it did not reboot since the last probe, however short the reboot:
+        its registration read back (where the firmware shows it) or, where it cannot be read,
+        a token refused within its lifetime.
+        """
+        client = self.client
+        if client is None:
+            return "down"
+        if client.has_ping is not False:
+            ping = await self._ping()
+            if ping != "ok":
+                return ping
+        refused = client.refused_tokens
+        try:
+            if self.health.registration == "confirmed":
+                if not self._ours(await client.subscription()):
+                    return "registration lost (reboot?)"
+            else:
+                await client.device_info()
+        except TerminalUntrusted:
+            return "untrusted"
+        except TerminalAuthError:
+            return "login refused"
+        except TerminalError:
+            return "down"
+        if client.refused_tokens > refused:
+            return "token refused (reboot?)"
+        return "ok"
+
+    def _trust_changed(self) -> bool:
+        """An operator trusted another certificate since the client was built."""
+        current = self.client.pin if self.client is not None else None
+        return terminals.pin_for(self.store.db.conn, self.terminal) != current
+
     async def _backoff_sleep(self, delay: float) -> None:
         """Sleep ``delay``, but retry at once when asked to, or when an unreachable one is back."""
         probe = self.cfg.reconciler.probe_interval
         deadline = time.monotonic() + delay
         unreachable = self.health.state == "down"
+        untrusted = self.health.state == "untrusted"
         while (left := deadline - time.monotonic()) > 0:
             self._honour_stop()
             if await self._wait_wake(min(left, probe)):
+                return
+            if untrusted and self._trust_changed():
+                log.debug("terminal %s: trusted again, retrying now", self.terminal.name)
                 return
             if unreachable and deadline - time.monotonic() > 0 and await self._ping() != "down":
                 log.debug("terminal %s: answers again, retrying now", self.terminal.name)
@@ -340,17 +398,20 @@ class TerminalReconciler:
                 return self.reason or "on demand"
             if time.monotonic() >= next_check:
                 return "periodic check"
-            ping = await self._ping()
+            probe = await self._probe()
             self._honour_stop()
-            if ping == "untrusted":
+            if probe == "untrusted":
                 return "a different certificate is presented"
-            if ping == "down":
+            if probe == "down":
                 if not failing:
-                    self._went_down("down", "ping does not answer")
+                    self._went_down("down", "it does not answer")
                 failing = True
                 continue
             if failing:
                 return "ping answers again (reboot?)"
+            if probe != "ok":
+                self._lost(probe)
+                return probe
             sign = self._signs()
             if sign:
                 return sign

@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -24,7 +25,40 @@ if TYPE_CHECKING:
     from edged.simulator import SimulatedTerminal
 
 REQUIRED_FUNCTIONS = ("record", "record_image", "alarm_record")
-MAX_RECORDS_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """What one firmware version does differently (docs/terminal protocol, section 6)."""
+
+    version: str  # as /v1/device/info reports it in ``sw_ver``
+    v2: bool  # /v2/... answers (ping, datasync); 404 before 1.2.1
+    identity_headers: bool  # model, sn, timestamp, account on answers and pushes
+    push_content_type: bool  # pushes carry Content-Type: application/json (not on 1.0)
+    new_records: bool  # recognitionType and uuid; else recognizeStatus and int user ids
+    read_back: str  # GET /v1/event/subscribe: "null" always, "dest" (no enabled), "full"
+    enabled_accepted: bool  # POST /v1/event/subscribe takes ``enabled`` (1.3.0: omitted = false)
+    records_limit: int  # largest ``limit`` of POST /v1/event/records
+    blacklist_type: int  # user/group type of a blacklisted person
+    face_or_card_mode: int  # the ``mode`` value of "face or card or QR"
+
+
+FIRMWARES = {
+    "1.0": Firmware("1.0", False, False, False, False, "null", False, 25, 3, 2),
+    "1.1": Firmware("1.1.0", False, False, True, False, "null", False, 100, 3, 3),
+    "1.2.1": Firmware("1.2.1", True, True, True, True, "dest", False, 100, 3, 3),
+    "1.3.0": Firmware("1.3.0", True, True, True, True, "full", True, 200, 5, 3),
+}
+ALIASES = {"new": "1.3.0", "old": "1.1"}  # the simulator's earlier two schemas
+
+
+def firmware(name: str) -> Firmware:
+    """The profile of a firmware version (``1.0``, ``1.1``, ``1.2.1``, ``1.3.0``, new, old)."""
+    try:
+        return FIRMWARES[ALIASES.get(name, name)]
+    except KeyError:
+        known = ", ".join(FIRMWARES)
+        raise ValueError(f"unknown firmware {name!r} (known: {known})") from None
 
 
 def default_functions() -> dict[str, Any]:
@@ -43,7 +77,7 @@ def default_functions() -> dict[str, Any]:
 
 
 def new_record(
-    serial: str, n: int, now: int, user_id: str, name: str, image: str
+    serial: str, n: int, now: int, user_id: str, name: str, image: str, mode: int = 0
 ) -> dict[str, Any]:
     """A current-firmware (1.2.1+) recognition record."""
     known = bool(user_id)
@@ -53,7 +87,7 @@ def new_record(
         "recognitionType": 1 if known else 3,
         "recognizeScore": round(0.9 + (n % 97) / 1000, 3) if known else 0.2,
         "mask": 1,
-        "mode": 0,
+        "mode": mode,
         "entry_mode": 1,
         "abnormal_type": 0,
         "pass": known,
@@ -65,17 +99,18 @@ def new_record(
 
 
 def old_record(
-    serial: str, n: int, now: int, user_id: str, name: str, image: str
+    serial: str, n: int, now: int, user_id: str, name: str, image: str, mode: int = 0
 ) -> dict[str, Any]:
     """A firmware 1.0/1.1 record: recognizeStatus, int user ids, no uuid."""
     known = bool(user_id)
     return {
         "deviceSN": serial,
         "recognizeStatus": 4 if known else 3,
-        "recognizeScore": round(0.9 + (n % 97) / 1000, 3) if known else round(0.2 + n / 1e6, 6),
+        # no uuid: the score tells apart records of one person in one second (edged's hash key)
+        "recognizeScore": round((0.9 if known else 0.2) + (n % 99_991) / 1e6, 6),
         "livenessScore": 0.99,
         "mask": 1,
-        "mode": 0,
+        "mode": mode,
         "pass": known,
         "timestamp": now,
         "bodyTemperature": 36.5,
@@ -127,10 +162,11 @@ class Api:
 
     def headers(self, response: Response) -> Response:
         s = self.sim.settings
+        fw = self.sim.firmware
         # One request a connection: a reboot then never cuts a kept-alive connection mid-request
         # (hypercorn 0.13 reports such TLS shutdowns as errors of its own tasks).
         response.headers["connection"] = "close"
-        if s.firmware == "new":
+        if fw.identity_headers:
             response.headers["model"] = s.model
             response.headers["sn"] = s.serial
             response.headers["timestamp"] = str(int(time.time()))
@@ -163,7 +199,7 @@ class Api:
         key = f"{request.method} {request.url.path}"
         self.sim.requests[key] += 1
         handler = ROUTES.get(key)
-        if handler is None:
+        if handler is None or (request.url.path.startswith("/v2/") and not self.sim.firmware.v2):
             return self.headers(answer(None, 404, "not found", 404))
         if key not in OPEN and not self.authorised(request):
             return self.headers(answer(None, 401, "Unauthorized", 401))
@@ -188,7 +224,7 @@ class Api:
 
     async def info(self, request: Request) -> Response:
         s = self.sim.settings
-        sw = "1.3.0" if s.firmware == "new" else "1.1.0"
+        sw = self.sim.firmware.version
         return answer(
             {
                 "model": s.model,
@@ -205,9 +241,13 @@ class Api:
             return answer({"crt": handle.read()})
 
     async def get_subscribe(self, request: Request) -> Response:
-        if self.sim.settings.firmware == "old":
+        shown = self.sim.firmware.read_back
+        sub = self.sim.state.subscription
+        if shown == "null" or sub is None:
             return answer(None)  # as the guide's examples: registration cannot be read back
-        return answer(self.sim.state.subscription)
+        if shown == "dest":
+            return answer({"event_dest": sub["event_dest"]})
+        return answer(sub)
 
     async def post_subscribe(self, request: Request) -> Response:
         body = await self.body(request)
@@ -216,7 +256,12 @@ class Api:
             return answer(None, 400, "event_dest must be an http(s) URL")
         if len(dest.encode()) > 1024:
             return answer(None, 400, "event_dest longer than 1024 bytes")
-        enabled = True if self.sim.settings.firmware == "old" else bool(body.get("enabled", True))
+        if not self.sim.firmware.enabled_accepted:
+            if "enabled" in body:
+                return answer(None, 400, "unknown parameter: enabled")
+            enabled = True
+        else:
+            enabled = bool(body.get("enabled", False))  # 1.3.0: omitted means disabled
         self.sim.subscribe(dest, enabled)
         return answer(None)
 
@@ -245,8 +290,9 @@ class Api:
             offset, limit = int(body.get("offset", 0)), int(body.get("limit", 20))
         except (TypeError, ValueError):
             return answer(None, 400, "bad paging parameters")
-        if not 1 <= limit <= MAX_RECORDS_PAGE or offset < 0:
-            return answer(None, 400, f"limit must be 1-{MAX_RECORDS_PAGE}")
+        most = self.sim.firmware.records_limit
+        if not 1 <= limit <= most or offset < 0:
+            return answer(None, 400, f"limit must be 1..{most}")
         found = [r for r in self.sim.history if begin <= r["timestamp"] <= end]
         if body.get("sort") == 1:
             found.reverse()

@@ -65,7 +65,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
         terminals.record_pin(db.conn, terminal, presented)
     finally:
         db.conn.close()
-    print("trusted; the running daemon uses it at its next attempt")
+    _retry_now(cfg, terminal.name)
     if terminal.tls_fingerprint:
         print("note: tls_fingerprint in the configuration wins over the recorded fingerprint")
     return 0
@@ -145,6 +145,17 @@ def _address_lines(conn: Any, terminal: config.TerminalConfig) -> list[str]:
             f"  FORGED:    {refused[terminal.serial]} requests from other addresses in 24 h"
         )
     return lines
+
+
+def _retry_now(cfg: config.Config, name: str) -> None:
+    """Ask the running daemon to use the new trust at once (it also notices by itself)."""
+    try:
+        admin_post(cfg, "/api/v1/terminals/resubscribe", {"name": name})
+    except (AdminError, ConfigError) as exc:
+        log.debug("no running daemon told: %s", exc)
+        print("trusted; a running daemon uses it within reconciler.probe_interval")
+        return
+    print("trusted; the running daemon is registering it now")
 
 
 def _confirm(prompt: str) -> bool:
@@ -240,7 +251,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--username", default="admin")
     sim.add_argument("--password", default="admin-pass")
-    sim.add_argument("--firmware", choices=["new", "old"], default="new")
+    sim.add_argument(
+        "--firmware",
+        choices=["1.0", "1.1", "1.2.1", "1.3.0", "new", "old"],
+        default="1.3.0",
+        help="firmware version to behave as (new = 1.3.0, old = 1.1)",
+    )
     sim.add_argument("--rate", type=float, default=0.2, help="records a second, each")
     sim.add_argument("--image-bytes", type=int, default=0, help="snapshot size in pushes")
     sim.add_argument("--event-dest", default="", help="registration at boot")

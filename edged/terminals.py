@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import sqlite3
 import ssl
 import time
@@ -26,7 +27,34 @@ from edged.errors import ConfigError, TerminalAuthError, TerminalError, Terminal
 log = logging.getLogger(__name__)
 
 DOOR_MODES = {"open": 0, "hold": 1, "close": 2}  # /v1/device/door open_mode
-RECORDS_PAGE = 200  # the terminal's limit
+RECORDS_PAGE = 200  # the limit of firmware 1.3.0 (and the first try where it is not documented)
+RECORDS_PAGE_1_0 = 25  # firmware 1.0's limit
+_VERSION = re.compile(r"(\d+(?:\.\d+)*)")
+
+
+def firmware_version(info: dict[str, Any]) -> tuple[int, ...] | None:
+    """The firmware version from device info (``sw_ver``, else ``api_ver``), e.g. (1, 2, 1)."""
+    for key in ("sw_ver", "api_ver"):
+        found = _VERSION.search(str(info.get(key) or ""))
+        if found:
+            return tuple(int(part) for part in found.group(1).split("."))
+    return None
+
+
+def records_page(version: tuple[int, ...] | None) -> int:
+    """The first ``limit`` to ask of ``/v1/event/records``: 25 on 1.0, else 200 (adapted)."""
+    if version is not None and version[:2] <= (1, 0):
+        return RECORDS_PAGE_1_0
+    return RECORDS_PAGE
+
+
+def limit_from_error(message: str, current: int) -> int | None:
+    """A smaller page size after a refused ``limit`` (the error names it); None if not that."""
+    if "limit" not in message.lower():
+        return None
+    numbers = [int(n) for n in re.findall(r"\d+", message.split("limit", 1)[-1])]
+    smaller = max(numbers) if numbers else current // 2  # "limit must be 1..25" names 25
+    return smaller if 0 < smaller < current else None
 
 
 def password(terminal: TerminalConfig) -> str:
@@ -124,6 +152,11 @@ class TerminalClient:
         self.token_expires = 0.0
         self.basic = terminal.auth == "basic"
         self.logins = 0
+        self.refused_tokens = 0  # a token still in its lifetime got 401: the terminal rebooted
+        self.version: tuple[int, ...] | None = None  # learnt from /v1/device/info
+        self.has_ping: bool | None = None  # /v2/datasync/ping exists (1.2.1+); None: not known
+        self.enabled_refused = False  # the terminal refused ``enabled`` in a subscribe
+        self.page = RECORDS_PAGE
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -176,6 +209,7 @@ class TerminalClient:
             if _unauthorised(response) and attempt == 1 and not self.basic:
                 log.debug("terminal %s: 401 on %s, logging in again", self.terminal.name, path)
                 self.token = None
+                self.refused_tokens += 1
                 continue
             if _unauthorised(response):
                 raise TerminalAuthError(f"terminal {self.terminal.name}: {path}: unauthorised")
@@ -225,18 +259,38 @@ class TerminalClient:
     # ----- the calls ------------------------------------------------------------------------
 
     async def ping(self) -> bool:
-        """The unauthenticated keep-alive answers (TLS and pin included)."""
+        """The terminal answers the unauthenticated keep-alive (TLS and pin included).
+
+        Firmware before 1.2.1 has no ``/v2/datasync/ping`` and answers 404: that is an answer
+        too (the terminal is up); ``has_ping`` then says the ping proves nothing more.
+        """
         try:
             response = await self._send("GET", "/v2/datasync/ping", None, {})
         except TerminalUntrusted:
             raise
         except TerminalError:
             return False
-        return response.status_code == 200
+        if response.status_code == 404:
+            self.has_ping = False
+            return True
+        self.has_ping = response.status_code == 200
+        return self.has_ping
 
     async def device_info(self) -> dict[str, Any]:
-        """``model``, ``device_sn``, ``sw_ver``, ... of the terminal."""
-        return _object(await self.call("GET", "/v1/device/info"), "/v1/device/info")
+        """``model``, ``device_sn``, ``sw_ver``, ... of the terminal; learns its firmware."""
+        info = _object(await self.call("GET", "/v1/device/info"), "/v1/device/info")
+        version = firmware_version(info)
+        if version != self.version:
+            self.version = version
+            self.page = records_page(version)
+        return info
+
+    @property
+    def takes_enabled(self) -> bool:
+        """``POST /v1/event/subscribe`` accepts ``enabled`` (1.3.0; 1.0-1.2.1 refuse it)."""
+        if self.enabled_refused:
+            return False
+        return self.version is None or self.version[:2] >= (1, 3)
 
     async def subscription(self) -> dict[str, Any] | None:
         """The push registration, or None when the firmware does not say (``data: null``)."""
@@ -244,10 +298,22 @@ class TerminalClient:
         return data if isinstance(data, dict) else None
 
     async def subscribe(self, event_dest: str, enabled: bool = True) -> None:
-        """Set the push registration (idempotent)."""
-        await self.call(
-            "POST", "/v1/event/subscribe", {"event_dest": event_dest, "enabled": enabled}
-        )
+        """Set the push registration (idempotent); ``enabled`` only where the firmware takes it."""
+        body: dict[str, Any] = {"event_dest": event_dest}
+        if self.takes_enabled:
+            body["enabled"] = enabled
+        try:
+            await self.call("POST", "/v1/event/subscribe", body)
+        except TerminalAuthError:
+            raise
+        except TerminalError as exc:
+            if "enabled" not in body or "enabled" not in str(exc):
+                raise
+            log.debug(
+                "terminal %s: subscribe refuses 'enabled', sending without", self.terminal.name
+            )
+            self.enabled_refused = True
+            await self.call("POST", "/v1/event/subscribe", {"event_dest": event_dest})
 
     async def functions(self) -> dict[str, Any]:
         """The whole functions object (auth mode, remote-auth address, record flags, ...)."""
@@ -258,15 +324,36 @@ class TerminalClient:
         await self.call("POST", "/v1/device/functions", functions)
 
     async def records(self, begin: float, end: float, offset: int) -> dict[str, Any]:
-        """One page (<= 200, oldest first) of the terminal's stored records in [begin, end]."""
-        body = {
-            "begin_time": int(begin),
-            "end_time": int(end) + 1,
-            "offset": offset,
-            "limit": RECORDS_PAGE,
-            "sort": 0,
-        }
-        return _object(await self.call("POST", "/v1/event/records", body), "/v1/event/records")
+        """One page (within the firmware's limit, oldest first) of the records in [begin, end].
+
+        The page size starts at the firmware's documented limit (``page``) and shrinks to what
+        the terminal names when it refuses a ``limit``.
+        """
+        while True:
+            body = {
+                "begin_time": int(begin),
+                "end_time": int(end) + 1,
+                "offset": offset,
+                "limit": self.page,
+                "sort": 0,
+            }
+            try:
+                data = await self.call("POST", "/v1/event/records", body)
+            except TerminalAuthError:
+                raise
+            except TerminalError as exc:
+                smaller = limit_from_error(str(exc), self.page)
+                if smaller is None:
+                    raise
+                log.debug(
+                    "terminal %s: records limit %d refused, using %d",
+                    self.terminal.name,
+                    self.page,
+                    smaller,
+                )
+                self.page = smaller
+                continue
+            return _object(data, "/v1/event/records")
 
     async def open_door(self, mode: int = 0) -> None:
         """Drive the terminal's relay: 0 open then re-lock, 1 stay open, 2 stay closed."""

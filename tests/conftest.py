@@ -79,12 +79,15 @@ def restore_root_logger() -> Iterator[None]:
     root.setLevel(level)
 
 
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
-    """A simulated terminal over HTTPS on loopback (tests/simfix.py), stopped after."""
+FIRMWARES = ("1.0", "1.1", "1.2.1", "1.3.0")  # every firmware a site may run (simapi.FIRMWARES)
+
+
+@pytest.fixture(params=FIRMWARES)
+async def sim(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SimulatedTerminal]:
+    """A simulated terminal over HTTPS on loopback (tests/simfix.py), one per firmware."""
     from tests.simfix import make_sim
 
-    terminal = make_sim(tmp_path)
+    terminal = make_sim(tmp_path, firmware=request.param)
     await terminal.start()
     yield terminal
     await terminal.stop()

@@ -12,15 +12,19 @@ from typing import Any
 from edged import config
 from edged.simulator import SimSettings, SimulatedTerminal
 
-FAST = """
-[reconciler]
-probe_interval = 0.05
-interval = 30
-backoff_initial = 0.05
-backoff_max = 0.2
-heartbeat_timeout = 1
-request_timeout = 3
-"""
+FAST = {
+    "probe_interval": 0.05,
+    "interval": 30,
+    "backoff_initial": 0.05,
+    "backoff_max": 0.2,
+    "heartbeat_timeout": 1,
+    "request_timeout": 3,
+}
+
+
+def _reconciler_table(keys: dict[str, Any]) -> str:
+    lines = "\n".join(f"{k} = {config._toml_value(v)}" for k, v in keys.items())
+    return f"[reconciler]\n{lines}\n"
 
 
 def free_port() -> int:
@@ -36,9 +40,13 @@ def managed_config(
     gateway_port: int = 8090,
     fast: bool = True,
     admin_port: int = 0,
+    reconciler: dict[str, Any] | None = None,
     **keys: Any,
 ) -> config.Config:
-    """A config managing one terminal (``lobby``) served by ``sim``."""
+    """A config managing one terminal (``lobby``) served by ``sim``.
+
+    ``fast`` shortens the reconciler's intervals (FAST); ``reconciler`` overrides single keys.
+    """
     terminal = {
         "name": "lobby",
         "serial": sim.settings.serial,
@@ -50,6 +58,7 @@ def managed_config(
     }
     terminal = {k: v for k, v in terminal.items() if v is not None}
     lines = "\n".join(f"{k} = {config._toml_value(v)}" for k, v in terminal.items())
+    tuned = {**(FAST if fast else {}), **(reconciler or {})}
     text = f"""
 [receiver]
 listen = ["127.0.0.1:{gateway_port}"]
@@ -64,7 +73,7 @@ state_dir = "{state}"
 
 [gateway]
 public_url = "http://127.0.0.1:{gateway_port}"
-{FAST if fast else ""}
+{_reconciler_table(tuned) if tuned else ""}
 [[terminals]]
 {lines}
 """

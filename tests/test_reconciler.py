@@ -50,7 +50,8 @@ async def test_first_registration(sim: SimulatedTerminal, state: Path) -> None:
             "event_dest": "http://127.0.0.1:8090/eventRcv",
             "enabled": True,
         }
-        assert run.rec.health.registration == "confirmed"
+        readable = sim.firmware.read_back != "null"
+        assert run.rec.health.registration == ("confirmed" if readable else "asserted")
         assert run.rec.health.auth_mode == 0  # remote auth not asked for: left alone
         assert sim.requests["POST /v1/auth/login"] == 1
     finally:
@@ -63,7 +64,7 @@ async def test_old_firmware_cannot_confirm_and_is_rewritten(tmp_path: Path, stat
     run = Running(managed_config(state, sim))
     try:
         await until(lambda: run.rec.health.state == "registered")
-        assert run.rec.health.registration == "unconfirmed"
+        assert run.rec.health.registration == "asserted"
         run.rec.trigger("test")
         await until(lambda: sim.requests["POST /v1/event/subscribe"] == 2)
     finally:
@@ -107,7 +108,7 @@ async def test_reboot_is_noticed_and_registration_restored(
         await run.stop()
     ours = [r for r in caplog.records if r.name == "edged.reconciler"]
     assert [r.getMessage() for r in ours if r.levelno == logging.ERROR] == [
-        "terminal lobby is down: ping does not answer"
+        "terminal lobby is down: it does not answer"
     ]
     assert [r.getMessage() for r in ours if r.levelno == logging.INFO].count(
         "terminal lobby is back: registered and verified"
@@ -302,3 +303,110 @@ async def test_backfill_failure_does_not_block_registration(
         assert run.rec.health.backfilled == 0 and run.rec._gap
     finally:
         await run.stop()
+
+
+async def reboots_until_registered(
+    sim: SimulatedTerminal, rec: TerminalReconciler, downs: list[float]
+) -> list[float]:
+    """Reboot ``sim`` once per entry (seconds away); seconds from each return to registration."""
+    took = []
+    for down in downs:
+        count = rec.health.registrations
+        await sim.reboot(down)
+        back = sim.came_back_at or 0.0
+        await until(lambda c=count: rec.health.registrations > c and not rec._gap, timeout=10)
+        assert sim.registered and (sim.registered_at or 0.0) > back
+        took.append((sim.registered_at or 0.0) - back)
+    return took
+
+
+async def test_every_reboot_is_noticed_on_every_firmware(
+    sim: SimulatedTerminal, state: Path
+) -> None:
+    # probes every 0.5 s: two reboots shorter than that (no probe need fail), one longer
+    cfg = managed_config(state, sim, reconciler={"probe_interval": 0.5})
+    run = Running(cfg)
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        took = await reboots_until_registered(sim, run.rec, [0.1, 0.2, 1.0])
+        await until(lambda: run.rec.health.state == "registered")
+        assert run.rec.health.registrations == 4
+    finally:
+        await run.stop()
+    assert max(took) < 3.0  # a probe interval or two, not the periodic check (30 s here)
+
+
+async def test_registration_says_what_is_known(sim: SimulatedTerminal, state: Path) -> None:
+    run = Running(managed_config(state, sim))
+    readable = "confirmed" if sim.firmware.read_back != "null" else "asserted"
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        assert run.rec.health.registration == readable
+        reboot = asyncio.create_task(sim.reboot(1.0))
+        await until(lambda: run.rec.health.state == "down")
+        assert run.rec.health.registration == "unknown"
+        await reboot
+        await until(lambda: run.rec.health.state == "registered")
+        assert run.rec.health.registration == readable
+    finally:
+        await run.stop()
+
+
+async def test_short_reboot_marks_the_registration_lost_once(
+    sim: SimulatedTerminal, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = Running(managed_config(state, sim, reconciler={"probe_interval": 0.5}))
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        caplog.set_level(logging.INFO, "edged.reconciler")
+        await reboots_until_registered(sim, run.rec, [0.05])
+    finally:
+        await run.stop()
+    lost = [
+        r.getMessage() for r in caplog.records if "restoring its registration" in r.getMessage()
+    ]
+    down = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(lost) + len(down) == 1  # one line for the one reboot, however it was seen
+
+
+async def test_retrust_acts_at_once(sim: SimulatedTerminal, state: Path) -> None:
+    # a backoff of up to 10 minutes: only the trust itself can make the retry come sooner
+    slow = {"backoff_initial": 600, "backoff_max": 600, "probe_interval": 0.2}
+    cfg = managed_config(state, sim, tls_fingerprint=None, reconciler=slow)
+    db = store.open_database(cfg.storage.database_path)
+    run = Running(cfg)
+    try:
+        await until(lambda: run.rec.health.state == "untrusted")
+        assert run.rec.health.registration == "untrusted"
+        presented = await tlspin.fetch_certificate("127.0.0.1", sim.port)
+        terminals.record_pin(db.conn, cfg.terminals[0], presented)
+        took = await until(lambda: run.rec.health.state == "registered" and sim.registered)
+    finally:
+        await run.stop()
+        db.conn.close()
+    assert took < 2.0
+
+
+async def test_a_probe_cycle_logs_nothing_at_info(
+    sim: SimulatedTerminal,
+    state: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_root_logger: None,
+) -> None:
+    from edged import logs
+
+    logs.setup("info", "text")  # the daemon's own logging, to (captured) stderr
+    run = Running(managed_config(state, sim))
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        capsys.readouterr()
+        before = sum(sim.requests.values())
+        await until(lambda: sum(sim.requests.values()) >= before + 20)  # ten probes or more
+        logged = capsys.readouterr().err
+        assert run.rec.health.state == "registered"
+    finally:
+        await run.stop()
+    assert logged == ""
+    logs.setup("debug", "text")
+    logging.getLogger("httpx").info("HTTP Request: GET https://terminal/v2/datasync/ping")
+    assert "DEBUG" in capsys.readouterr().err  # still there at debug level, as DEBUG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged import tlspin
+from edged import simapi, tlspin
 from edged.simulator import SimSettings, SimulatedTerminal
 from tests.simfix import make_sim, until
 
@@ -41,15 +42,27 @@ async def login(c: httpx.AsyncClient, password: str = "admin-pass", **kw: Any) -
     return dict((await c.post("/v1/auth/login", json=body)).json())
 
 
-async def test_login_errors_tokens_expire_and_basic(sim: SimulatedTerminal) -> None:
+async def test_login_errors_tokens_expire_and_basic(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, minute_seconds=0.5)  # validTime=1 lasts half a second
+    await sim.start()
+    try:
+        await _login_expiry_and_basic(sim)
+    finally:
+        await sim.stop()
+
+
+async def _login_expiry_and_basic(sim: SimulatedTerminal) -> None:
     async with client(sim) as c:
         assert (await login(c, username="nobody"))["code"] == 1000
         assert (await login(c, "wrong"))["code"] == 1001
         token = (await login(c, validTime=1))["data"]["token"]
         bearer = {"authorization": f"Bearer {token}"}
         assert (await c.get("/v1/device/info", headers=bearer)).json()["code"] == 200
-        await asyncio.sleep(0.05)  # one "minute" is 10 ms here
-        expired = await c.get("/v1/device/info", headers=bearer)
+        for _ in range(100):  # bounded: the token dies after its half second
+            expired = await c.get("/v1/device/info", headers=bearer)
+            if expired.status_code != 200:
+                break
+            await asyncio.sleep(0.05)
         assert expired.status_code == 401 and expired.json()["code"] == 401
         basic = await c.get("/v1/device/info", auth=("admin", "admin-pass"))
         assert basic.json()["data"]["device_sn"] == sim.settings.serial
@@ -72,23 +85,97 @@ async def test_functions_need_the_whole_object(sim: SimulatedTerminal) -> None:
         assert sim.state.functions["auth_mode"] == 1
 
 
-async def test_subscribe_read_back_by_firmware(tmp_path: Path) -> None:
-    for firmware, expected in (
-        ("new", {"event_dest": "http://x:1/e", "enabled": True}),
-        ("old", None),
-    ):
-        sim = make_sim(tmp_path, serial=f"SIM{firmware}", firmware=firmware)
+class PushCatcher:
+    """A receiver on loopback keeping each push's headers and body."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    async def post(self, request: Request) -> Response:
+        self.got.append((dict(request.headers), json.loads(await request.body())))
+        return Response(b'{"code": 200, "msg": "success"}', media_type="application/json")
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[int]:
+    """``app`` served by hypercorn on a loopback port (yielded) until the block ends."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config as HyperConfig
+
+    from edged.server import bind
+
+    sock = bind("127.0.0.1:0")
+    hc = HyperConfig()
+    hc.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn owns (and closes) its copy
+    hc.accesslog = None
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        stop.set()
+        await server
+        sock.close()
+
+
+@pytest.mark.parametrize("name", list(simapi.FIRMWARES))
+async def test_each_firmware_differs_as_documented(tmp_path: Path, name: str) -> None:
+    fw = simapi.firmware(name)
+    catcher = PushCatcher()
+    app = Starlette(routes=[Route("/e", catcher.post, methods=["POST"])])
+    async with serving(app) as port:
+        sim = make_sim(tmp_path, firmware=name)
         await sim.start()
         try:
-            async with client(sim) as c:
-                auth = ("admin", "admin-pass")
-                body = {"event_dest": "http://x:1/e", "enabled": True}
-                await c.post("/v1/event/subscribe", json=body, auth=auth)
-                got = (await c.get("/v1/event/subscribe", auth=auth)).json()
-                assert got["code"] == 200 and got["data"] == expected
-                assert sim.registered
+            await _firmware_api(sim, fw, f"http://127.0.0.1:{port}/e")
+            sim.emit(1)
+            await until(lambda: len(catcher.got) == 1)
         finally:
             await sim.stop()
+    headers, push = catcher.got[0]
+    assert ("content-type" in headers) is fw.push_content_type  # 1.0 sends none
+    assert ("sn" in headers) is fw.identity_headers
+    data = push["data"]
+    assert ("uuid" in data, "recognitionType" in data) == (fw.new_records, fw.new_records)
+    assert ("recognizeStatus" in data) is not fw.new_records
+    assert data["mode"] == (2 if name == "1.0" else 3)  # face or card or QR: swapped after 1.0
+
+
+async def _firmware_api(sim: SimulatedTerminal, fw: simapi.Firmware, dest: str) -> None:
+    auth = ("admin", "admin-pass")
+    async with client(sim) as c:
+        ping = await c.get("/v2/datasync/ping")
+        assert ping.status_code == (200 if fw.v2 else 404)
+        assert ("sn" in ping.headers) is fw.identity_headers
+        info = (await c.get("/v1/device/info", auth=auth)).json()["data"]
+        assert info["sw_ver"] == fw.version
+        with_enabled = await c.post(
+            "/v1/event/subscribe", json={"event_dest": dest, "enabled": True}, auth=auth
+        )
+        assert (with_enabled.json()["code"] == 200) is fw.enabled_accepted
+        if not fw.enabled_accepted:
+            assert "enabled" in with_enabled.json()["msg"] and not sim.registered
+            await c.post("/v1/event/subscribe", json={"event_dest": dest}, auth=auth)
+        assert sim.registered
+        read = (await c.get("/v1/event/subscribe", auth=auth)).json()["data"]
+        expected = {
+            "null": None,
+            "dest": {"event_dest": dest},
+            "full": {"event_dest": dest, "enabled": True},
+        }
+        assert read == expected[fw.read_back]
+        most = fw.records_limit
+        over = await c.post("/v1/event/records", json={"limit": most + 1}, auth=auth)
+        assert over.json()["code"] == 400 and over.json()["msg"] == f"limit must be 1..{most}"
+        within = await c.post("/v1/event/records", json={"limit": most}, auth=auth)
+        assert within.json()["code"] == 200
+
+
+def test_firmware_names_and_aliases() -> None:
+    assert simapi.firmware("new") is simapi.firmware("1.3.0")
+    assert simapi.firmware("old") is simapi.firmware("1.1")
+    with pytest.raises(ValueError, match=r"1\.2\.1"):
+        simapi.firmware("2.0")
 
 
 async def test_records_are_paged(sim: SimulatedTerminal) -> None:
@@ -121,32 +208,18 @@ class FlakyReceiver:
 
 
 async def test_unacknowledged_records_are_replayed_in_order(tmp_path: Path) -> None:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config as HyperConfig
-
-    from edged.server import bind
-
     receiver = FlakyReceiver(failures=3)
-    sock = bind("127.0.0.1:0")
-    hc = HyperConfig()
-    hc.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn owns (and closes) its copy
-    hc.accesslog = None
-    stop = asyncio.Event()
     app = Starlette(routes=[Route("/e", receiver.post, methods=["POST"])])
-    server = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    dest = f"http://127.0.0.1:{sock.getsockname()[1]}/e"
-    sim = make_sim(tmp_path, event_dest=dest, retry_seconds=0.02)
-    await sim.start()
-    try:
-        made = sim.emit(5)
-        await until(lambda: len(receiver.got) == 5)
-        assert receiver.got == [r["uuid"] for r in made]
-        assert not sim.buffer and sim.pushed == 5
-    finally:
-        await sim.stop()
-        stop.set()
-        await server
-        sock.close()
+    async with serving(app) as port:
+        sim = make_sim(tmp_path, event_dest=f"http://127.0.0.1:{port}/e", retry_seconds=0.02)
+        await sim.start()
+        try:
+            made = sim.emit(5)
+            await until(lambda: len(receiver.got) == 5)
+            assert receiver.got == [r["uuid"] for r in made]
+            await until(lambda: not sim.buffer and sim.pushed == 5)  # the fifth answer read
+        finally:
+            await sim.stop()
 
 
 async def test_buffer_cap_drops_oldest(tmp_path: Path) -> None:

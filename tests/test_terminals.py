@@ -155,3 +155,29 @@ def test_status_section_lines() -> None:
     assert lines[0] == "terminals"
     assert "untrusted" in lines[1] and "error: presented X" in lines[1]
     assert "seen" in lines[2] and "2026-11-28T08:00:00Z" in lines[2]
+
+
+def test_firmware_version_and_first_page() -> None:
+    assert terminals.firmware_version({"sw_ver": "V1.2.1"}) == (1, 2, 1)
+    assert terminals.firmware_version({"sw_ver": "", "api_ver": "1.0"}) == (1, 0)
+    assert terminals.firmware_version({"sw_ver": None}) is None
+    assert terminals.records_page((1, 0)) == 25
+    assert terminals.records_page((1, 3, 0)) == terminals.records_page(None) == 200
+
+
+def test_limit_from_a_refusal() -> None:
+    assert terminals.limit_from_error("code 400: limit must be 1..25", 200) == 25
+    assert terminals.limit_from_error("code 400: limit too large", 200) == 100
+    assert terminals.limit_from_error("code 400: limit must be 1..25", 25) is None
+    assert terminals.limit_from_error("code 500: storage failure", 200) is None
+
+
+async def test_subscribe_without_enabled_where_it_is_refused(sim: SimulatedTerminal) -> None:
+    # the firmware is not known yet (no device info read): a refusal naming 'enabled' is
+    # retried without it, and remembered
+    async with terminals.TerminalClient(terminal_for(sim), "admin-pass", sim.fingerprint) as c:
+        await c.subscribe("http://127.0.0.1:9/e")
+        assert sim.registered
+        assert c.takes_enabled is sim.firmware.enabled_accepted
+    refused = 0 if sim.firmware.enabled_accepted else 1
+    assert sim.requests["POST /v1/event/subscribe"] == 1 + refused
