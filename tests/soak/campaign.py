@@ -132,11 +132,24 @@ class Report:
         return not self.refused and not any(failing)
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands to someone else's
+# port-0 bind while edged is down between a kill and its restart would make the restart fail.
+PORTS = (20000, 32000)
+BIND_RETRIES = 5  # fresh ports tried when a restart finds its port taken anyway
+EX_OSERR = 71  # edged's exit code for a listener it cannot bind
+
+
+def free_port(rng: random.Random) -> int:
+    """A loopback TCP port below the ephemeral range that nobody listens on right now."""
+    for _ in range(200):
+        port = rng.randint(*PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS}")
 
 
 class Edged:
@@ -144,19 +157,25 @@ class Edged:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.receiver_port = free_port()
-        self.admin_port = free_port()
+        self.rng = random.Random()
         self.config = workdir / "edged.toml"
+        self.receiver_port = self.admin_port = 0
+        self.new_ports()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "edged.log"
+
+    def new_ports(self) -> None:
+        """Pick free listener ports and write the configuration with them."""
+        self.receiver_port = free_port(self.rng)
+        self.admin_port = free_port(self.rng)
         self.config.write_text(
             CONFIG.format(
                 receiver_port=self.receiver_port,
                 admin_port=self.admin_port,
-                state=workdir / "state",
+                state=self.workdir / "state",
                 serial=SERIAL,
             )
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "edged.log"
 
     @property
     def url(self) -> str:
@@ -179,7 +198,15 @@ class Edged:
         subprocess.run(self.command("people", "import", str(doc)), check=True, timeout=60)
 
     async def start(self) -> None:
-        """Start edged and wait (bounded) until its admin listener answers."""
+        """Start edged; on a port taken meanwhile, again on fresh ports (bounded)."""
+        for _ in range(BIND_RETRIES):
+            if await self._start_once():
+                return
+            self.new_ports()
+        raise RuntimeError(f"edged could not bind its ports {BIND_RETRIES} times; see {self.log}")
+
+    async def _start_once(self) -> bool:
+        """Start edged and wait (bounded) until it answers; False if it could not bind."""
         env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -188,12 +215,14 @@ class Edged:
         deadline = time.monotonic() + START_TIMEOUT
         async with httpx.AsyncClient(timeout=1.0) as client:
             while time.monotonic() < deadline:
+                if self.proc.poll() == EX_OSERR:
+                    return False
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"edged exited with {self.proc.returncode}; see {self.log}")
                 with contextlib.suppress(httpx.HTTPError):
                     r = await client.get(f"http://127.0.0.1:{self.admin_port}/healthz")
                     if r.status_code == 200:
-                        return
+                        return True
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"edged did not answer within {START_TIMEOUT} s; see {self.log}")
 
@@ -279,9 +308,7 @@ class Terminal:
     async def run(self) -> None:
         """Push records until told to stop."""
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(
-            base_url=self.edged.url, timeout=REQUEST_TIMEOUT, limits=limits
-        ) as client:
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits) as client:
             n = 0
             while not self.stop.is_set():
                 n += 1
@@ -310,7 +337,7 @@ class Terminal:
         """POST until a 200 answer comes back; None when abandoned or refused."""
         while not self.abandon.is_set():
             try:
-                r = await client.post(path, json=body)
+                r = await client.post(self.edged.url + path, json=body)
             except httpx.TransportError:
                 self.report.retries += 1
                 await asyncio.sleep(0.05)
