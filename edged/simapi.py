@@ -41,13 +41,14 @@ class Firmware:
     records_limit: int  # largest ``limit`` of POST /v1/event/records
     blacklist_type: int  # user/group type of a blacklisted person
     face_or_card_mode: int  # the ``mode`` value of "face or card or QR"
+    alarms: bool  # pushes device alarms (type 1): 1.3.0 and later
 
 
 FIRMWARES = {
-    "1.0": Firmware("1.0", False, False, False, False, "null", False, 25, 3, 2),
-    "1.1": Firmware("1.1.0", False, False, True, False, "null", False, 100, 3, 3),
-    "1.2.1": Firmware("1.2.1", True, True, True, True, "dest", False, 100, 3, 3),
-    "1.3.0": Firmware("1.3.0", True, True, True, True, "full", True, 200, 5, 3),
+    "1.0": Firmware("1.0", False, False, False, False, "null", False, 25, 3, 2, False),
+    "1.1": Firmware("1.1.0", False, False, True, False, "null", False, 100, 3, 3, False),
+    "1.2.1": Firmware("1.2.1", True, True, True, True, "dest", False, 100, 3, 3, False),
+    "1.3.0": Firmware("1.3.0", True, True, True, True, "full", True, 200, 5, 3, True),
 }
 ALIASES = {"new": "1.3.0", "old": "1.1"}  # the simulator's earlier two schemas
 
@@ -117,6 +118,38 @@ def old_record(
         "rgb_image": image,
         "user": {"name": name, "user_id": int(user_id[2:]), "type": 1} if known else None,
     }
+
+
+def alarm_record(code: int, status: int, now_ms: int) -> dict[str, Any]:
+    """A device alarm (type 1, firmware 1.3.0+): no ``deviceSN``, time in milliseconds."""
+    return {
+        "trace_id": f"alarm-{now_ms}-{secrets.token_hex(4)}",
+        "description": ALARM_CODES.get(code, "alarm"),
+        "code": code,
+        "user_id": "",
+        "event_time": now_ms,
+        "status": status,
+        "alarm_photo": "",
+    }
+
+
+ALARM_CODES = {
+    10001: "tamper",
+    10002: "door forced open",
+    10003: "door held open",
+    10004: "password attack",
+    20003: "fire alarm",
+}
+
+
+def blacklisted(record: dict[str, Any], fw: Firmware) -> dict[str, Any]:
+    """The record of a blacklisted person as ``fw`` reports it (type 3 before 1.3.0, then 5)."""
+    user = dict(record["user"] or {"name": "", "user_id": ""})
+    user["type"] = fw.blacklist_type
+    out = {**record, "user": user, "pass": False}
+    if fw.new_records:
+        out["recognitionType"] = 5
+    return out
 
 
 def auth_request(serial: str, user_id: str, name: str) -> dict[str, Any]:

@@ -269,10 +269,30 @@ class SimulatedTerminal:
 
     # ----- records --------------------------------------------------------------------------
 
-    def emit(self, count: int = 1) -> list[dict[str, Any]]:
-        """Record ``count`` passages now: kept in history, queued for push when registered."""
+    def emit(self, count: int = 1, blacklisted: bool = False) -> list[dict[str, Any]]:
+        """Record ``count`` passages now: kept in history, queued for push when registered.
+
+        ``blacklisted``: of a person on the terminal's blacklist, with the firmware's user type.
+        """
         made = [self._record() for _ in range(count)]
+        if blacklisted:
+            made = [simapi.blacklisted(record, self.firmware) for record in made]
         self._keep(made)
+        return made
+
+    def alarm(self, code: int = 10002, status: int = 1) -> dict[str, Any]:
+        """Raise (status 1) or clear (3) a device alarm: pushed as type 1 while registered.
+
+        Only firmware 1.3.0 and later push alarms: on older ones this is a ValueError.
+        """
+        if not self.firmware.alarms:
+            raise ValueError(f"firmware {self.firmware.version} pushes no alarms")
+        made = simapi.alarm_record(code, status, int(time.time() * 1000))
+        if self.registered:
+            if self._loop is not None and self._loop.is_running():
+                self._loop.call_soon_threadsafe(self._enqueue, made)
+            else:
+                self._enqueue(made)
         return made
 
     def _keep(self, made: list[dict[str, Any]]) -> None:
@@ -354,7 +374,8 @@ class SimulatedTerminal:
         assert self._client is not None and self.state.subscription is not None
         dest = self.state.subscription["event_dest"]
         headers = self._headers()
-        body = json.dumps({"type": 0, "data": record}).encode()
+        push_type = 1 if "trace_id" in record else 0  # an alarm (simapi.alarm_record)
+        body = json.dumps({"type": push_type, "data": record}).encode()
         if self.firmware.push_content_type:
             headers["content-type"] = "application/json"
         try:

@@ -265,3 +265,63 @@ async def test_remote_auth_fallback_to_local(tmp_path: Path) -> None:
         await until(lambda: sim.state.functions["auth_mode"] == 0)
     finally:
         await sim.stop()
+
+
+@pytest.mark.parametrize("name", list(simapi.FIRMWARES))
+async def test_alarms_and_blacklisted_records_as_each_firmware_pushes_them(
+    tmp_path: Path, name: str
+) -> None:
+    fw = simapi.firmware(name)
+    catcher = PushCatcher()
+    app = Starlette(routes=[Route("/e", catcher.post, methods=["POST"])])
+    async with serving(app) as port:
+        sim = make_sim(tmp_path, firmware=name)
+        await sim.start()
+        try:
+            await _firmware_api(sim, fw, f"http://127.0.0.1:{port}/e")
+            sim.emit(1, blacklisted=True)
+            if fw.alarms:
+                sim.alarm(10002, 1)
+            else:
+                with pytest.raises(ValueError, match="pushes no alarms"):
+                    sim.alarm()
+            await until(lambda: len(catcher.got) == (2 if fw.alarms else 1))
+        finally:
+            await sim.stop()
+    pushes = [push for _, push in catcher.got]
+    record = pushes[0]
+    assert record["type"] == 0 and record["data"]["pass"] is False
+    assert record["data"]["user"]["type"] == fw.blacklist_type  # 3 before 1.3.0, then 5
+    assert record["data"].get("recognitionType") == (5 if fw.new_records else None)
+    if fw.alarms:
+        alarm = pushes[1]
+        assert alarm["type"] == 1 and "deviceSN" not in alarm["data"]
+        assert alarm["data"]["code"] == 10002 and alarm["data"]["event_time"] > 10**12  # ms
+
+
+async def test_an_alarm_without_a_serial_is_stored_for_the_terminal_that_sent_it(
+    tmp_path: Path, start_live: Any
+) -> None:
+    import sqlite3
+
+    from tests.simfix import free_port, managed_config
+
+    sim = make_sim(tmp_path, firmware="1.3.0")
+    await sim.start()
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        cfg = managed_config(state, sim, gateway_port=free_port())
+        start_live(cfg)
+        await until(lambda: sim.registered, 20)
+        sim.emit(1, blacklisted=True)
+        sim.alarm(10001, 1)
+
+        def stored() -> list[tuple[str, str]]:
+            with contextlib.closing(sqlite3.connect(cfg.storage.database_path)) as conn:
+                return sorted(conn.execute("SELECT kind, serial FROM events").fetchall())
+
+        await until(lambda: len(stored()) == 2, 20)
+    finally:
+        await sim.stop()
+    assert stored() == [("alarm", sim.settings.serial), ("recognition", sim.settings.serial)]
