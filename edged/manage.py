@@ -7,6 +7,7 @@ WAL lets decisions read while an import writes).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -42,9 +43,15 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name) in ("1", "true", "yes")
 
 
+LARGE_BODY = 256 * 1024  # bytes of JSON parsed in a worker thread, not on the event loop
+
+
 async def _body(request: Request) -> Any:
+    raw = await request.body()
     try:
-        return params.load_json(await request.body())
+        if len(raw) > LARGE_BODY:  # a people document: parsed off the event loop
+            return await asyncio.to_thread(params.load_json, raw)
+        return params.load_json(raw)
     except ValueError as exc:
         raise ImportFileError([str(exc)]) from None
 
