@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make vm-test: the .deb on a real systemd. Builds a root file system of VM_RELEASE (bookworm, the
-# default, or trixie) with debootstrap (cached in build/vm/base-RELEASE), installs
+# default, or trixie) with debootstrap (cached in /var/cache/edged-ci/vm-base-RELEASE), installs
 # dist/edged_*_all.deb into a fresh copy with apt, boots it
 # under qemu and checks from outside, over SSH and HTTP forwarded to the host's loopback:
 # active after boot and answering; a snapshot written by the writer process inside the sandbox
@@ -20,7 +20,9 @@ REPO=$PWD
 VM=$REPO/build/vm
 RELEASE=${VM_RELEASE:-bookworm}
 POWER_CUTS=${POWER_CUTS:-0}
-BASE=$VM/base-$RELEASE
+# The debootstrapped base is cached outside the checkout, beside the other test roots, so that
+# a fresh clone on the same machine (CI) does not build it again.
+BASE=${EDGED_CI_CACHE:-/var/cache/edged-ci}/vm-base-$RELEASE
 ROOT=$VM/root
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 SSH_PORT=${SSH_PORT:-$(free_port)}
@@ -45,12 +47,13 @@ if [ ! -e "$BASE/.complete" ]; then
         | awk '$2 == "bookworm" || $2 == "trixie" { print $1; exit }')
     MIRROR=${MIRROR:-http://deb.debian.org/debian/}
     say "debootstrap $RELEASE from $MIRROR"
-    rm -rf "$BASE" && mkdir -p "$VM"
+    rm -rf "$BASE" && mkdir -p "$VM" "$(dirname "$BASE")"
     debootstrap --variant=minbase --include="$PACKAGES" "$RELEASE" "$BASE" "$MIRROR" \
         >"$VM/debootstrap.log" 2>&1 || { tail -n 30 "$VM/debootstrap.log"; fail debootstrap; }
     touch "$BASE/.complete"
 fi
 
+mkdir -p "$VM"
 say "fresh root from the cached base, install $(basename "$DEB") with apt"
 rm -rf "$ROOT" && cp -a "$BASE" "$ROOT"
 cp "$DEB" "$ROOT/tmp/"
