@@ -57,6 +57,6 @@ for release in $RELEASES; do
         grep -E ' (INFO|ERROR|FAIL)|edged upgrade data' "$log" | tail -n 40
         fail "$release (whole log: $log)"
     fi
-    grep -E 'PASS|edged upgrade data' "$log" | sed 's/^/  /'
+    grep -E 'PASS|edged upgrade data' "$log" | awk '!seen[$0]++' | sed 's/^/  /'
 done
 say "passed"
