@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,21 +118,29 @@ async def serving(app: Starlette) -> AsyncIterator[int]:
         sock.close()
 
 
-@pytest.mark.parametrize("name", list(simapi.FIRMWARES))
-async def test_each_firmware_differs_as_documented(tmp_path: Path, name: str) -> None:
-    fw = simapi.firmware(name)
+async def pushes_of(
+    tmp_path: Path, name: str, act: Callable[[SimulatedTerminal], object], count: int
+) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """What a simulator of firmware ``name`` pushes (headers, body) after ``act(sim)``."""
     catcher = PushCatcher()
     app = Starlette(routes=[Route("/e", catcher.post, methods=["POST"])])
     async with serving(app) as port:
         sim = make_sim(tmp_path, firmware=name)
         await sim.start()
         try:
-            await _firmware_api(sim, fw, f"http://127.0.0.1:{port}/e")
-            sim.emit(1)
-            await until(lambda: len(catcher.got) == 1)
+            await _firmware_api(sim, simapi.firmware(name), f"http://127.0.0.1:{port}/e")
+            act(sim)
+            await until(lambda: len(catcher.got) == count)
         finally:
             await sim.stop()
-    headers, push = catcher.got[0]
+    return catcher.got
+
+
+@pytest.mark.parametrize("name", list(simapi.FIRMWARES))
+async def test_each_firmware_differs_as_documented(tmp_path: Path, name: str) -> None:
+    fw = simapi.firmware(name)
+    got = await pushes_of(tmp_path, name, lambda sim: sim.emit(1), 1)
+    headers, push = got[0]
     assert ("content-type" in headers) is fw.push_content_type  # 1.0 sends none
     assert ("sn" in headers) is fw.identity_headers
     data = push["data"]
@@ -272,23 +280,17 @@ async def test_alarms_and_blacklisted_records_as_each_firmware_pushes_them(
     tmp_path: Path, name: str
 ) -> None:
     fw = simapi.firmware(name)
-    catcher = PushCatcher()
-    app = Starlette(routes=[Route("/e", catcher.post, methods=["POST"])])
-    async with serving(app) as port:
-        sim = make_sim(tmp_path, firmware=name)
-        await sim.start()
-        try:
-            await _firmware_api(sim, fw, f"http://127.0.0.1:{port}/e")
-            sim.emit(1, blacklisted=True)
-            if fw.alarms:
-                sim.alarm(10002, 1)
-            else:
-                with pytest.raises(ValueError, match="pushes no alarms"):
-                    sim.alarm()
-            await until(lambda: len(catcher.got) == (2 if fw.alarms else 1))
-        finally:
-            await sim.stop()
-    pushes = [push for _, push in catcher.got]
+
+    def act(sim: SimulatedTerminal) -> None:
+        sim.emit(1, blacklisted=True)
+        if fw.alarms:
+            sim.alarm(10002, 1)
+        else:
+            with pytest.raises(ValueError, match="pushes no alarms"):
+                sim.alarm()
+
+    got = await pushes_of(tmp_path, name, act, 2 if fw.alarms else 1)
+    pushes = [push for _, push in got]
     record = pushes[0]
     assert record["type"] == 0 and record["data"]["pass"] is False
     assert record["data"]["user"]["type"] == fw.blacklist_type  # 3 before 1.3.0, then 5
