@@ -113,6 +113,22 @@ async def _collect(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Rejected(400, "body is not valid JSON", "json") from None
+
+
+def _names_serial(body: Any) -> bool:
+    """The body carries its terminal's ``deviceSN`` (flat, or in a push's ``data``)."""
+    if not isinstance(body, dict):
+        return False
+    data = body.get("data")
+    serial = (data if isinstance(data, dict) else body).get("deviceSN")
+    return isinstance(serial, str) and bool(serial.strip())
+
+
 class Rejected(Exception):
     """A request refused before it reached the store."""
 
@@ -213,15 +229,18 @@ class Receiver:
         except TimeoutError:
             raise Rejected(408, "request body not received in time", "timeout") from None
 
-    def parse(self, raw: bytes, request: Request, sender: str | None = None) -> Event:
+    async def sender(self, request: Request, body: Any, address: str) -> str | None:
+        """The serial the source address is bound to, asked only of a request that names no
+        terminal itself (an alarm, firmware before 1.2.1): most requests skip the look-up."""
+        if request.headers.get("sn") or _names_serial(body):
+            return None
+        return await self.binding.identify(address)
+
+    def parse(self, body: Any, raw: bytes, request: Request, sender: str | None = None) -> Event:
         """The request's Event; a known terminal's unreadable record as a MALFORMED one.
 
         ``sender`` is the serial the request's source address is bound to (edged/binding.py).
         """
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise Rejected(400, "body is not valid JSON", "json") from None
         header_sn = request.headers.get("sn")
         limit = self.cfg.receiver.max_body_bytes
         if len(raw) > limit:
@@ -271,8 +290,8 @@ class Receiver:
         try:
             address = self.check_source(request)
             raw = await self.read_body(request, address)
-            sender = None if request.headers.get("sn") else await self.binding.identify(address)
-            event = self.parse(raw, request, sender)
+            body = _decode(raw)
+            event = self.parse(body, raw, request, await self.sender(request, body, address))
             terminal = self.terminal_name(event.serial)
             await self.binding.admit(event.serial, address)
             self.mark_seen(event.serial, address, push=True)
