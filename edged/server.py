@@ -165,9 +165,17 @@ class HeadGuard(TCPServer):
         log.debug("request head from %s not complete in %s s: 408", peer, self._head_timeout)
         with contextlib.suppress(OSError, RuntimeError):
             self.writer.write(REQUEST_TIMEOUT)
+            await self.writer.drain()
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            # Closing while the client still sends makes the kernel answer with a reset, which
+            # can destroy the 408 before the client reads it: the answer and our end-of-stream
+            # go first, the close a moment later (hypercorn's reader keeps draining meanwhile).
+            await asyncio.sleep(REFUSE_LINGER)
         await self._close()
 
 
+REFUSE_LINGER = 0.25  # seconds between a 408's end-of-stream and the close
 _TIMEOUT_BODY = b'{"code":408,"msg":"request head not received in time"}'
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
