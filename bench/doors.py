@@ -30,7 +30,9 @@ from zoneinfo import ZoneInfo
 
 from indaemon import InThread
 
-from edged import config, people, store
+from edged import config
+from edged.access import people
+from edged.store import events as store
 
 SERIAL = "BENCH0000000001"
 CONFIG = """

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from edged import config, server
+from edged import config
+from edged.ops import daemon as server
 
 
 class InThread:

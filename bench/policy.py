@@ -25,8 +25,11 @@ from zoneinfo import ZoneInfo
 import httpx
 from indaemon import InThread
 
-from edged import cache, config, people, policy, store
+from edged import config
+from edged.access import people
+from edged.decide import cache, policy
 from edged.model import Event, Kind, User
+from edged.store import events as store
 
 TZ = "Europe/Berlin"
 GROUPS = 200

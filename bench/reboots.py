@@ -21,9 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from edged import config, simapi, store
-from edged.reconciler import TerminalReconciler
-from edged.simulator import SimSettings, SimulatedTerminal
+from edged import config
+from edged.sim import api as simapi
+from edged.sim.terminal import SimSettings, SimulatedTerminal
+from edged.store import events as store
+from edged.terminals.reconciler import TerminalReconciler
 
 SERIAL = "BENCH000000000002"
 TOML = """

@@ -3,7 +3,7 @@
 ``make bench-replay`` (or ``.venv/bin/python bench/replay.py [--gateway-cpu] [--json FILE]``)
 runs one scenario:
 
-1. a simulated terminal (``edged.simulator``, HTTPS on loopback, in this process) records
+1. a simulated terminal (``edged.sim.terminal``, HTTPS on loopback, in this process) records
    ``--records`` passages (50,000: its buffer) while edged is down: they wait in its buffer and
    its history;
 2. edged starts (``python -m edged run``, state on disk, fsync slowed by ``--delay`` ms through
@@ -198,7 +198,7 @@ async def watch(sim: Any, admin_port: int, total: int, line: Timeline, limit: fl
 
 async def scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """The outage, the replay, the idle tail; all figures."""
-    from edged.simulator import SimSettings, SimulatedTerminal
+    from edged.sim.terminal import SimSettings, SimulatedTerminal
 
     port, admin_port = rb.free_port(), rb.free_port()
     dest = f"http://127.0.0.1:{port}/eventRcv"

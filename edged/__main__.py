@@ -1,5 +1,5 @@
 """Allow ``python -m edged``."""
 
-from edged.cli import main
+from edged.cli.main import main
 
 raise SystemExit(main())

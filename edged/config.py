@@ -353,7 +353,7 @@ TipsTable = dict[str, str | dict[str, str]]
 
 def _tips_problems(cfg: Config) -> list[str]:
     """``[tips]`` keys are decision reasons; ``[tips.<lang>]`` tables hold reasons too."""
-    from edged.policy import Reason
+    from edged.decide.policy import Reason
 
     reasons = [r.value for r in Reason]
     problems: list[str] = []
@@ -563,7 +563,7 @@ def _managed_terminals(cfg: Config) -> list[str]:
 
 
 def _terminal_problems(t: TerminalConfig) -> list[str]:
-    from edged.tlspin import check_fingerprint
+    from edged.terminals.tlspin import check_fingerprint
 
     problems = []
     if not 1 <= t.port <= 65535:

@@ -15,10 +15,11 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-from edged import config, server
+from edged import config
+from edged.ops import daemon as server
 
 if TYPE_CHECKING:
-    from edged.simulator import SimulatedTerminal
+    from edged.sim.terminal import SimulatedTerminal
 
 SERIAL = "PS71HD01MC22C00014"
 SERIAL_OLD = "PS71HD01MC22C00015"
@@ -243,7 +244,8 @@ def grant_person(db_path: Path, pid: str = "e-1", door: str = "lobby", **fields:
     """Import a person in group 'staff', which may use ``door`` at any time."""
     from zoneinfo import ZoneInfo
 
-    from edged import people, store
+    from edged.access import people
+    from edged.store import events as store
 
     row = {"id": pid, "name": "Ann Example", "groups": "staff", **fields}
     doc = {"people": [row], "permissions": [{"group": "staff", "door": door}]}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edged import config
-from edged.simulator import SimSettings, SimulatedTerminal
+from edged.sim.terminal import SimSettings, SimulatedTerminal
 
 FAST = {
     "probe_interval": 0.05,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edged import cli, config
+from edged import config
+from edged.cli import main as cli
 from edged.config import Config
 from edged.errors import ConfigError
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from edged import config
+from edged.decide.policy import Reason, Tips
 from edged.errors import ConfigError
-from edged.policy import Reason, Tips
 
 
 def test_plain_keys_and_language_tables(make_config: Callable[..., config.Config]) -> None:

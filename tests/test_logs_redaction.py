@@ -7,9 +7,10 @@ import logging
 
 import pytest
 
-from edged import logs, store
+from edged import logs
 from edged.config import Config
-from edged.receiver import Receiver, create_app
+from edged.receive.receiver import Receiver, create_app
+from edged.store import events as store
 from tests.conftest import SERIAL, asgi_client, recognition
 
 PIN = "4711"
@@ -78,8 +79,8 @@ def test_redaction_keeps_ordinary_lines() -> None:
 @pytest.mark.parametrize(
     ("serial", "status", "logged"),
     [
-        ("UNKNOWN1", 400, "<4>edged.receiver: refused /eventRcv"),
-        (SERIAL, 200, "<4>edged.receiver: stored malformed record #1"),  # docs/receiver.md
+        ("UNKNOWN1", 400, "<4>edged.receive.receiver: refused /eventRcv"),
+        (SERIAL, 200, "<4>edged.receive.receiver: stored malformed record #1"),  # docs/receiver.md
     ],
 )
 async def test_refused_payload_logs_no_card_number(

@@ -1,0 +1,1 @@
+"""The access model: people, groups, schedules, doors, permissions, modes, import files."""

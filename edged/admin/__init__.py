@@ -1,0 +1,1 @@
+"""The operators' API: health, readiness, events, the access model and modes."""

@@ -1,0 +1,1 @@
+"""Running as a daemon: assembly, listeners, systemd, start-up checks."""

@@ -1,0 +1,419 @@
+"""The daemon: open state, bind listeners, serve both apps on hypercorn, stop cleanly.
+
+Everything that can fail (configuration, database, sockets) happens before ``serve()``: a
+failing start-up can hang hypercorn 0.13, and a bind error should be one clear line. The
+sockets are bound here and handed to hypercorn as ``fd://`` binds, which also lets the tests
+and benchmarks listen on port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import hypercorn.asyncio.run
+from hypercorn.asyncio import serve
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.config import Config as HyperConfig
+from hypercorn.events import Updated
+
+from edged import config
+from edged.admin import app as admin
+from edged.doors import automation
+from edged.doors import control as doors
+from edged.errors import EdgedError
+from edged.ops import clockcheck as clock
+from edged.ops.systemd import Notifier, keepalive
+from edged.receive import receiver
+from edged.store.events import Store
+from edged.terminals import reconciler
+from edged.upstream import client as upstream
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_INTERVAL = 3600.0
+KEEP_ALIVE_TIMEOUT = 75.0  # terminals reuse connections; 75 s outlasts their 30 s heartbeat
+# The attribute of a hypercorn Config that carries edged's request-head deadline (seconds).
+HEAD_TIMEOUT_ATTR = "edged_header_timeout"
+
+Reloader = Callable[[config.Config], None]
+
+# Keys a reload cannot apply to a running daemon: sockets, routes, files, log handlers.
+RESTART_ONLY = (
+    ("receiver", "listen"),
+    ("receiver", "event_path"),
+    ("receiver", "auth_path"),
+    ("admin", "listen"),
+    ("storage", None),
+    ("logging", None),
+)
+
+
+class BindError(EdgedError):
+    """A listener's address cannot be bound."""
+
+    exit_code = 71  # EX_OSERR
+
+
+def bind(address: str) -> socket.socket:
+    """A listening TCP socket for ``HOST:PORT`` (``[::1]:8090`` for IPv6)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, int(port)))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _hyper_config(sockets: list[socket.socket], cfg: config.Config) -> HyperConfig:
+    hc = HyperConfig()
+    # hypercorn takes ownership of the descriptor it is given: hand it a duplicate; the caller
+    # closes its own copy, or the kernel would keep accepting connections after a stop.
+    hc.bind = [f"fd://{os.dup(s.fileno())}" for s in sockets]
+    hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    hc.graceful_timeout = 5.0  # in-flight answers get this long after a stop
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.include_server_header = False
+    # hypercorn's read_timeout times every read, the idle wait between two kept-alive requests
+    # included: 0.13 then closes the connection, 0.15+ stops reading and leaves it open (the
+    # next request hangs). Set it past the keep-alive, so only a body stalled that long ends
+    # there; edged bounds the head (HeadGuard) and the receiver's body (receiver.read_timeout).
+    hc.read_timeout = int(KEEP_ALIVE_TIMEOUT) + 1
+    setattr(hc, HEAD_TIMEOUT_ATTR, cfg.receiver.header_timeout)
+    return hc
+
+
+class _Reader:
+    """A stream reader that reports each chunk it returns (hypercorn reads through it)."""
+
+    def __init__(self, reader: asyncio.StreamReader, on_data: Callable[[], None]) -> None:
+        self._reader = reader
+        self._on_data = on_data
+
+    def at_eof(self) -> bool:
+        """Whether the peer has closed its side and every byte has been read."""
+        return self._reader.at_eof()
+
+    async def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes, then report them."""
+        data = await self._reader.read(n)
+        if data:
+            self._on_data()
+        return data
+
+
+class HeadGuard(TCPServer):
+    """hypercorn's connection handler with a deadline on each request head.
+
+    hypercorn times neither the head of a request nor, before 0.15, any read: a client that
+    trickles header bytes holds its connection until the keep-alive ends. The deadline starts
+    when a connection opens, and on a kept-alive one at the first byte after the idle wait; it
+    ends when hypercorn has the whole head (its ``Updated(idle=False)``). A client that misses
+    it gets 408 and the connection is closed. Configs without ``HEAD_TIMEOUT_ATTR`` (servers
+    other than edged's listeners in the same process) are served exactly as hypercorn does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # 0.13 and 0.15+ differ in arguments: pass them on
+        self._head_timeout: float | None = getattr(self.config, HEAD_TIMEOUT_ATTR, None)
+        self._timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.Task[None] | None = None
+        self._idle = True
+        if self._head_timeout:
+            self.reader = _Reader(self.reader, self._on_data)  # type: ignore[assignment]
+            self._arm()
+
+    async def protocol_send(self, event: Any) -> None:
+        """hypercorn's protocol_send, noting when a head is complete and when idle again."""
+        await super().protocol_send(event)
+        if isinstance(event, Updated) and self._head_timeout:
+            self._idle = event.idle
+            if not event.idle:
+                self._disarm()
+
+    def _on_data(self) -> None:
+        if self._idle and self._timer is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._head_timeout or 0.0, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._idle:  # no head completed in time
+            self._expiry = asyncio.ensure_future(self._refuse())
+
+    async def _refuse(self) -> None:
+        peer = self.writer.get_extra_info("peername")
+        log.debug("request head from %s not complete in %s s: 408", peer, self._head_timeout)
+        with contextlib.suppress(OSError, RuntimeError):
+            self.writer.write(REQUEST_TIMEOUT)
+            await self.writer.drain()
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            # Closing while the client still sends makes the kernel answer with a reset, which
+            # can destroy the 408 before the client reads it: the answer and our end-of-stream
+            # go first, the close a moment later (hypercorn's reader keeps draining meanwhile).
+            await asyncio.sleep(REFUSE_LINGER)
+        await self._close()
+
+
+REFUSE_LINGER = 0.25  # seconds between a 408's end-of-stream and the close
+_TIMEOUT_BODY = b'{"code":408,"msg":"request head not received in time"}'
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
+
+# hypercorn's serve() builds each connection's handler from this module global; there is no
+# option for it. Only configs that carry HEAD_TIMEOUT_ATTR see a difference (see HeadGuard).
+hypercorn.asyncio.run.TCPServer = HeadGuard  # type: ignore[misc]
+
+
+@dataclass
+class Daemon:
+    """One running edged: its store, apps and listeners."""
+
+    cfg: config.Config
+    store: Store
+    receiver: receiver.Receiver
+    admin: admin.Admin
+    receiver_sockets: list[socket.socket]
+    admin_sockets: list[socket.socket]
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    on_ready: list[Callable[[], None]] = field(default_factory=list)
+    services: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    doors: doors.Doors | None = None
+    receiver_port: int = field(init=False, default=0)  # the bound port, also when asked for 0
+    admin_port: int = field(init=False, default=0)
+    # ----- systemd: reload, stop, notifications -----
+    reloaders: list[Reloader] = field(default_factory=list)  # called with a new, valid Config
+    on_stop: list[Callable[[], None]] = field(default_factory=list)  # put outputs in safe state
+    notifier: Notifier = field(default_factory=Notifier)
+    terminals: reconciler.Reconcilers | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.receiver_port = int(self.receiver_sockets[0].getsockname()[1])
+        self.admin_port = int(self.admin_sockets[0].getsockname()[1])
+        self.reloaders += [self.receiver.reconfigure, _admin_reloader(self.admin)]
+
+    async def serve(self) -> None:
+        """Serve until ``stopping`` is set, then shut down gracefully."""
+        recv_app = receiver.create_app(self.receiver)
+        admin_app = admin.create_app(self.admin)
+        recv_hc = _hyper_config(self.receiver_sockets, self.cfg)
+        admin_hc = _hyper_config(self.admin_sockets, self.cfg)
+        for sock in self.receiver_sockets + self.admin_sockets:
+            sock.close()  # hypercorn owns the listeners now (its duplicates)
+        servers = [
+            asyncio.ensure_future(serve(app, hc, shutdown_trigger=self.stopping.wait))  # type: ignore[arg-type]
+            for app, hc in ((recv_app, recv_hc), (admin_app, admin_hc))
+        ]
+        self.tasks.append(asyncio.create_task(self._maintenance()))
+        for service in self.services:
+            self.tasks.append(asyncio.create_task(service(self)))
+        await asyncio.sleep(0)
+        for callback in self.on_ready:
+            callback()
+        # Listeners bound, database open, services (pins) started: now systemd may call us up.
+        self.notifier.ready(self.status_line())
+        self.tasks.append(asyncio.create_task(keepalive(self.notifier, self.status_line)))
+        log.info(
+            "edged ready: terminals on %s, admin on %s",
+            ", ".join(self.cfg.receiver.listen),
+            ", ".join(self.cfg.admin.listen),
+        )
+        try:
+            await asyncio.gather(*servers)
+        finally:
+            if not self.stopping.is_set():  # the servers ended by themselves
+                self.notifier.stopping()
+            self.stopping.set()
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            self._safe_outputs()
+
+    def stop(self) -> None:
+        """Begin a graceful stop: no new connections, in-flight answers finish."""
+        if not self.stopping.is_set():
+            log.info("edged stopping: finishing requests in flight")
+            self.notifier.stopping()
+            self.stopping.set()
+
+    def reload(self) -> bool:
+        """Re-read the configuration file; on any error keep the running one and say so."""
+        self.notifier.reloading()
+        try:
+            new = config.load(self.cfg.source)
+            config.admin_token(new)  # a token file that cannot be read fails the reload
+        except EdgedError as exc:  # ConfigError: every problem found
+            for problem in getattr(exc, "problems", None) or [str(exc)]:
+                log.error("reload refused, keeping the running configuration: %s", problem)
+            self.notifier.ready(self.status_line())
+            return False
+        for name in _restart_only_changes(self.cfg, new):
+            log.warning("reload: %s changed; it takes effect after a restart", name)
+        for reloader in self.reloaders:
+            try:
+                reloader(new)
+            except Exception:
+                log.exception("reload: %r failed", reloader)
+        self.cfg = new
+        log.info("configuration reloaded from %s", new.source)
+        self.notifier.ready(self.status_line())
+        return True
+
+    def status_line(self) -> str:
+        """The one-line status systemd shows: what edged is doing and how it fares."""
+        stats = self.store.stats
+        answered = sum(self.receiver.stats.answered.values())
+        line = f"serving {len(self.cfg.terminals)} terminals; {answered} requests answered"
+        line += f", {stats.records} records stored"
+        if not self.store.healthy():
+            line += f"; STORE FAILING: {stats.last_error}"
+        return line
+
+    def _safe_outputs(self) -> None:
+        for callback in self.on_stop:
+            try:
+                callback()
+            except Exception:
+                log.exception("stop: %r failed", callback)
+
+    async def _maintenance(self) -> None:
+        """Hourly: clock sanity and retention pruning."""
+        while True:
+            clock.report(time.time())
+            cutoff = time.time() - self.cfg.storage.retention_days * 86400
+            try:
+                removed = await self.store.prune_events(cutoff)
+                if removed:
+                    log.info(
+                        "retention: removed %d records older than %d days",
+                        removed,
+                        self.cfg.storage.retention_days,
+                    )
+            except EdgedError as exc:
+                log.error("retention: %s", exc)
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+
+
+def _restart_only_changes(old: config.Config, new: config.Config) -> list[str]:
+    changed = []
+    for section, key in RESTART_ONLY:
+        before, after = getattr(old, section), getattr(new, section)
+        if key is None and before != after:
+            changed.append(f"[{section}]")
+        elif key is not None and getattr(before, key) != getattr(after, key):
+            changed.append(f"{section}.{key}")
+    return changed
+
+
+def _admin_reloader(adm: admin.Admin) -> Reloader:
+    def apply(cfg: config.Config) -> None:
+        adm.cfg = cfg
+        adm.token = config.admin_token(cfg)
+
+    return apply
+
+
+def build(cfg: config.Config) -> Daemon:
+    """Open the state and bind the listeners; raises a clear EdgedError on failure."""
+    token = config.admin_token(cfg)
+    upstream.preflight(cfg)  # upstream token and CA files (edged/upstream/client.py)
+    store = Store(
+        cfg.storage.database_path,
+        cfg.storage.images_path if cfg.storage.store_images else None,
+        cfg.storage.images_max_bytes,
+    )
+    recv_socks: list[socket.socket] = []
+    admin_socks: list[socket.socket] = []
+    try:
+        recv_socks = [bind(a) for a in cfg.receiver.listen]
+        admin_socks = [bind(a) for a in cfg.admin.listen]
+    except BindError:
+        for sock in recv_socks + admin_socks:
+            sock.close()
+        store.close()
+        raise
+    recv = receiver.Receiver(cfg, store)
+    adm = admin.Admin(cfg, recv, token)
+    # ----- doors: outputs claimed at their locked level before serving -----
+    try:
+        site = doors.build(cfg, store)
+    except EdgedError:
+        for sock in recv_socks + admin_socks:
+            sock.close()
+        store.close()
+        raise
+    daemon = Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
+    if site is not None:
+        recv.listeners.append(site.on_record)
+        adm.doors = site
+        adm.readiness.append(site.readiness)
+        daemon.services.append(site.service)  # attaches; at stop every lock back to locked
+        daemon.doors = site
+        tz = ZoneInfo(cfg.site.timezone)
+        daemon.services.append(lambda d: automation.run(site, store.db.conn, tz))
+    # ----- end doors -----
+    # ----- upstream: decisions, forwarding, people sync (edged/upstream/client.py) -----
+    if cfg.upstream.enabled:
+        upstream.Upstream(cfg, store).install(daemon)
+    # ----- terminals: keep managed terminals registered, show their health -----
+    terms = reconciler.Reconcilers(cfg, store, recv)
+    daemon.terminals = terms
+    if terms.items:
+        daemon.services.append(terms.run)
+        adm.readiness.append(terms.readiness)
+        adm.resubscribe = terms.resubscribe
+    adm.terminal_health = terms.health
+    if daemon.doors is not None and terms.items:
+        daemon.doors.relay = terms.open_door  # doors[].terminal_relay
+    # ----- end terminals -----
+    return daemon
+
+
+async def run(cfg: config.Config) -> None:
+    """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    clock.report(time.time())
+    daemon = build(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    try:
+        await daemon.serve()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        if daemon.doors is not None:  # normally closed by its service already
+            daemon.doors.close()
+        daemon.store.close()
+        log.info("edged stopped")

@@ -1,0 +1,1 @@
+"""The terminals' side: pushes, remote-auth requests and heartbeats, checked and bound."""

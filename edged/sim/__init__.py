@@ -1,0 +1,1 @@
+"""A simulated door terminal: its web API, its records and pushes, its certificate."""

@@ -1,0 +1,1 @@
+"""The durable store: events exactly once, migrations, snapshots, the read-only view."""

@@ -1,0 +1,1 @@
+"""Managing the terminals: their web API client, pinned TLS, registration, back-fill, discovery."""

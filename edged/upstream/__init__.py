@@ -1,0 +1,1 @@
+"""The optional upstream server: online authority, store-and-forward outbox, people sync."""

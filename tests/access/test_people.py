@@ -1,0 +1,252 @@
+"""People imports on a real SQLite file: documents, error reports, atomic --replace, order."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edged.access import people
+from edged.decide import cache, policy
+from edged.errors import ImportFileError
+from edged.model import Event, Kind, User
+from edged.store import events as store
+
+UTC = ZoneInfo("UTC")
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Any:
+    db = store.open_database(tmp_path / "edged.db")
+    yield db.conn
+    db.conn.close()
+
+
+def doc(**sections: Any) -> people.Document:
+    return people.parse_document(sections, UTC)
+
+
+def count(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def test_csv_with_groups_column(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("id,name,groups,ic_number\ne-1,Ann,staff|night,1001|1002\ne-2,Bob,,\n")
+    result = people.apply_document(conn, people.load_file(path, UTC), replace=False)
+    assert result["people"].added == ["e-1", "e-2"]
+    assert cache.groups_of(conn, "e-1") == {"staff", "night"}
+    assert cache.groups_of(conn, "e-2") == frozenset()
+    assert count(conn, "groups") == 2 and count(conn, "credentials") == 4  # + two user_ids
+
+
+def test_bad_csv_reports_every_row_with_its_line(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "id,name,type,valid_from,groups\n"
+        "e-1,Ann,employee,,staff\n"
+        ",Nameless,employee,,\n"
+        "e-3,Cy,alien,,\n"
+        "e-4,Di,visitor,someday,\n"
+        "e-5,Ed,visitor,,bad group!\n"
+        "e-1,Ann again,,,\n"
+    )
+    with pytest.raises(ImportFileError) as exc:
+        people.load_file(path, UTC)
+    problems = exc.value.problems
+    assert [p.split(":")[0] for p in problems] == [
+        "line 3",
+        "line 4",
+        "line 5",
+        "line 6",
+        "line 7",
+    ]
+    assert count(conn, "people") == 0
+
+
+def test_json_document_errors_carry_file_lines(tmp_path: Path) -> None:
+    text = json.dumps(
+        {
+            "groups": [{"id": "staff"}],
+            "schedules": [
+                {"id": "office", "periods": [{"days": ["mon"], "start": "08:00", "end": "18:00"}]},
+                {"id": "broken", "periods": [{"days": ["moonday"], "start": "25:00", "end": "x"}]},
+            ],
+            "holidays": [{"name": "X", "date": "13-45"}],
+            "doors": [{"name": "lobby", "unknown": "maybe", "entry_modes": [0]}],
+            "permissions": [{"group": "staff"}],
+        },
+        indent=1,
+    )
+    path = tmp_path / "site.json"
+    path.write_text(text)
+    with pytest.raises(ImportFileError) as exc:
+        people.load_file(path, UTC)
+    lines = text.splitlines()
+    for problem in exc.value.problems:
+        number = int(problem.split(":")[0].removeprefix("line "))
+        assert lines[number - 1].strip().startswith("{"), problem
+    text_all = "\n".join(exc.value.problems)
+    for needle in ("25:00", "13-45", "maybe", "entry_modes", "door: required"):
+        assert needle in text_all
+
+
+def test_permission_needs_a_defined_schedule(conn: sqlite3.Connection) -> None:
+    bad = doc(permissions=[{"group": "staff", "door": "lobby", "schedule": "nope"}])
+    with pytest.raises(ImportFileError, match="schedule 'nope' is not defined"):
+        people.apply_document(conn, bad, replace=False)
+    assert count(conn, "permissions") == 0
+
+
+def test_replace_is_atomic(conn: sqlite3.Connection) -> None:
+    people.apply_document(
+        conn,
+        doc(people=[{"id": "a", "name": "A", "ic_number": "1"}, {"id": "b", "name": "B"}]),
+        replace=False,
+    )
+    before = conn.execute("SELECT * FROM people ORDER BY id").fetchall()
+    # "c" takes a credential of "a", and "d" repeats it: the whole replace must fail
+    clash = doc(
+        people=[{"id": "c", "name": "C", "ic_number": "9"}, {"id": "d", "name": "D"}],
+        groups=[{"id": "g"}],
+    )
+    clash.people[1].credentials.append(("ic", "9"))  # type: ignore[index]
+    with pytest.raises(ImportFileError, match="refused the change: UNIQUE constraint failed"):
+        people.apply_document(conn, clash, replace=True)
+    assert conn.execute("SELECT * FROM people ORDER BY id").fetchall() == before
+    assert count(conn, "groups") == 0
+    assert not conn.in_transaction
+    result = people.apply_document(conn, doc(people=[{"id": "c", "name": "C"}]), replace=True)
+    assert result["people"].removed == ["a", "b"] and count(conn, "people") == 1
+
+
+def test_dry_run_changes_nothing(conn: sqlite3.Connection) -> None:
+    result = people.apply_document(
+        conn, doc(people=[{"id": "a", "name": "A"}], groups=[{"id": "g"}]), False, dry_run=True
+    )
+    assert result["people"].added == ["a"] and result["groups"].added == ["g"]
+    assert count(conn, "people") == 0 and count(conn, "groups") == 0
+
+
+def test_compat_functions_keep_their_signatures(conn: sqlite3.Connection) -> None:
+    rows = people.parse_records([(1, {"id": "a", "name": "A", "job_number": "J1"})], UTC)
+    first = people.apply(conn, rows, replace=False)
+    again = people.apply(conn, rows, replace=False)
+    assert first.added == ["a"] and again.unchanged == ["a"]
+
+
+def test_export_round_trips(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    source = {
+        "people": [
+            {"id": "a", "name": "A", "groups": ["g"], "valid_until": "2030-01-31", "qr": ["Q"]}
+        ],
+        "schedules": [
+            {"id": "s", "periods": [{"days": ["sat"], "start": "22:00", "end": "02:00"}]}
+        ],
+        "holidays": [{"name": "NY", "date": "01-01"}, {"name": "Once", "date": "2027-05-05"}],
+        "doors": [{"name": "lobby", "anti_passback": 10, "entry_modes": [1]}],
+        "permissions": [{"group": "g", "door": "lobby", "schedule": "s"}],
+    }
+    people.apply_document(conn, people.parse_document(source, UTC), replace=False)
+    exported = people.export(conn, UTC)
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(exported))
+    db2 = store.open_database(tmp_path / "copy.db")
+    people.apply_document(db2.conn, people.load_file(path, UTC), replace=True)
+    assert people.export(db2.conn, UTC) == exported
+    db2.conn.close()
+
+
+# ----- a decision never depends on the order rows were imported ----------------------------
+
+GROUPS = ["g1", "g2", "g3"]
+person_rows = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": st.sampled_from(["p1", "p2", "p3", "p4"]),
+            "name": st.just("N"),
+            "blocked": st.booleans(),
+            "groups": st.lists(st.sampled_from(GROUPS), unique=True),
+        }
+    ),
+    unique_by=lambda r: r["id"],
+    min_size=1,
+)
+permission_rows = st.lists(
+    st.fixed_dictionaries(
+        {
+            "group": st.sampled_from(GROUPS),
+            "door": st.sampled_from(["d1", "d2"]),
+            "schedule": st.sampled_from([None, "day", "night"]),
+        }
+    ),
+    unique_by=lambda r: (r["group"], r["door"], r["schedule"]),
+)
+SCHEDULES = [
+    {"id": "day", "periods": [{"days": ["mon", "tue"], "start": "08:00", "end": "18:00"}]},
+    {"id": "night", "periods": [{"days": ["mon"], "start": "22:00", "end": "06:00"}]},
+]
+
+
+def _decisions(path: Path, sections: dict[str, Any], times: list[float]) -> list[Any]:
+    db = store.open_database(path)
+    people.apply_document(db.conn, people.parse_document(sections, UTC), replace=False)
+    out = []
+    for pid in ("p1", "p2", "p3", "p4"):
+        event = Event(Kind.AUTH, "S", "k", user=User(user_id=pid), firmware="old")
+        for door in ("d1", "d2"):
+            for now in times:
+                settings_, view = cache.load(db.conn, event, door, now, UTC)
+                d = policy.decide(event, settings_, view, now)
+                out.append((pid, door, now, d.granted, d.reason, d.rule, d.steps))
+    db.conn.close()
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(person_rows, permission_rows, st.integers(0, 2**32))
+def test_decisions_do_not_depend_on_import_order(
+    rows: list[dict[str, Any]], perms: list[dict[str, Any]], seed: int
+) -> None:
+    rnd = random.Random(seed)
+    times = [1767600000.0 + h * 3600 for h in (0, 9, 23, 30)]  # Monday 5 Jan 2026 and on
+    first = {"people": rows, "permissions": perms, "schedules": SCHEDULES}
+    shuffled = {
+        "schedules": rnd.sample(SCHEDULES, len(SCHEDULES)),
+        "permissions": rnd.sample(perms, len(perms)),
+        "people": [
+            {**r, "groups": rnd.sample(r["groups"], len(r["groups"]))}
+            for r in rnd.sample(rows, len(rows))
+        ],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        a = _decisions(Path(tmp) / "a.db", first, times)
+        b = _decisions(Path(tmp) / "b.db", shuffled, times)
+    assert a == b
+
+
+def test_a_second_import_reports_what_really_changed(conn: sqlite3.Connection) -> None:
+    site: dict[str, Any] = {
+        "groups": [{"id": "g", "name": "G"}],
+        "schedules": [{"id": "s", "periods": [{"days": "mon", "start": "08:00", "end": "09:00"}]}],
+        "holidays": [{"name": "NY", "date": "01-01"}],
+        "doors": [{"name": "lobby", "min_score": 1, "entry_modes": [3, 1]}],
+        "permissions": [{"group": "g", "door": "lobby", "schedule": "s"}],
+    }
+    people.apply_document(conn, people.parse_document(site, UTC), replace=False)
+    again = people.apply_document(conn, people.parse_document(site, UTC), replace=False)
+    assert all(r.unchanged and not (r.added or r.updated) for r in again.values())
+    site["doors"][0]["anti_passback"] = 30
+    site["holidays"].append({"date": "2027-05-05"})
+    changed = people.apply_document(conn, people.parse_document(site, UTC), replace=True)
+    assert changed["doors"].updated == ["lobby"]
+    assert changed["holidays"].added == ["2027-05-05 holiday"]
+    assert changed["holidays"].unchanged == ["01-01 holiday"]
