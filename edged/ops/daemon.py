@@ -26,7 +26,7 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Config as HyperConfig
 from hypercorn.events import Updated
 
-from edged import config
+from edged import aio, config
 from edged.admin import app as admin
 from edged.doors import automation
 from edged.doors import control as doors
@@ -41,6 +41,8 @@ from edged.upstream import client as upstream
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL = 3600.0
+GRACEFUL_TIMEOUT = 5.0  # in-flight answers get this long after a stop
+STOP_GRACE = 3.0  # then the services; both together stay within the unit's TimeoutStopSec=10s
 KEEP_ALIVE_TIMEOUT = 75.0  # terminals reuse connections; 75 s outlasts their 30 s heartbeat
 # The attribute of a hypercorn Config that carries edged's request-head deadline (seconds).
 HEAD_TIMEOUT_ATTR = "edged_header_timeout"
@@ -88,7 +90,7 @@ def _hyper_config(sockets: list[socket.socket], cfg: config.Config) -> HyperConf
     # closes its own copy, or the kernel would keep accepting connections after a stop.
     hc.bind = [f"fd://{os.dup(s.fileno())}" for s in sockets]
     hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
-    hc.graceful_timeout = 5.0  # in-flight answers get this long after a stop
+    hc.graceful_timeout = GRACEFUL_TIMEOUT
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.include_server_header = False
@@ -254,9 +256,8 @@ class Daemon:
             if not self.stopping.is_set():  # the servers ended by themselves
                 self.notifier.stopping()
             self.stopping.set()
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            for task in await aio.cancel_all(self.tasks, give_up_after=STOP_GRACE):
+                log.error("%s did not stop within %.0f s; stopping anyway", task, STOP_GRACE)
             self._safe_outputs()
 
     def stop(self) -> None:

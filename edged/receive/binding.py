@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edged import aio
 from edged.config import Config, TerminalConfig
 from edged.errors import StoreError
 from edged.receive.normalize import sanitize
@@ -219,7 +220,7 @@ class Resolver:
         if self.clock() - at < max_age:
             return known
         try:
-            found = await asyncio.wait_for(_lookup(host), RESOLVE_TIMEOUT)
+            found = await aio.within(_lookup(host), RESOLVE_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             if host not in self._failing:
                 self._failing.add(host)

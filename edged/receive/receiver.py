@@ -14,7 +14,6 @@ MALFORMED record, acknowledged (a remote-auth request: denied), counted and neve
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -30,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edged import aio
 from edged.config import Config
 from edged.decide import cache, policy
 from edged.errors import PayloadError, StoreError
@@ -223,10 +223,8 @@ class Receiver:
         ctype = request.headers.get("content-type", "")
         if ctype and "json" not in ctype.lower():
             raise Rejected(415, "expected Content-Type application/json", "content-type")
-        # wait_for, not asyncio.timeout: on Python 3.11.2 (Debian bookworm) asyncio.timeout
-        # turns into a plain cancellation in a task that was ever cancelled before.
-        try:
-            return await asyncio.wait_for(_collect(request, limit), self.cfg.receiver.read_timeout)
+        try:  # edged/aio.py: neither wait_for nor asyncio.timeout is safe on Python 3.11
+            return await aio.within(_collect(request, limit), self.cfg.receiver.read_timeout)
         except TimeoutError:
             raise Rejected(408, "request body not received in time", "timeout") from None
 

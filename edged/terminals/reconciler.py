@@ -13,7 +13,6 @@ one INFO when it is back, per-attempt detail at DEBUG.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 from tenacity.wait import wait_random_exponential
 
+from edged import aio
 from edged.config import Config, TerminalConfig
 from edged.errors import TerminalAuthError, TerminalError, TerminalMismatch, TerminalUntrusted
 from edged.receive.receiver import Receiver, TerminalSeen
@@ -315,10 +315,7 @@ class TerminalReconciler:
     # ----- waiting --------------------------------------------------------------------------
 
     async def _wait_wake(self, timeout: float) -> bool:
-        if timeout > 0:
-            with contextlib.suppress(TimeoutError):  # not asyncio.timeout: Python 3.11.2
-                await asyncio.wait_for(self.wake.wait(), timeout)
-        woken = self.wake.is_set()
+        woken = await aio.wait_event(self.wake, timeout)
         self.wake.clear()
         return woken
 
@@ -461,15 +458,20 @@ class Reconcilers:
         ]
         try:
             if tasks:
-                await asyncio.gather(*tasks)
+                # asyncio.wait, not gather: a cancellation of this task raises here at once, so
+                # the stop flags below are set even while a terminal's task swallowed its own
+                # cancellation (anyio 3 inside an httpx call) and would otherwise run on.
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()
             else:
                 await asyncio.Event().wait()
         finally:
             for reconciler in self.items.values():
                 reconciler.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            stuck = await aio.cancel_all(tasks)
+            for task in stuck:
+                log.error("%s did not stop; leaving it", task.get_name())
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Health of each managed terminal, by serial."""

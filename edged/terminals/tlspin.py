@@ -20,6 +20,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from edged import aio
+
 PREFIX = "sha256:"
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -135,7 +137,7 @@ async def fetch_certificate(host: str, port: int, timeout: float = 10.0) -> Pres
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # only to look: nothing is sent on this connection
-    _, writer = await asyncio.wait_for(  # not asyncio.timeout: Python 3.11.2
+    _, writer = await aio.within(
         asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), timeout
     )
     try:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from edged import config, logs
+from edged import aio, config, logs
 from edged.errors import ConfigError
 from edged.model import Event
 from edged.store.events import Record, Store
@@ -184,8 +184,8 @@ async def within(deadline: float, call: Coroutine[Any, Any, Answer]) -> Answer:
     (Debian bookworm).
     """
     task = asyncio.ensure_future(call)
-    try:  # wait_for, not asyncio.timeout: see receiver.Receiver.read_body (Python 3.11.2)
-        return await asyncio.wait_for(asyncio.shield(task), deadline)
+    try:  # edged/aio.py: neither wait_for nor asyncio.timeout is safe on Python 3.11
+        return await aio.within(asyncio.shield(task), deadline)
     except BaseException:
         asyncio.get_running_loop().call_later(REAP_DELAY, task.cancel)
         task.add_done_callback(_reap)

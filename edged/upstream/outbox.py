@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import sqlite3
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from edged import config
+from edged import aio, config
 from edged.errors import EdgedError
 from edged.model import Event
 from edged.store import events as store
@@ -239,8 +238,7 @@ class Forwarder:
         batch = await asyncio.to_thread(self.next_batch)
         if batch is None:
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):  # not asyncio.timeout: Python 3.11.2
-                await asyncio.wait_for(self.wake.wait(), self.up.forward_interval)
+            await aio.wait_event(self.wake, self.up.forward_interval)
             return
         await self.send(batch)
         await self.acknowledged(batch)
