@@ -18,6 +18,7 @@ DOOR_COLUMNS = ("door", "lock", "contact", "alarms", "last decision")
 
 
 def door_row(door: dict[str, Any]) -> str:
+    """One door as a row of ``DOOR_COLUMNS`` (``edged door``, ``edged status``)."""
     if door.get("locked") is None:
         lock = "-"
     else:
@@ -38,11 +39,13 @@ def door_row(door: dict[str, Any]) -> str:
 
 
 def door_header() -> str:
+    """The header over ``door_row`` lines."""
     door, lock, contact, alarms, last = (c.upper() for c in DOOR_COLUMNS)
     return f"{door:<16} {lock:<24} {contact:<10} {alarms:<20} {last}"
 
 
 def door_line(door: dict[str, Any]) -> str:
+    """A door row indented under the ``doors`` heading of ``edged status``."""
     return f"  {door_row(door)}"
 
 

@@ -15,11 +15,7 @@ from edged.cli import common
 from edged.errors import NotFoundError, OutputError, UsageError
 
 EVENT_COLUMNS = ("id", "received (UTC)", "terminal", "person", "what")
-
-
 DEFAULT_EVENTS = 20  # a bare `edged events`: the newest page
-
-
 FOLLOW_INTERVAL = 1.0  # seconds between two reads of the database while following
 
 

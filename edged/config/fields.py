@@ -17,10 +17,12 @@ Check = Callable[[Any], str | None]
 
 
 def meta(check: Check | None = None, secret: bool = False) -> dict[str, Any]:
+    """A field's metadata: its value check and whether it is a secret."""
     return {"check": check, "secret": secret}
 
 
 def listen_check(values: list[str]) -> str | None:
+    """Listen addresses: each ``HOST:PORT``."""
     for value in values:
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdecimal() or not 0 <= int(port) <= 65535 or not host:
@@ -29,6 +31,7 @@ def listen_check(values: list[str]) -> str | None:
 
 
 def networks_check(values: list[str]) -> str | None:
+    """Allowed networks: each an IP network such as ``192.168.1.0/24``."""
     for value in values:
         try:
             ipaddress.ip_network(value, strict=False)
@@ -51,18 +54,22 @@ def address_check(value: str) -> str | None:
 
 
 def path_check(value: str) -> str | None:
+    """A URL path: starts with ``/``."""
     return None if value.startswith("/") else f"{value!r} must start with '/'"
 
 
 def positive(value: float) -> str | None:
+    """A number greater than 0."""
     return None if value > 0 else "must be greater than 0"
 
 
 def not_negative(value: float) -> str | None:
+    """A number of 0 or more."""
     return None if value >= 0 else "must be 0 or more"
 
 
 def timezone_check(value: str) -> str | None:
+    """An IANA time zone name."""
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -71,16 +78,19 @@ def timezone_check(value: str) -> str | None:
 
 
 def serial_check(value: str) -> str | None:
+    """A terminal's serial: 1-64 letters, digits, ``-`` and ``_``."""
     return None if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value) else f"{value!r} is not a serial"
 
 
 def name_check(value: str) -> str | None:
+    """A terminal's or door's name: lower case, digits, ``-`` and ``_``."""
     if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value):
         return None
     return f"{value!r}: use lower-case letters, digits, '-' and '_'"
 
 
 def base_url_check(value: str) -> str | None:
+    """The gateway's public URL: empty, or http(s) with a host and an optional path."""
     if not value:
         return None
     if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
@@ -89,10 +99,12 @@ def base_url_check(value: str) -> str | None:
 
 
 def token_check(value: int) -> str | None:
+    """A terminal token's lifetime: 1-1440 minutes."""
     return None if 1 <= value <= 1440 else "must be 1-1440 minutes"
 
 
 def url_check(value: str) -> str | None:
+    """An upstream URL: empty, or http(s)."""
     if not value or re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         return None
     return f"{value!r} is not an http:// or https:// URL"

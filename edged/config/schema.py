@@ -106,6 +106,7 @@ class LoggingConfig:
     format: Literal["auto", "journal", "text", "json"] = "auto"
 
 
+# ----- terminals -----
 @dataclass(frozen=True)
 class TerminalConfig:
     """One door terminal edged serves."""
@@ -179,12 +180,14 @@ DEFAULT_ALARM_ACTIONS: dict[str, str] = {
 
 
 def pin_check(value: int | None) -> str | None:
+    """A GPIO number on the 40-pin header (BCM numbering), or unset."""
     if value is None or 0 <= value <= MAX_PIN:
         return None
     return f"{value} is not a GPIO number 0-{MAX_PIN} (BCM numbering)"
 
 
 def alarm_actions_check(values: dict[str, str]) -> str | None:
+    """Alarm actions: a known alarm name or a numeric code, and a known action."""
     for key, action in values.items():
         if key not in ALARM_CODES and not key.isdecimal():
             return f"{key!r} is not an alarm name ({', '.join(ALARM_CODES)}) or a numeric code"
