@@ -26,6 +26,30 @@ class Replay(StrEnum):
     BACKFILL = "backfill"  # read back from a terminal's history
 
 
+class Reason(StrEnum):
+    """Why a decision came out as it did: a closed list (docs/decisions.md, decide.policy)."""
+
+    GRANTED = "granted"
+    FREE_ACCESS = "free_access"
+    REPLAYED = "replayed"
+    BLACKLISTED = "blacklisted"
+    BLOCKED = "blocked"
+    LOCKDOWN = "lockdown"
+    NOT_LIVE = "not_live"
+    STRANGER = "stranger"
+    UNKNOWN_PERSON = "unknown_person"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    ENTRY_MODE_NOT_ALLOWED = "entry_mode_not_allowed"
+    LOW_SCORE = "low_score"
+    LOW_LIVENESS = "low_liveness"
+    MASK_REQUIRED = "mask_required"
+    NO_PERMISSION = "no_permission"
+    HOLIDAY = "holiday"
+    OUTSIDE_SCHEDULE = "outside_schedule"
+    ANTI_PASSBACK = "anti_passback"
+
+
 # recognitionType (firmware 1.2.1+)
 RT_EMPLOYEE, RT_VISITOR, RT_STRANGER, RT_NOT_LIVE, RT_BLACKLIST = 1, 2, 3, 4, 5
 # recognizeStatus (firmware 1.0/1.1 and remote-auth requests)

@@ -10,37 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from enum import StrEnum
 from typing import Any
 
 from edged.decide import schedule
 from edged.decide.schedule import Holiday, Schedule
-from edged.model import Event, Replay
-
-
-class Reason(StrEnum):
-    """Why a decision came out as it did: a closed list (docs/decisions.md)."""
-
-    GRANTED = "granted"
-    FREE_ACCESS = "free_access"
-    REPLAYED = "replayed"
-    BLACKLISTED = "blacklisted"
-    BLOCKED = "blocked"
-    LOCKDOWN = "lockdown"
-    NOT_LIVE = "not_live"
-    STRANGER = "stranger"
-    UNKNOWN_PERSON = "unknown_person"
-    NOT_YET_VALID = "not_yet_valid"
-    EXPIRED = "expired"
-    ENTRY_MODE_NOT_ALLOWED = "entry_mode_not_allowed"
-    LOW_SCORE = "low_score"
-    LOW_LIVENESS = "low_liveness"
-    MASK_REQUIRED = "mask_required"
-    NO_PERMISSION = "no_permission"
-    HOLIDAY = "holiday"
-    OUTSIDE_SCHEDULE = "outside_schedule"
-    ANTI_PASSBACK = "anti_passback"
-
+from edged.model import Event, Reason, Replay  # Reason: a root word, config checks tips by it
 
 # verify_code the terminal understands: 1 not activated, 2 success, 3 no permission,
 # 4 match failed, 5 outside allowed time.

@@ -15,15 +15,16 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from edged import aio
 
-PREFIX = "sha256:"
-_HEX = re.compile(r"[0-9a-f]{64}")
+# the parser lives with the configuration that checks it; imported here for the callers
+from edged.config.fields import FINGERPRINT_PREFIX as PREFIX
+from edged.config.fields import check_fingerprint as check_fingerprint
+from edged.config.fields import normalise_fingerprint as normalise
 
 
 class PinMismatch(ssl.SSLCertVerificationError):
@@ -44,22 +45,6 @@ def fingerprint(der: bytes) -> str:
 def fingerprint_pem(pem: str) -> str:
     """``sha256:<64 hex>`` of a PEM certificate."""
     return fingerprint(ssl.PEM_cert_to_DER_cert(pem))
-
-
-def normalise(text: str) -> str | None:
-    """A fingerprint in canonical form (lower case, no colons), or None if it is not one."""
-    value = text.strip().lower()
-    if value.startswith(PREFIX):
-        value = value[len(PREFIX) :]
-    value = value.replace(":", "")
-    return PREFIX + value if _HEX.fullmatch(value) else None
-
-
-def check_fingerprint(text: str) -> str | None:
-    """Config check: empty or ``sha256:`` and 64 hex digits (colons allowed)."""
-    if not text or normalise(text):
-        return None
-    return "must be 'sha256:' followed by 64 hex digits"
 
 
 def _verify(obj: Any, context: PinnedContext) -> None:

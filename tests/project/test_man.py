@@ -13,7 +13,7 @@ import pytest
 
 from edged import __version__, config
 from edged.cli import main as cli
-from tests.project.test_docs import ROOT, cli_commands, config_keys
+from tests.project.helpers import ROOT, cli_commands, config_keys
 
 
 def mkman() -> ModuleType:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edged.errors import ConfigError
-from tests.project.test_docs import ROOT
+from tests.project.helpers import ROOT
 
 UNIT = ROOT / "systemd" / "edged.service"
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from edged.receive.normalize import normalize
 from edged.store import events as store
 from edged.store import snapshots, snapwriter
-from tests.conftest import recognition
+from tests.store.helpers import record
 
 pytestmark = pytest.mark.anyio
 
@@ -30,12 +29,6 @@ def jpeg(n: int, size: int = 1000) -> bytes:
     """A distinct JPEG-framed blob of ``size`` + 6 bytes."""
     body = (f"snapshot {n} ".encode() * (size // 10 + 1))[:size]
     return b"\xff\xd8\xff\xe0" + body + b"\xff\xd9"
-
-
-def record(uuid: str, image: bytes | str | None = None, at: float | None = None) -> store.Record:
-    text = base64.b64encode(image).decode() if isinstance(image, bytes) else (image or "")
-    event = normalize(recognition(uuid=uuid, rgb_image=text))
-    return store.Record(event, at or time.time(), None, "lobby", {"code": 200, "uuid": uuid})
 
 
 def rows(st: store.Store) -> list[sqlite3.Row]:

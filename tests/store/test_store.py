@@ -19,21 +19,11 @@ from edged.store import events as store
 from edged.store import migrations, snapshots
 from edged.store.events import Record, Store, Stored
 from tests.conftest import recognition
+from tests.store.helpers import record
 
 pytestmark = pytest.mark.anyio
 
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + b"x" * 1000).decode()
-
-
-def record(uuid: str, image: str = "", received_at: float | None = None) -> store.Record:
-    event = normalize(recognition(uuid=uuid, rgb_image=image))
-    return store.Record(
-        event,
-        received_at or time.time(),
-        None,
-        "lobby",
-        {"code": 200, "msg": "success", "uuid": uuid},
-    )
 
 
 def test_pragmas_on_every_connection(tmp_path: Path) -> None:
@@ -112,7 +102,7 @@ async def test_retention_prunes_old_records_and_their_images(tmp_path: Path) -> 
     try:
         old = time.time() - 400 * 86400
         for i in range(5):
-            await st.save(record(f"old{i}", image=JPEG, received_at=old))
+            await st.save(record(f"old{i}", image=JPEG, at=old))
         await st.save(record("new", image=JPEG))
         removed = await st.prune_events(time.time() - 180 * 86400, batch=2)
         assert st.sync_files()
@@ -294,7 +284,7 @@ async def test_retention_goes_in_arrival_order(tmp_path: Path) -> None:
     old = time.time() - 400 * 86400
     try:
         for name, at in (("a", old), ("b", old), ("c", time.time()), ("d", old), ("e", None)):
-            await st.save(record(name, received_at=at))
+            await st.save(record(name, at=at))
         assert await st.prune_events(time.time() - 86400) == 2
         uuids = [r[0] for r in st.db.conn.execute("SELECT uuid FROM events ORDER BY id")]
     finally:

@@ -15,7 +15,7 @@ from edged.store import events as store
 from edged.terminals import client as terminals
 from edged.terminals.backfill import backfill
 from tests.simfix import managed_config, until
-from tests.terminals.test_reconciler import Running
+from tests.terminals.helpers import Running
 
 pytestmark = pytest.mark.anyio
 

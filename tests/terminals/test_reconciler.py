@@ -6,7 +6,6 @@ import asyncio
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from edged.terminals import client as terminals
 from edged.terminals import tlspin
 from edged.terminals.reconciler import Reconcilers, TerminalReconciler
 from tests.simfix import make_sim, managed_config, until
+from tests.terminals.helpers import Running
 
 pytestmark = pytest.mark.anyio
 
@@ -24,23 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     return tmp_path / "state"
-
-
-class Running:
-    """A reconciler task with its store; stopped (and checked) at the end."""
-
-    def __init__(self, cfg: Any, seen: dict[str, TerminalSeen] | None = None, **kw: Any) -> None:
-        self.store = store.Store(cfg.storage.database_path)
-        self.rec = TerminalReconciler(cfg, cfg.terminals[0], self.store, seen or {}, **kw)
-        self.task = asyncio.create_task(self.rec.run())
-
-    async def stop(self) -> None:
-        self.rec.stop()
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
-        assert self.rec.client is None or self.rec.client.http.is_closed
-        self.store.close()
 
 
 async def test_first_registration(sim: SimulatedTerminal, state: Path) -> None:
