@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory
 from edged import config
 from edged.config import Config, DoorConfig, GpioConfig, LockConfig
 from edged.doors import control as doors
+from edged.doors import state
 from edged.errors import ConfigError
 from edged.receive.receiver import Receiver, create_app
 from edged.sim.terminal import SimulatedTerminal
@@ -53,14 +54,14 @@ terminal_relay = "front-terminal"
 @pytest.mark.parametrize(
     ("on", "held", "was_held", "mode"),
     [
-        (True, False, False, doors.RELAY_PULSE),
-        (True, True, False, doors.RELAY_STAY_OPEN),
-        (False, False, True, doors.RELAY_PULSE),
+        (True, False, False, state.RELAY_PULSE),
+        (True, True, False, state.RELAY_STAY_OPEN),
+        (False, False, True, state.RELAY_PULSE),
         (False, False, False, None),
     ],
 )
 def test_relay_modes(on: bool, held: bool, was_held: bool, mode: int | None) -> None:
-    assert doors.relay_mode(on, held, was_held) == mode
+    assert state.relay_mode(on, held, was_held) == mode
     assert mode != 2  # never "stay closed"
 
 
@@ -121,10 +122,10 @@ async def test_grant_drives_pin_and_relay(
         answer = await client.post("/auth", json=auth_request(serial="PS71HD01MC22C00077"))
     assert answer.json()["data"]["pass"] is True
     assert mock_pin(17).state is True
-    await until(lambda: sent == [("front-terminal", doors.RELAY_PULSE)])
+    await until(lambda: sent == [("front-terminal", state.RELAY_PULSE)])
     await until(lambda: mock_pin(17).state is False)
     await asyncio.sleep(0.05)
-    assert sent == [("front-terminal", doors.RELAY_PULSE)]  # the terminal re-locks itself
+    assert sent == [("front-terminal", state.RELAY_PULSE)]  # the terminal re-locks itself
 
 
 async def test_relay_only_door_holds_and_releases(
@@ -132,11 +133,11 @@ async def test_relay_only_door_holds_and_releases(
 ) -> None:
     site, _, sent = relay_rig
     site.hold("side", "free-access")
-    await until(lambda: sent == [("front-terminal", doors.RELAY_STAY_OPEN)])
+    await until(lambda: sent == [("front-terminal", state.RELAY_STAY_OPEN)])
     assert site.door("side").snapshot()["locked"] is False
     site.release("side", "free-access")
     await until(lambda: len(sent) == 2)
-    assert sent[1] == ("front-terminal", doors.RELAY_PULSE)
+    assert sent[1] == ("front-terminal", state.RELAY_PULSE)
     assert site.door("side").snapshot()["locked"] is True
 
 
@@ -174,4 +175,4 @@ async def test_daemon_opens_through_the_simulated_terminal(
     async with httpx.AsyncClient(base_url=live.url) as client:
         answer = await client.post("/auth", json=auth_request(serial=sim.settings.serial))
     assert answer.json()["data"]["pass"] is True
-    await until(lambda: sim.door_log == [doors.RELAY_PULSE])
+    await until(lambda: sim.door_log == [state.RELAY_PULSE])
