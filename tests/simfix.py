@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edged import config
+from edged.clock import SYSTEM, Clock
 from edged.sim.terminal import SimSettings, SimulatedTerminal
+from tests.timefix import until
+
+__all__ = ["FAST", "free_port", "make_sim", "managed_config", "until"]  # until: tests/timefix.py
 
 FAST = {
     "probe_interval": 0.05,
@@ -81,19 +82,10 @@ public_url = "http://127.0.0.1:{gateway_port}"
 
 
 def make_sim(
-    tmp_path: Path, serial: str = "PS71HD01MC22C00014", **settings: Any
+    tmp_path: Path, serial: str = "PS71HD01MC22C00014", clock: Clock = SYSTEM, **settings: Any
 ) -> SimulatedTerminal:
-    """A simulator keeping its certificate under tmp_path."""
+    """A simulator keeping its certificate under tmp_path, on ``clock`` (a FakeClock in tests
+    that time its tokens, reboots or heartbeats)."""
     return SimulatedTerminal(
-        SimSettings(serial=serial, cert_dir=str(tmp_path / "certs"), **settings)
+        SimSettings(serial=serial, cert_dir=str(tmp_path / "certs"), **settings), clock
     )
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
-    """Wait until ``predicate()``; returns the seconds it took; fails after ``timeout``."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
