@@ -20,7 +20,8 @@ from edged.receive.receiver import Receiver, create_app
 from edged.sim.terminal import SimulatedTerminal
 from edged.store import events as store
 from tests.conftest import LiveDaemon, asgi_client, auth_request, grant_person
-from tests.simfix import free_port, managed_config, until
+from tests.simfix import free_port, managed_config
+from tests.timefix import FakeClock, until
 
 pytestmark = pytest.mark.anyio
 
@@ -90,11 +91,11 @@ def test_relay_config_is_checked(make_config: Callable[..., Config]) -> None:
 
 @pytest.fixture
 async def relay_rig(
-    make_config: Callable[..., Config], mock_factory: MockFactory
+    make_config: Callable[..., Config], mock_factory: MockFactory, fake_clock: FakeClock
 ) -> AsyncIterator[tuple[doors.Doors, Receiver, list[tuple[str, int]]]]:
     cfg = make_config(RELAY_TERMINAL)
     st = store.Store(cfg.storage.database_path)
-    site = doors.build(cfg, st)
+    site = doors.build(cfg, st, fake_clock)
     assert site is not None
     site.attach(asyncio.get_running_loop())
     sent: list[tuple[str, int]] = []
@@ -114,17 +115,18 @@ async def relay_rig(
 
 
 async def test_grant_drives_pin_and_relay(
-    relay_rig: tuple[doors.Doors, Receiver, list[tuple[str, int]]],
+    relay_rig: tuple[doors.Doors, Receiver, list[tuple[str, int]]], fake_clock: FakeClock
 ) -> None:
-    _, rec, sent = relay_rig
+    site, rec, sent = relay_rig
     assert mock_pin(17).state is False
     async with asgi_client(create_app(rec)) as client:
         answer = await client.post("/auth", json=auth_request(serial="PS71HD01MC22C00077"))
     assert answer.json()["data"]["pass"] is True
     assert mock_pin(17).state is True
     await until(lambda: sent == [("front-terminal", state.RELAY_PULSE)])
-    await until(lambda: mock_pin(17).state is False)
-    await asyncio.sleep(0.05)
+    fake_clock.advance(site.door("front").cfg.unlock_time)
+    assert mock_pin(17).state is False
+    await until(lambda: not site._relay_tasks)  # any command the lock sent has run
     assert sent == [("front-terminal", state.RELAY_PULSE)]  # the terminal re-locks itself
 
 
