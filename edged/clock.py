@@ -3,7 +3,8 @@
 A part that reads the time, sleeps, or sets a timer does it through a ``Clock`` passed in
 (``SYSTEM`` by default), so a test can drive time with a fake clock instead of sleeping
 (tests/timefix.py). ``monotonic`` is for durations and deadlines, ``time`` for stamps written
-down (epoch seconds); ``sleep`` and ``call_later`` are what waiting needs, on the caller's loop.
+down (epoch seconds); ``sleep``, ``wait`` (an event, at most so long) and ``call_later`` are what
+waiting needs, on the caller's loop.
 
 Not here: the plausibility check of the gateway's own wall clock (``edged.ops.clockcheck``).
 """
@@ -11,6 +12,7 @@ Not here: the plausibility check of the gateway's own wall clock (``edged.ops.cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time as _time
 from collections.abc import Callable
 from typing import Protocol
@@ -35,6 +37,9 @@ class Clock(Protocol):
     async def sleep(self, delay: float) -> None:
         """Wait ``delay`` seconds."""
 
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait until ``event`` is set, at most ``timeout`` seconds; whether it is set."""
+
     def call_later(
         self, loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], None]
     ) -> Timer:
@@ -55,6 +60,12 @@ class SystemClock:
     async def sleep(self, delay: float) -> None:
         """``asyncio.sleep(delay)``."""
         await asyncio.sleep(delay)
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """``asyncio.wait_for(event.wait(), timeout)``, the timeout not an error."""
+        with contextlib.suppress(TimeoutError):  # not asyncio.timeout: Python 3.11.2
+            await asyncio.wait_for(event.wait(), timeout)
+        return event.is_set()
 
     def call_later(
         self, loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], None]

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edged import config
 from edged.clock import SYSTEM, Clock
+from edged.receive.receiver import TerminalSeen
 from edged.sim.terminal import SimSettings, SimulatedTerminal
+from edged.store import events as store
+from edged.terminals.reconciler import TerminalReconciler
 from tests.timefix import until
 
-__all__ = ["FAST", "free_port", "make_sim", "managed_config", "until"]  # until: tests/timefix.py
+# until is defined in tests/timefix.py; offered here too for the simulator tests
+__all__ = ["FAST", "Running", "free_port", "make_sim", "managed_config", "until"]
 
 FAST = {
     "probe_interval": 0.05,
@@ -89,3 +96,20 @@ def make_sim(
     return SimulatedTerminal(
         SimSettings(serial=serial, cert_dir=str(tmp_path / "certs"), **settings), clock
     )
+
+
+class Running:
+    """A reconciler task with its store; stopped (and checked) at the end."""
+
+    def __init__(self, cfg: Any, seen: dict[str, TerminalSeen] | None = None, **kw: Any) -> None:
+        self.store = store.Store(cfg.storage.database_path)
+        self.rec = TerminalReconciler(cfg, cfg.terminals[0], self.store, seen or {}, **kw)
+        self.task = asyncio.create_task(self.rec.run())
+
+    async def stop(self) -> None:
+        self.rec.stop()
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+        assert self.rec.client is None or self.rec.client.http.is_closed
+        self.store.close()

@@ -84,3 +84,25 @@ async def _sleep_on(clock: FakeClock, woke: list[float], delay: float) -> None:
 async def _sleeper(clock: FakeClock, woke: list[float], delay: float) -> None:
     await clock.sleep(delay)
     woke.append(clock.monotonic())
+
+
+async def test_wait_ends_on_the_event_or_the_timeout() -> None:
+    event = asyncio.Event()
+    assert await SYSTEM.wait(event, 0.0) is False
+    event.set()
+    assert await SYSTEM.wait(event, 5.0) is True
+
+    clock = FakeClock()
+    late = asyncio.Event()
+    task = asyncio.create_task(clock.wait(late, 10.0))
+    await until(lambda: clock.pending == 1)
+    clock.advance(9.0)
+    await asyncio.sleep(0)
+    assert not task.done()
+    clock.advance(1.0)
+    assert await task is False and clock.pending == 0
+    woken = asyncio.create_task(clock.wait(late, 10.0))
+    await until(lambda: clock.pending == 1)
+    late.set()
+    assert await woken is True
+    assert clock.pending == 0  # its timeout called off

@@ -76,6 +76,19 @@ class FakeClock:
         finally:
             timer.cancel()
 
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait until ``event`` is set or the clock has been advanced by ``timeout``."""
+        if event.is_set():
+            return True
+        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.sleep(timeout))]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        return event.is_set()
+
     @property
     def pending(self) -> int:
         """Timers (and sleepers) not yet due or cancelled."""
