@@ -144,7 +144,8 @@ async def test_changed_certificate_is_refused_until_trusted_again(
         caplog.set_level(logging.ERROR, "edged.terminals.reconciler")
         await sim.reboot(0.1, new_certificate=True)
         await until(lambda: run.rec.health.state == "untrusted")
-        await asyncio.sleep(0.3)  # several more attempts, all refused before any request
+        tried = run.rec.health.attempts
+        await until(lambda: run.rec.health.attempts >= tried + 3)  # all refused before a request
         assert sim.requests["POST /v1/auth/login"] == logins
         assert not sim.registered
         assert sim.fingerprint in (run.rec.health.last_error or "")
