@@ -17,6 +17,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edged import config
 from edged.ops import daemon as server
+from tests.timefix import FakeClock
 
 if TYPE_CHECKING:
     from edged.sim.terminal import SimulatedTerminal
@@ -53,6 +54,12 @@ serial = "{serial_old}"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock that stands still until the test advances it (tests/timefix.py)."""
+    return FakeClock()
 
 
 @pytest.fixture

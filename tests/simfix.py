@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edged import config
+from edged.clock import SYSTEM, Clock
+from edged.receive.receiver import TerminalSeen
 from edged.sim.terminal import SimSettings, SimulatedTerminal
+from edged.store import events as store
+from edged.terminals.reconciler import TerminalReconciler
+from tests.timefix import until
+
+# until is defined in tests/timefix.py; offered here too for the simulator tests
+__all__ = ["FAST", "Running", "free_port", "make_sim", "managed_config", "until"]
 
 FAST = {
     "probe_interval": 0.05,
@@ -81,19 +89,27 @@ public_url = "http://127.0.0.1:{gateway_port}"
 
 
 def make_sim(
-    tmp_path: Path, serial: str = "PS71HD01MC22C00014", **settings: Any
+    tmp_path: Path, serial: str = "PS71HD01MC22C00014", clock: Clock = SYSTEM, **settings: Any
 ) -> SimulatedTerminal:
-    """A simulator keeping its certificate under tmp_path."""
+    """A simulator keeping its certificate under tmp_path, on ``clock`` (a FakeClock in tests
+    that time its tokens, reboots or heartbeats)."""
     return SimulatedTerminal(
-        SimSettings(serial=serial, cert_dir=str(tmp_path / "certs"), **settings)
+        SimSettings(serial=serial, cert_dir=str(tmp_path / "certs"), **settings), clock
     )
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
-    """Wait until ``predicate()``; returns the seconds it took; fails after ``timeout``."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
+class Running:
+    """A reconciler task with its store; stopped (and checked) at the end."""
+
+    def __init__(self, cfg: Any, seen: dict[str, TerminalSeen] | None = None, **kw: Any) -> None:
+        self.store = store.Store(cfg.storage.database_path)
+        self.rec = TerminalReconciler(cfg, cfg.terminals[0], self.store, seen or {}, **kw)
+        self.task = asyncio.create_task(self.rec.run())
+
+    async def stop(self) -> None:
+        self.rec.stop()
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+        assert self.rec.client is None or self.rec.client.http.is_closed
+        self.store.close()

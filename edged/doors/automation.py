@@ -11,13 +11,11 @@ once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
 from datetime import tzinfo
 
+from edged.clock import SYSTEM, Clock
 from edged.decide import cache
 from edged.decide.policy import SITE
 from edged.doors.control import Doors
@@ -59,14 +57,14 @@ async def run(
     site: Doors,
     conn: sqlite3.Connection,
     tz: tzinfo,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = SYSTEM,
     interval: float = INTERVAL,
 ) -> None:
-    """Keep the doors in step with the modes until cancelled."""
+    """Keep the doors in step with the modes until cancelled (at ``clock``'s wall time)."""
     failing = False
     while True:
         try:
-            sync(site, conn, tz, clock())
+            sync(site, conn, tz, clock.time())
             if failing:
                 log.info("modes: reading modes works again")
             failing = False
@@ -74,4 +72,4 @@ async def run(
             if not failing:
                 log.error("modes: cannot read modes, doors keep their state: %s", exc)
             failing = True
-        await asyncio.sleep(interval)
+        await clock.sleep(interval)

@@ -1,10 +1,14 @@
 """Doors: live decisions, door inputs, fire input and operators turned into lock and siren states.
 
+The decisions (what the lock should be, whether an opening is forced, how a timed unlock
+extends) are pure functions in ``edged.doors.state``; this module keeps each door's state, drives
+the outputs and sets the timers. Time comes from the ``Clock`` passed in (``edged.clock``).
+
 Threading: every door's state lives on the asyncio event loop. gpiozero's input callbacks only post
 to the loop (``gpio.Input``), the receiver calls its listeners on the loop, the admin API runs on
-it, and every timer is a ``loop.call_later`` handle. The one exception is the max-on guard
-(``gpio.Guard``): a thread that may force an output quiet on its own, then posts the news to the
-loop. Each door's lock level is recomputed from its state (``Door.desired``) after every change,
+it, and every timer is a ``Clock.call_later`` handle on the loop. The one exception is the max-on
+guard (``gpio.Guard``): a thread that may force an output quiet on its own, then posts the news to
+the loop. Each door's lock level is recomputed from its state (``Door.desired``) after every change,
 never toggled, so no sequence of events can leave a stale level behind.
 
 Audit: every door event goes to the ``door_log`` table (migration 3) and to the log. The opening
@@ -25,18 +29,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edged.clock import SYSTEM, Clock, Timer
 from edged.config import ALARM_CODES, Config, DoorConfig, FireConfig, InputConfig, SirenConfig
-from edged.doors import gpio
+from edged.doors import gpio, state
+from edged.doors.state import FIRE
 from edged.errors import DoorError, EdgedError, GpioError
 from edged.model import Event, Kind
 from edged.store.events import Record, Store, Stored
 
 log = logging.getLogger(__name__)
 
-SHUNT_GRACE = 2.0  # s after a timed unlock ends in which the door opening is still authorised
 POLL_INTERVAL = 1.0  # s between input level checks (catches edges a backend lost)
 PRUNE_INTERVAL = 3600.0
-FIRE = "fire"  # holds whose key starts with this override lockdown, like the fire input
 COMMANDS = ("open", "hold", "release", "lock")
 UNLOCKED = "unlocked"  # a record's door outcome when its door carried the grant out
 
@@ -46,13 +50,14 @@ Audit = Callable[[str, str, str, dict[str, Any]], None]
 class AuditLog:
     """Door events into ``door_log`` (via the store's writer, not waited for) and the log."""
 
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, clock: Clock = SYSTEM) -> None:
         self.store = store
+        self.clock = clock
         self.failed = 0
 
     def __call__(self, door: str, action: str, source: str, detail: dict[str, Any]) -> None:
         """Record one door event."""
-        at = time.time()
+        at = self.clock.time()
         say(door, action, source, detail)
         if self.store is None:
             return
@@ -111,11 +116,17 @@ class Siren:
         self.cfg = cfg
         self.site = site
         self.sources: set[str] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self.output: gpio.Output | None = None
         if cfg.pin is not None:
             self.output = gpio.Output(
-                "siren", cfg.pin, cfg.active_high, False, factory, limit=cfg.sound_time + 1.0
+                "siren",
+                cfg.pin,
+                cfg.active_high,
+                False,
+                factory,
+                limit=cfg.sound_time + 1.0,
+                clock=site.clock,
             )
 
     @property
@@ -161,25 +172,6 @@ class Siren:
             self.output.close()
 
 
-# The terminal relay's open_mode (/v1/device/door): 0 open then re-lock after the terminal's own
-# delay, 1 stay open. edged never sends 2 ("stay closed"): the vendor's guide does not say
-# whether it also stops the terminal opening for its own exit handling.
-RELAY_PULSE, RELAY_STAY_OPEN = 0, 1
-
-
-def relay_mode(on: bool, held: bool, was_held: bool) -> int | None:
-    """What to tell a terminal's relay when the door's lock state changes (None: nothing)."""
-    if on:
-        return RELAY_STAY_OPEN if held else RELAY_PULSE
-    # Locked again. After a pulse the terminal re-locks by itself; after a hold, a pulse puts
-    # its relay back in normal operation (it opens once for its delay, then re-locks).
-    return RELAY_PULSE if was_held else None
-
-
-def _was_held(why: str) -> bool:
-    return why == "fire" or why.startswith((FIRE, "hold:"))
-
-
 class RelayLock:
     """The lock of a door opened only through a terminal's relay: no pin, state only."""
 
@@ -222,8 +214,8 @@ class Door:
         self.opened_in_pulse = False
         self.last_decision: dict[str, Any] | None = None
         self.why = "start"
-        self._pulse_timer: asyncio.TimerHandle | None = None
-        self._held_timer: asyncio.TimerHandle | None = None
+        self._pulse_timer: Timer | None = None
+        self._held_timer: Timer | None = None
         fail_safe = cfg.lock.kind == "fail_safe"  # a maglock is locked while energised
         self.lock: gpio.Output | RelayLock
         if cfg.lock.pin is None:  # opened only through a terminal's relay
@@ -236,39 +228,38 @@ class Door:
                 fail_safe,
                 factory,
                 limit=cfg.max_unlock_time,
+                clock=site.clock,
             )
         self.contact: gpio.Input | None = None
         self.rex: gpio.Input | None = None
         try:
             label = f"door {self.name}"
-            self.contact = _input(f"{label} contact", cfg.contact, factory, self.contact_changed)
-            self.rex = _input(f"{label} exit button", cfg.rex, factory, self.rex_changed)
+            clock = site.clock
+            self.contact = _input(
+                f"{label} contact", cfg.contact, factory, self.contact_changed, clock
+            )
+            self.rex = _input(f"{label} exit button", cfg.rex, factory, self.rex_changed, clock)
         except GpioError:
             self.close()
             raise
 
     # ----- the lock level -------------------------------------------------------------------
 
+    def situation(self) -> state.Situation:
+        """What the lock level depends on now, as plain values."""
+        pulse = None if self.pulse_end is None else self.pulse_kind or "pulse"
+        site = self.site
+        return state.Situation.of(
+            site.fire, self.cfg.fire_release, site.lockdown, self.holds, pulse
+        )
+
     def desired(self) -> tuple[bool, str]:
         """Whether the lock should be open now, and why."""
-        fire_holds = [k for k in self.holds if k.startswith(FIRE)]
-        if self.site.fire and self.cfg.fire_release:
-            return True, "fire"
-        if fire_holds:
-            return True, fire_holds[0]
-        egress = self.pulse_end is not None and self.pulse_kind == "egress"
-        if self.site.lockdown:
-            return egress, "egress" if egress else "lockdown"
-        if self.holds:
-            return True, "hold:" + ",".join(sorted(self.holds))
-        if self.pulse_end is not None:
-            return True, self.pulse_kind or "pulse"
-        return False, "relock"
+        return state.lock(self.situation())
 
     def held(self) -> bool:
         """A hold (fire, free access, manual, terminal alarm) allows open past the limit."""
-        on, why = self.desired()
-        return on and (why == "fire" or why.startswith(FIRE) or why.startswith("hold:"))
+        return state.held(self.situation())
 
     def apply(self) -> None:
         """Drive the lock to the level the state asks for (and the terminal's relay, if any)."""
@@ -280,7 +271,7 @@ class Door:
             self.why = why
             self.site.audit(self.name, "unlock" if on else "lock", why, {})
             if self.cfg.terminal_relay:
-                mode = relay_mode(on, held, _was_held(before))
+                mode = state.relay_mode(on, held, state.is_hold(before))
                 if mode is not None:
                     self.site.send_relay(self, mode, why)
 
@@ -288,14 +279,15 @@ class Door:
 
     def pulse(self, kind: str, duration: float | None = None) -> None:
         """Unlock for ``duration`` (default: unlock_time), extending a running unlock."""
-        now = time.monotonic()
-        end = now + (duration if duration is not None else self.cfg.unlock_time)
-        if self.pulse_end is None or end > self.pulse_end:
-            self.pulse_end, self.pulse_kind = end, kind
+        now = self.site.clock.monotonic()
+        length = duration if duration is not None else self.cfg.unlock_time
+        got = state.extend(now, length, kind, self.pulse_end, self.pulse_kind, self.shunt_until)
+        if got.rearm:
+            self.pulse_end, self.pulse_kind = got.end, got.kind
             if self._pulse_timer is not None:
                 self._pulse_timer.cancel()
-            self._pulse_timer = self.site.call_later(end - now, self._pulse_over)
-        self.shunt_until = max(self.shunt_until, end + SHUNT_GRACE)
+            self._pulse_timer = self.site.call_later(got.end - now, self._pulse_over)
+        self.shunt_until = got.shunt_until
         self.apply()
 
     def end_pulse(self) -> None:
@@ -313,9 +305,7 @@ class Door:
 
     def refusal(self) -> str | None:
         """Why this door would refuse a grant now; None: it would unlock."""
-        if self.site.lockdown and not self.desired()[0]:
-            return "lockdown"
-        return None
+        return state.refusal(self.situation())
 
     def grant(self, source: str, detail: dict[str, Any]) -> bool:
         """A live, granted decision: unlock for unlock_time (refused under lockdown)."""
@@ -340,8 +330,8 @@ class Door:
         if closed:
             self._door_closed()
             return
-        authorised = self.lock.on or time.monotonic() <= self.shunt_until
-        if not authorised:
+        now = self.site.clock.monotonic()
+        if not state.authorised_opening(self.lock.on, now, self.shunt_until):
             self.raise_alarm("forced", "forced", "contact", siren=True)
             return
         self.opened_in_pulse = self.pulse_end is not None
@@ -356,7 +346,8 @@ class Door:
         self.site.audit(self.name, "closed", "contact", {})
         for key in ("forced", "held_open"):
             self.clear_alarm(key, "contact")
-        if self.cfg.relock_on_close and self.opened_in_pulse and self.pulse_end is not None:
+        pulsing = self.pulse_end is not None
+        if state.relock_on_close(self.cfg.relock_on_close, self.opened_in_pulse, pulsing):
             self.shunt_until = 0.0
             self.end_pulse()
         self.opened_in_pulse = False
@@ -381,7 +372,7 @@ class Door:
         """Raise an alarm once (by key), audited; optionally sound the siren."""
         if key in self.alarms:
             return
-        self.alarms[key] = Alarm(kind, source, time.time(), detail or {})
+        self.alarms[key] = Alarm(kind, source, self.site.clock.time(), detail or {})
         log.warning("door %s: alarm %s (%s)", self.name, kind, source)
         self.site.audit(self.name, "alarm", source, {"alarm": kind, **(detail or {})})
         if siren:
@@ -440,7 +431,7 @@ class Door:
     def command(self, action: str, source: str) -> None:
         """A manual command: open (timed), hold, release (the manual hold) or lock (now)."""
         if action == "open":
-            if self.site.lockdown and not self.desired()[0]:
+            if self.refusal() is not None:
                 self.site.audit(self.name, "open_refused", source, {"why": "lockdown"})
                 raise DoorError(f"door {self.name}: lockdown is on")
             self.site.audit(self.name, "open", source, {})
@@ -458,7 +449,7 @@ class Door:
 
     def snapshot(self) -> dict[str, Any]:
         """The door's state for the admin API and ``edged status``."""
-        now = time.monotonic()
+        now = self.site.clock.monotonic()
         return {
             "name": self.name,
             "kind": self.cfg.lock.kind,
@@ -466,7 +457,7 @@ class Door:
             "why": self.why,
             "output": self.lock.level,
             "pin": self.lock.pin,
-            "unlock_remaining": round(self.pulse_end - now, 3) if self.pulse_end else None,
+            "unlock_remaining": state.remaining(self.pulse_end, now),
             "holds": dict(self.holds),
             "contact": self.contact_state,
             "alarms": [
@@ -492,22 +483,23 @@ class Door:
 class Doors:
     """Every door, the siren and the fire input of one site."""
 
-    def __init__(self, cfg: Config, factory: Any, audit: Audit) -> None:
+    def __init__(self, cfg: Config, factory: Any, audit: Audit, clock: Clock = SYSTEM) -> None:
         self.cfg = cfg
         self.factory = factory
         self.audit = audit
+        self.clock = clock
         self.fire = False
         self.lockdown = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         self.doors: dict[str, Door] = {}
         self.fire_input: gpio.Input | None = None
-        self.guard = gpio.Guard(self._guard_tripped)
+        self.guard = gpio.Guard(self._guard_tripped, clock=clock)
         try:
             self.siren = Siren(cfg.siren, factory, self)
             for door_cfg in cfg.doors:
                 self.doors[door_cfg.name] = Door(door_cfg, factory, self)
-            self.fire_input = _input("fire input", cfg.fire, factory, self._fire_changed)
+            self.fire_input = _input("fire input", cfg.fire, factory, self._fire_changed, clock)
         except GpioError:
             self.close()
             raise
@@ -549,14 +541,14 @@ class Doors:
             raise DoorError(f"no door named {name!r} ({known})")
         return door
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """A timer on the doors' loop."""
         if self.loop is None:  # an event before the service attached: use the caller's loop
             try:
                 self.loop = asyncio.get_running_loop()
             except RuntimeError:
                 raise DoorError("doors are not attached to an event loop yet") from None
-        return self.loop.call_later(delay, callback)
+        return self.clock.call_later(self.loop, delay, callback)
 
     # ----- life cycle -----------------------------------------------------------------------
 
@@ -578,15 +570,16 @@ class Doors:
         """The daemon service: attach, poll inputs, prune the door log; close on cancel."""
         self.attach(asyncio.get_running_loop())
         retention = self.cfg.storage.retention_days * 86400
-        next_prune = time.monotonic()
+        clock = self.clock
+        next_prune = clock.monotonic()
         try:
             while True:
-                await asyncio.sleep(POLL_INTERVAL)
+                await clock.sleep(POLL_INTERVAL)
                 self.poll()
-                if time.monotonic() >= next_prune and isinstance(self.audit, AuditLog):
-                    next_prune = time.monotonic() + PRUNE_INTERVAL
+                if clock.monotonic() >= next_prune and isinstance(self.audit, AuditLog):
+                    next_prune = clock.monotonic() + PRUNE_INTERVAL
                     try:
-                        await self.audit.prune(time.time() - retention)
+                        await self.audit.prune(clock.time() - retention)
                     except EdgedError as exc:
                         log.error("door log retention: %s", exc)
         finally:
@@ -722,10 +715,10 @@ class Doors:
         why = door.refusal()
         if why is None:
             record.door_outcome = UNLOCKED
-            record.door_log = [(time.time(), door.name, "grant", source, detail)]
+            record.door_log = [(self.clock.time(), door.name, "grant", source, detail)]
         else:
             record.door_outcome = f"refused: {why}"
-            row = (time.time(), door.name, "grant_refused", source, {**detail, "why": why})
+            row = (self.clock.time(), door.name, "grant_refused", source, {**detail, "why": why})
             record.door_log = [row]
 
     def on_record(self, event: Event, record: Record, stored: Stored) -> None:
@@ -809,12 +802,12 @@ def _decision(record: Record, stored: Stored, terminal: str) -> dict[str, Any]:
     }
 
 
-def build(cfg: Config, store: Store | None) -> Doors | None:
+def build(cfg: Config, store: Store | None, clock: Clock = SYSTEM) -> Doors | None:
     """Claim every door output at its locked level (None when no door, siren or fire is set)."""
     if not cfg.doors and cfg.siren.pin is None and cfg.fire.pin is None:
         return None
     factory = gpio.choose_factory(cfg.gpio.pin_factory)
-    site = Doors(cfg, factory, AuditLog(store))
+    site = Doors(cfg, factory, AuditLog(store, clock), clock)
     if store is not None:
         store.before_commit.append(site.plan)
     return site
@@ -825,8 +818,11 @@ def _input(
     wiring: InputConfig | FireConfig,
     factory: Any,
     on_change: Callable[[bool], None],
+    clock: Clock = SYSTEM,
 ) -> gpio.Input | None:
     """The debounced input ``wiring`` describes; None when it has no pin (not fitted)."""
     if wiring.pin is None:
         return None
-    return gpio.Input(label, wiring.pin, wiring.pull_up, wiring.bounce_time, factory, on_change)
+    return gpio.Input(
+        label, wiring.pin, wiring.pull_up, wiring.bounce_time, factory, on_change, clock
+    )

@@ -7,7 +7,8 @@ so claiming a pin never passes through the other level. Inputs are debounced in 
 edge only (re)arms a settle timer on the event loop, and the level read when the timer fires is
 what counts; this behaves the same on every backend and on ``MockFactory`` (whose ``bounce_time``
 is accepted but not implemented). The max-on guard is a thread of its own, so a stalled event loop
-cannot keep a lock open past its limit.
+cannot keep a lock open past its limit. Time (the settle timers, the outputs' on-times the guard
+compares with their limits) comes from the ``Clock`` passed in.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from gpiozero import Device, DigitalInputDevice, DigitalOutputDevice
 
+from edged.clock import SYSTEM, Clock, Timer
 from edged.errors import GpioError
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,10 @@ class Output:
         quiet: bool,
         factory: Any,
         limit: float | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.label = label
+        self.clock = clock
         self.pin = pin
         self.quiet = quiet  # the gpiozero value (active or not) of the quiet state
         self.active_high = active_high
@@ -132,7 +136,7 @@ class Output:
     def _write(self, on: bool) -> None:
         self.device.value = self.quiet != on
         self._on = on
-        self.on_since = time.monotonic() if on else None
+        self.on_since = self.clock.monotonic() if on else None
         self.changed_at = time.perf_counter()
         self.changes += 1
 
@@ -140,7 +144,7 @@ class Output:
         """Allow (or stop allowing) the output to stay on past its limit."""
         with self._lock:
             if self.held and not held and self._on:
-                self.on_since = time.monotonic()  # the limit counts from the end of the hold
+                self.on_since = self.clock.monotonic()  # the limit counts from the end of the hold
             self.held = held
 
     def trip(self, now: float) -> bool:
@@ -188,14 +192,16 @@ class Input:
         bounce_time: float,
         factory: Any,
         on_change: Callable[[bool], None],
+        clock: Clock = SYSTEM,
     ) -> None:
         self.label = label
+        self.clock = clock
         self.pin = pin
         self.pull_up = pull_up
         self.bounce_time = bounce_time
         self.on_change = on_change
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         try:
             self.device = DigitalInputDevice(
                 pin=pin, pull_up=pull_up, bounce_time=bounce_time, pin_factory=factory
@@ -225,7 +231,7 @@ class Input:
         assert self.loop is not None
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_later(self.bounce_time, self._settle)
+        self._timer = self.clock.call_later(self.loop, self.bounce_time, self._settle)
 
     def _settle(self) -> None:
         self._timer = None
@@ -254,10 +260,13 @@ class Input:
 class Guard:
     """A thread that forces quiet any output left on past its limit without a hold."""
 
-    def __init__(self, on_trip: Callable[[Output], None], interval: float = 0.05) -> None:
+    def __init__(
+        self, on_trip: Callable[[Output], None], interval: float = 0.05, clock: Clock = SYSTEM
+    ) -> None:
         self.outputs: list[Output] = []
         self.on_trip = on_trip
         self.interval = interval
+        self.clock = clock
         self.trips = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edged-gpio-guard", daemon=True)
@@ -279,11 +288,15 @@ class Guard:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            now = time.monotonic()
-            for output in self.outputs:
-                try:
-                    if output.trip(now):
-                        self.trips += 1
-                        self.on_trip(output)
-                except Exception:
-                    log.exception("guard: checking %s failed", output.label)
+            self.check()
+
+    def check(self) -> None:
+        """One round: trip every output on past its limit at the clock's time now."""
+        now = self.clock.monotonic()
+        for output in self.outputs:
+            try:
+                if output.trip(now):
+                    self.trips += 1
+                    self.on_trip(output)
+            except Exception:
+                log.exception("guard: checking %s failed", output.label)

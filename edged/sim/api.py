@@ -12,69 +12,18 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-if TYPE_CHECKING:
-    from edged.sim.terminal import SimulatedTerminal
+from edged.sim.state import FIRMWARES as FIRMWARES
+from edged.sim.state import Device, Firmware, default_functions
+from edged.sim.state import firmware as firmware
 
 REQUIRED_FUNCTIONS = ("record", "record_image", "alarm_record")
-
-
-@dataclass(frozen=True)
-class Firmware:
-    """What one firmware version does differently (docs/terminal protocol, section 6)."""
-
-    version: str  # as /v1/device/info reports it in ``sw_ver``
-    v2: bool  # /v2/... answers (ping, datasync); 404 before 1.2.1
-    identity_headers: bool  # model, sn, timestamp, account on answers and pushes
-    push_content_type: bool  # pushes carry Content-Type: application/json (not on 1.0)
-    new_records: bool  # recognitionType and uuid; else recognizeStatus and int user ids
-    read_back: str  # GET /v1/event/subscribe: "null" always, "dest" (no enabled), "full"
-    enabled_accepted: bool  # POST /v1/event/subscribe takes ``enabled`` (1.3.0: omitted = false)
-    records_limit: int  # largest ``limit`` of POST /v1/event/records
-    blacklist_type: int  # user/group type of a blacklisted person
-    face_or_card_mode: int  # the ``mode`` value of "face or card or QR"
-    alarms: bool  # pushes device alarms (type 1): 1.3.0 and later
-
-
-FIRMWARES = {
-    "1.0": Firmware("1.0", False, False, False, False, "null", False, 25, 3, 2, False),
-    "1.1": Firmware("1.1.0", False, False, True, False, "null", False, 100, 3, 3, False),
-    "1.2.1": Firmware("1.2.1", True, True, True, True, "dest", False, 100, 3, 3, False),
-    "1.3.0": Firmware("1.3.0", True, True, True, True, "full", True, 200, 5, 3, True),
-}
-ALIASES = {"new": "1.3.0", "old": "1.1"}  # the simulator's earlier two schemas
-
-
-def firmware(name: str) -> Firmware:
-    """The profile of a firmware version (``1.0``, ``1.1``, ``1.2.1``, ``1.3.0``, new, old)."""
-    try:
-        return FIRMWARES[ALIASES.get(name, name)]
-    except KeyError:
-        known = ", ".join(FIRMWARES)
-        raise ValueError(f"unknown firmware {name!r} (known: {known})") from None
-
-
-def default_functions() -> dict[str, Any]:
-    """The functions object of a terminal fresh from the factory."""
-    return {
-        "auth_mode": 0,
-        "remote_authentication_address": "",
-        "remote_auth_timeout_to_local_auth": 0,
-        "record": True,
-        "record_image": True,
-        "alarm_record": True,
-        "stranger_record": True,
-        "liveness": True,
-        "keep_door_open_duration": 6,
-    }
 
 
 def new_record(
@@ -152,8 +101,8 @@ def blacklisted(record: dict[str, Any], fw: Firmware) -> dict[str, Any]:
     return out
 
 
-def auth_request(serial: str, user_id: str, name: str) -> dict[str, Any]:
-    """A flat remote-authentication request."""
+def auth_request(serial: str, user_id: str, name: str, now: float) -> dict[str, Any]:
+    """A flat remote-authentication request made at ``now`` (epoch seconds)."""
     return {
         "deviceSN": serial,
         "recognizeStatus": 4 if user_id else 3,
@@ -162,7 +111,7 @@ def auth_request(serial: str, user_id: str, name: str) -> dict[str, Any]:
         "mask": 1,
         "rgb_image": "",
         "bodyTemperature": 36.4,
-        "timestamp": int(time.time()),
+        "timestamp": int(now),
         "qrcode_content": "",
         "user": {"name": name, "user_id": user_id, "type": 1} if user_id else None,
     }
@@ -172,10 +121,10 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def make_token(secret: bytes, username: str, minutes: int) -> str:
-    """A JWT (HS256) naming the account and its expiry."""
+def make_token(secret: bytes, username: str, minutes: int, now: float) -> str:
+    """A JWT (HS256) naming the account and its expiry (``now``: epoch seconds)."""
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"sub": username, "exp": int(time.time()) + minutes * 60, "jti": secrets.token_hex(8)}
+    claims = {"sub": username, "exp": int(now) + minutes * 60, "jti": secrets.token_hex(8)}
     payload = _b64(json.dumps(claims).encode())
     signature = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{_b64(signature)}"
@@ -190,7 +139,7 @@ def answer(data: Any = None, code: int = 200, msg: str = "success", status: int 
 class Api:
     """The handlers, bound to one simulated terminal."""
 
-    def __init__(self, sim: SimulatedTerminal) -> None:
+    def __init__(self, sim: Device) -> None:
         self.sim = sim
 
     def headers(self, response: Response) -> Response:
@@ -202,7 +151,7 @@ class Api:
         if fw.identity_headers:
             response.headers["model"] = s.model
             response.headers["sn"] = s.serial
-            response.headers["timestamp"] = str(int(time.time()))
+            response.headers["timestamp"] = str(int(self.sim.clock.time()))
             response.headers["account"] = s.username
         return response
 
@@ -212,7 +161,7 @@ class Api:
         s = self.sim.settings
         if scheme.lower() == "bearer":
             expiry = self.sim.state.tokens.get(value.strip())
-            return expiry is not None and time.monotonic() < expiry
+            return expiry is not None and self.sim.clock.monotonic() < expiry
         if scheme.lower() == "basic" and s.basic_auth:
             try:
                 user, _, password = base64.b64decode(value).decode().partition(":")
@@ -248,8 +197,9 @@ class Api:
         minutes = body.get("validTime", 5)
         if not isinstance(minutes, int) or not 1 <= minutes <= 1440:
             return answer(None, 400, "validTime must be 1-1440")
-        token = make_token(self.sim.state.secret, s.username, minutes)
-        self.sim.state.tokens[token] = time.monotonic() + minutes * s.minute_seconds
+        clock = self.sim.clock
+        token = make_token(self.sim.state.secret, s.username, minutes, clock.time())
+        self.sim.state.tokens[token] = clock.monotonic() + minutes * s.minute_seconds
         return answer({"token": token})
 
     async def ping(self, request: Request) -> Response:
@@ -362,7 +312,7 @@ ROUTES = {
 OPEN = frozenset({"POST /v1/auth/login", "GET /v2/datasync/ping"})
 
 
-def create_app(sim: SimulatedTerminal) -> Starlette:
+def create_app(sim: Device) -> Starlette:
     """The terminal's ASGI app."""
     api = Api(sim)
     paths = sorted({key.split(" ", 1)[1] for key in ROUTES})

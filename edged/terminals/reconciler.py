@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_random_exponential
 
 from edged import aio
+from edged.clock import SYSTEM, Clock
 from edged.config import Config, TerminalConfig
 from edged.errors import TerminalAuthError, TerminalError, TerminalMismatch, TerminalUntrusted
 from edged.receive.receiver import Receiver, TerminalSeen
@@ -79,7 +79,7 @@ class TerminalReconciler:
         store: Store,
         seen: dict[str, TerminalSeen],
         sleep: Sleep | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.cfg = cfg
         self.terminal = terminal
@@ -159,7 +159,7 @@ class TerminalReconciler:
     async def _attempt(self) -> None:
         self._honour_stop()
         self.health.attempts += 1
-        self.health.last_attempt = self.clock()
+        self.health.last_attempt = self.clock.time()
         client = await self._ensure_client()
         try:
             await self._check_device(client)
@@ -225,7 +225,7 @@ class TerminalReconciler:
         self.health.auth_mode = functions.get("auth_mode")
 
     async def _succeeded(self, client: terminals.TerminalClient, wrote: bool) -> None:
-        now = self.clock()
+        now = self.clock.time()
         if wrote:
             self.health.registrations += 1
             log.info(
@@ -296,7 +296,7 @@ class TerminalReconciler:
     def _went_down(self, kind: str, text: str) -> None:
         if not self._down or self.health.state != kind:
             log.error("terminal %s is %s: %s", self.terminal.name, kind, text)
-            self.health.since = self.clock()
+            self.health.since = self.clock.time()
         self._down = True
         self._gap = True
         self.health.state = kind
@@ -315,7 +315,9 @@ class TerminalReconciler:
     # ----- waiting --------------------------------------------------------------------------
 
     async def _wait_wake(self, timeout: float) -> bool:
-        woken = await aio.wait_event(self.wake, timeout)
+        if timeout > 0:
+            await self.clock.wait(self.wake, timeout)
+        woken = self.wake.is_set()
         self.wake.clear()
         return woken
 
@@ -371,30 +373,31 @@ class TerminalReconciler:
     async def _backoff_sleep(self, delay: float) -> None:
         """Sleep ``delay``, but retry at once when asked to, or when an unreachable one is back."""
         probe = self.cfg.reconciler.probe_interval
-        deadline = time.monotonic() + delay
+        clock = self.clock
+        deadline = clock.monotonic() + delay
         unreachable = self.health.state == "down"
         untrusted = self.health.state == "untrusted"
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - clock.monotonic()) > 0:
             self._honour_stop()
             if await self._wait_wake(min(left, probe)):
                 return
             if untrusted and self._trust_changed():
                 log.debug("terminal %s: trusted again, retrying now", self.terminal.name)
                 return
-            if unreachable and deadline - time.monotonic() > 0 and await self._ping() != "down":
+            if unreachable and deadline - clock.monotonic() > 0 and await self._ping() != "down":
                 log.debug("terminal %s: answers again, retrying now", self.terminal.name)
                 return
 
     async def watch(self) -> str:
         """Wait for the next reason to reconcile; returns it."""
         rc = self.cfg.reconciler
-        next_check = time.monotonic() + rc.interval
+        next_check = self.clock.monotonic() + rc.interval
         failing = False
         while True:
             self._honour_stop()
-            if await self._wait_wake(min(rc.probe_interval, next_check - time.monotonic())):
+            if await self._wait_wake(min(rc.probe_interval, next_check - self.clock.monotonic())):
                 return self.reason or "on demand"
-            if time.monotonic() >= next_check:
+            if self.clock.monotonic() >= next_check:
                 return "periodic check"
             probe = await self._probe()
             self._honour_stop()
@@ -417,7 +420,7 @@ class TerminalReconciler:
     def _signs(self) -> str | None:
         """Drift seen by the receiver: heartbeats missing, first push after a silence."""
         seen = self.seen.get(self.terminal.serial)
-        now = self.clock()
+        now = self.clock.time()
         timeout = self.cfg.reconciler.heartbeat_timeout
         push = seen.last_push if seen else None
         previous, self._last_push = self._last_push, push

@@ -15,8 +15,6 @@ import base64
 import json
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,8 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from edged import aio, config
+from edged import config
+from edged.clock import SYSTEM, Clock
 from edged.errors import EdgedError
 from edged.model import Event
 from edged.store import events as store
@@ -148,7 +147,7 @@ class Forwarder:
         cfg: config.Config,
         store: Store,
         client: httpx.AsyncClient,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.cfg = cfg
         self.up = cfg.upstream
@@ -228,29 +227,29 @@ class Forwarder:
                 await self.step()
             except (EdgedError, sqlite3.Error, OSError) as exc:
                 log.error("outbox: cannot read the outbox (will try again): %s", exc)
-                await asyncio.sleep(self.up.forward_retry_max)
+                await self.clock.sleep(self.up.forward_retry_max)
             except Exception:  # a bug must not stop forwarding for good
                 log.exception("outbox: unexpected error (will try again)")
-                await asyncio.sleep(self.up.forward_retry_max)
+                await self.clock.sleep(self.up.forward_retry_max)
 
     async def step(self) -> None:
         """Forward one batch, or wait for a record or the poll when there is none."""
         batch = await asyncio.to_thread(self.next_batch)
         if batch is None:
             self.wake.clear()
-            await aio.wait_event(self.wake, self.up.forward_interval)
+            await self.clock.wait(self.wake, self.up.forward_interval)
             return
         await self.send(batch)
         await self.acknowledged(batch)
 
     async def acknowledged(self, batch: Batch) -> None:
         """Move the cursor past an acknowledged batch, durably, through the store's writer."""
-        now = self.clock()
+        now = self.clock.time()
         try:
             await self.store.run(lambda conn: advance(conn, batch.last_id, batch.count, now))
         except (EdgedError, sqlite3.Error) as exc:
             log.error("outbox: cannot record the acknowledged batch (will resend): %s", exc)
-            await asyncio.sleep(self.up.forward_retry_max)
+            await self.clock.sleep(self.up.forward_retry_max)
 
     async def send(self, batch: Batch) -> None:
         """POST the batch until the upstream acknowledges it (cancellation goes through)."""
@@ -262,6 +261,7 @@ class Forwarder:
             ),
             retry=retry_if_exception_type(ForwardFailure),
             before_sleep=self._before_sleep,
+            sleep=self.clock.sleep,
             reraise=True,
         )
         async for attempt in retrying:

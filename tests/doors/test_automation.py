@@ -15,29 +15,47 @@ from edged.config import Config
 from edged.decide.policy import SITE
 from edged.doors import automation
 from edged.store import events as store
-from tests.doors.test_doors import LOCK, build, door_cfg, levels, pin, until  # noqa: F401
+from tests.doorfix import LOCK, build, levels, pin
+from tests.timefix import FakeClock, until
 
 pytestmark = pytest.mark.anyio
 UTC = ZoneInfo("UTC")
 
 
-async def test_free_access_holds_and_lockdown_locks(door_cfg: Config) -> None:  # noqa: F811
+async def test_free_access_holds_and_lockdown_locks(
+    door_cfg: Config, fake_clock: FakeClock
+) -> None:
     st = store.Store(door_cfg.storage.database_path)
-    site = build(door_cfg, st)
+    site = build(door_cfg, st, fake_clock)
     conn = store.connect(st.path)
-    task = asyncio.create_task(automation.run(site, st.db.conn, UTC, interval=0.01))
+    task = asyncio.create_task(automation.run(site, st.db.conn, UTC, fake_clock, interval=2.0))
+
+    async def next_pass() -> None:
+        """One more read of the modes: the loop is waiting on the clock, move it on."""
+        await until(waiting)
+        fake_clock.advance(2.0)
+        await until(waiting)  # the pass ran and waits again
+
+    def waiting() -> bool:
+        return fake_clock.next_due() == fake_clock.monotonic() + 2.0
+
     try:
+        await next_pass()
         assert pin(LOCK).state is False
         modes.switch(conn, "lobby", "free_access", on=True, by="test")
-        await until(lambda: pin(LOCK).state is True)
+        await next_pass()
+        assert pin(LOCK).state is True
         modes.switch(conn, SITE, "lockdown", on=True, by="test")
-        await until(lambda: pin(LOCK).state is False)
-        assert site.lockdown
+        await next_pass()
+        assert pin(LOCK).state is False and site.lockdown
         modes.switch(conn, SITE, "lockdown", on=False, by="test")
-        await until(lambda: pin(LOCK).state is True)  # free access resumes
+        await next_pass()
+        assert pin(LOCK).state is True  # free access resumes
         modes.switch(conn, "lobby", "free_access", on=False, by="test")
-        await until(lambda: pin(LOCK).state is False)
-        await asyncio.sleep(0.05)
+        await next_pass()
+        assert pin(LOCK).state is False
+        for _ in range(3):
+            await next_pass()
         assert levels(LOCK).count(True) == 2  # each transition once, no flapping
     finally:
         task.cancel()
@@ -49,7 +67,7 @@ async def test_free_access_holds_and_lockdown_locks(door_cfg: Config) -> None:  
 
 
 async def test_sync_follows_a_free_access_schedule_on_a_fake_clock(
-    door_cfg: Config,  # noqa: F811
+    door_cfg: Config,
 ) -> None:
     from datetime import datetime
 
@@ -81,7 +99,7 @@ async def test_sync_follows_a_free_access_schedule_on_a_fake_clock(
 
 
 async def test_run_applies_the_file_before_its_first_wait_and_survives_bad_reads(
-    door_cfg: Config,  # noqa: F811
+    door_cfg: Config,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -1,4 +1,8 @@
-"""Doors on gpiozero's MockFactory: pins' levels and timing asserted, inputs driven as wires are."""
+"""Doors on gpiozero's MockFactory: pins' levels and timing asserted, inputs driven as wires are.
+
+Time is a fake clock (the ``rig`` fixture, tests/doors/conftest.py): a test moves it on and the
+door's timers (settle, unlock, held open) and the max-on guard see exactly that much time pass.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,12 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,150 +26,33 @@ from edged.config import Config
 from edged.doors import control as doors
 from edged.receive.receiver import Receiver, create_app
 from edged.store import events as store
-from tests.conftest import LiveDaemon, asgi_client, auth_request, grant_person
+from tests.conftest import LiveDaemon, asgi_client, auth_request
+from tests.doorfix import (
+    BOUNCE,
+    CONTACT,
+    DOOR_SERIAL,
+    FIRE,
+    HELD,
+    LOCK,
+    MAX_ON,
+    REX,
+    SIREN,
+    UNLOCK,
+    add_person,
+    build,
+    doors_toml,
+    elapse,
+    flush,
+    levels,
+    locked_level,
+    log_actions,
+    pin,
+    wire_idle,
+    wire_inputs,
+)
+from tests.timefix import FakeClock, turn, until
 
 pytestmark = pytest.mark.anyio
-
-DOOR_SERIAL = "PS71HD01MC22C00099"
-LOCK, CONTACT, REX, SIREN, FIRE = 17, 27, 22, 23, 24
-UNLOCK, MAX_ON, HELD, BOUNCE, SOUND = 0.25, 0.6, 0.3, 0.02, 5.0
-
-DOORS_TOML = """
-[gpio]
-pin_factory = "mock"
-
-[[terminals]]
-name = "lobby-door"
-serial = "{serial}"
-door = "lobby"
-
-[[doors]]
-name = "lobby"
-lock = {{ pin = {lock}, active_high = {active_high}, kind = "{kind}" }}
-unlock_time = {unlock}
-max_unlock_time = {max_on}
-contact = {{ pin = {contact}, bounce_time = {bounce} }}
-held_open_time = {held}
-rex = {{ pin = {rex}, bounce_time = {bounce} }}
-alarm_actions = {{ tamper = "siren", fire = "release" }}
-
-[siren]
-pin = {siren}
-sound_time = {sound}
-
-[fire]
-pin = {fire}
-bounce_time = {bounce}
-"""
-
-
-def doors_toml(kind: str = "fail_secure", active_high: bool = True) -> str:
-    return DOORS_TOML.format(
-        serial=DOOR_SERIAL,
-        lock=LOCK,
-        active_high=str(active_high).lower(),
-        kind=kind,
-        unlock=UNLOCK,
-        max_on=MAX_ON,
-        contact=CONTACT,
-        bounce=BOUNCE,
-        held=HELD,
-        rex=REX,
-        siren=SIREN,
-        sound=SOUND,
-        fire=FIRE,
-    )
-
-
-def locked_level(kind: str, active_high: bool) -> bool:
-    """The electrical level of 'locked': a strike is locked unpowered, a maglock powered."""
-    energised = kind == "fail_safe"
-    return energised == active_high
-
-
-def pin(number: int) -> Any:
-    assert Device.pin_factory is not None
-    return Device.pin_factory.pin(number)
-
-
-def drive(levels: tuple[tuple[int, bool], ...]) -> None:
-    for number, level in levels:
-        p = pin(number)
-        p.drive_high() if level else p.drive_low()
-        p.clear_states()
-
-
-def wire_idle(lock_level: bool = False) -> None:
-    """The level the wiring holds the lock line at before edged claims it."""
-    drive(((LOCK, lock_level),))
-
-
-def wire_inputs() -> None:
-    """What the switches say once claimed (a mock pull-up wins over the wire until driven):
-    door closed (contact to ground), exit button released, fire panel contact closed."""
-    drive(((CONTACT, False), (REX, True), (FIRE, False)))
-
-
-def build(cfg: Config, st: store.Store | None) -> doors.Doors:
-    site = doors.build(cfg, st)
-    assert site is not None
-    wire_inputs()
-    site.attach(asyncio.get_running_loop())
-    return site
-
-
-def levels(number: int) -> list[bool]:
-    return [bool(s.state) for s in pin(number).states]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
-
-
-def log_actions(path: Path, door: str = "lobby") -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute("SELECT action FROM door_log WHERE door = ? ORDER BY id", (door,))
-        return [r[0] for r in rows]
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def door_cfg(make_config: Callable[..., Config], mock_factory: MockFactory) -> Config:
-    wire_idle()
-    return make_config(doors_toml())
-
-
-@pytest.fixture
-async def rig(door_cfg: Config) -> AsyncIterator[tuple[doors.Doors, Receiver]]:
-    """Doors attached to the running loop, a receiver that feeds them, a real SQLite file."""
-    st = store.Store(door_cfg.storage.database_path)
-    site = build(door_cfg, st)
-    rec = Receiver(door_cfg, st)
-    rec.listeners.append(site.on_record)
-    add_person(st.path)
-    yield site, rec
-    site.close()
-    st.close()
-
-
-def add_person(path: Path, pid: str = "e-1") -> None:
-    grant_person(path, pid, door="lobby")
-
-
-def flush(site: doors.Doors) -> None:
-    """Wait for queued audit rows to reach the database."""
-    audit = site.audit
-    assert isinstance(audit, doors.AuditLog) and audit.store is not None
-    deadline = time.monotonic() + 5
-    while audit.store.stats.pending_items and time.monotonic() < deadline:
-        time.sleep(0.005)
-
 
 # ----- no glitches ----------------------------------------------------------------------------
 
@@ -212,15 +98,19 @@ async def test_mock_mode_logs_every_output_change(
 # ----- decisions ------------------------------------------------------------------------------
 
 
-async def test_live_grant_unlocks_for_unlock_time(rig: tuple[doors.Doors, Receiver]) -> None:
+async def test_live_grant_unlocks_for_unlock_time(
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
+) -> None:
     site, rec = rig
     async with asgi_client(create_app(rec)) as client:
         answer = await client.post("/auth", json=auth_request(serial=DOOR_SERIAL))
     assert answer.json()["data"]["pass"] is True
     assert pin(LOCK).state is True  # unlocked by the time the answer left
-    opened = time.monotonic()
-    await until(lambda: pin(LOCK).state is False)
-    assert UNLOCK - 0.05 <= time.monotonic() - opened <= UNLOCK + 0.5
+    await elapse(fake_clock, UNLOCK - 0.01)
+    assert pin(LOCK).state is True
+    assert site.snapshot()["doors"][0]["unlock_remaining"] == pytest.approx(0.01)
+    await elapse(fake_clock, 0.01)
+    assert pin(LOCK).state is False
     door = site.snapshot()["doors"][0]
     assert door["last_decision"]["decision"] == "pass" and door["locked"] is True
     flush(site)
@@ -228,13 +118,14 @@ async def test_live_grant_unlocks_for_unlock_time(rig: tuple[doors.Doors, Receiv
 
 
 async def test_replayed_duplicate_spoofed_unknown_never_move_a_pin(
-    rig: tuple[doors.Doors, Receiver],
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
 ) -> None:
     site, rec = rig
     live = auth_request(serial=DOOR_SERIAL)
     async with asgi_client(create_app(rec)) as client:
         assert (await client.post("/auth", json=live)).json()["data"]["pass"] is True
-        await until(lambda: pin(LOCK).state is False)
+        await elapse(fake_clock, UNLOCK)
+        assert pin(LOCK).state is False
         pin(LOCK).clear_states()
         stale = auth_request(serial=DOOR_SERIAL, ts=time.time() - 3600)
         ahead = auth_request(serial=DOOR_SERIAL, ts=time.time() + 3600)
@@ -244,7 +135,7 @@ async def test_replayed_duplicate_spoofed_unknown_never_move_a_pin(
         spoofed = await client.post("/auth", json=live, headers={"sn": "SOMEONE-ELSE"})
         unknown = await client.post("/auth", json=auth_request(serial="UNKNOWN99"))
         assert spoofed.status_code == 403 and unknown.status_code == 403
-        await asyncio.sleep(0.05)
+        await turn()  # whatever the listeners were handed has run (time stands still)
     assert levels(LOCK) == [False]
     assert site.doors["lobby"].pulse_end is None
 
@@ -366,62 +257,77 @@ def test_lock_level_always_follows_the_rules(door_cfg: Config, steps: list[str])
 
 
 async def test_forced_open_raises_alarm_and_siren_until_closed(
-    rig: tuple[doors.Doors, Receiver],
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
 ) -> None:
     site, rec = rig
     pin(CONTACT).drive_high()  # the contact opens with no grant and no exit button
-    await until(lambda: bool(site.doors["lobby"].alarms))
+    await elapse(fake_clock, BOUNCE)
     assert [a["kind"] for a in site.snapshot()["doors"][0]["alarms"]] == ["forced"]
     assert pin(SIREN).state is True
     pin(CONTACT).drive_low()
-    await until(lambda: pin(SIREN).state is False)
+    await elapse(fake_clock, BOUNCE)
+    assert pin(SIREN).state is False
     assert site.doors["lobby"].alarms == {}
     flush(site)
     actions = log_actions(rec.store.path)
     assert actions[actions.index("alarm") :] == ["alarm", "closed", "alarm_cleared"]
 
 
-async def test_contact_bounce_is_filtered(rig: tuple[doors.Doors, Receiver]) -> None:
+async def test_contact_bounce_is_filtered(
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
+) -> None:
     site, _ = rig
     contact = pin(CONTACT)
     for _ in range(5):  # chatter shorter than bounce_time, ending closed
         contact.drive_high()
-        await asyncio.sleep(BOUNCE / 4)
+        await elapse(fake_clock, BOUNCE / 4)
         contact.drive_low()
-        await asyncio.sleep(BOUNCE / 4)
-    await asyncio.sleep(BOUNCE * 4)
+        await elapse(fake_clock, BOUNCE / 4)
+    await elapse(fake_clock, BOUNCE * 4)
     assert site.doors["lobby"].alarms == {} and pin(SIREN).state is False
     contact.drive_high()  # now it really opens
-    await until(lambda: "forced" in site.doors["lobby"].alarms)
+    await elapse(fake_clock, BOUNCE * 0.9)
+    assert site.doors["lobby"].alarms == {}  # not settled yet
+    await elapse(fake_clock, BOUNCE * 0.1)
+    assert "forced" in site.doors["lobby"].alarms
 
 
 async def test_grant_shunts_forced_then_held_open_then_relock_on_close(
-    rig: tuple[doors.Doors, Receiver],
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
 ) -> None:
     site, _ = rig
     door = site.doors["lobby"]
     door.grant("test", {})
     pin(CONTACT).drive_high()
-    await until(lambda: door.contact_state == "open")
+    await elapse(fake_clock, BOUNCE)
+    assert door.contact_state == "open"
     assert "forced" not in door.alarms and pin(SIREN).state is False
-    await until(lambda: "held_open" in door.alarms)
+    await elapse(fake_clock, HELD - 0.01)
+    assert "held_open" not in door.alarms
+    await elapse(fake_clock, 0.01)
+    assert "held_open" in door.alarms
     assert pin(SIREN).state is False
     door.grant("test", {})  # someone else passes while it stands open
     assert pin(LOCK).state is True
     pin(CONTACT).drive_low()
-    await until(lambda: door.contact_state == "closed")
+    await elapse(fake_clock, BOUNCE)
+    assert door.contact_state == "closed"
     assert door.alarms == {}
     assert pin(LOCK).state is False  # relock on close, before unlock_time ran out
 
 
-async def test_rex_unlocks_for_egress_even_in_lockdown(rig: tuple[doors.Doors, Receiver]) -> None:
+async def test_rex_unlocks_for_egress_even_in_lockdown(
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
+) -> None:
     site, rec = rig
     site.set_lockdown(True, "test")
     pin(REX).drive_low()  # pressed: the button pulls the pin to ground
-    await until(lambda: pin(LOCK).state is True)
+    await elapse(fake_clock, BOUNCE)
+    assert pin(LOCK).state is True
     pin(REX).drive_high()
     pin(CONTACT).drive_high()
-    await until(lambda: site.doors["lobby"].contact_state == "open")
+    await elapse(fake_clock, BOUNCE)
+    assert site.doors["lobby"].contact_state == "open"
     assert site.doors["lobby"].alarms == {}
     flush(site)
     assert "egress" in log_actions(rec.store.path)
@@ -442,16 +348,21 @@ async def test_lockdown_refuses_grants_and_manual_open(rig: tuple[doors.Doors, R
     assert pin(LOCK).state is False
 
 
-async def test_fire_releases_over_lockdown_and_restores(rig: tuple[doors.Doors, Receiver]) -> None:
+async def test_fire_releases_over_lockdown_and_restores(
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
+) -> None:
     site, rec = rig
     site.set_lockdown(True, "policy")
     pin(FIRE).drive_high()  # the fire panel's contact opens
-    await until(lambda: pin(LOCK).state is True)
-    await asyncio.sleep(MAX_ON + 0.3)  # a hold: the guard must not trip
+    await elapse(fake_clock, BOUNCE)
+    assert pin(LOCK).state is True
+    await elapse(fake_clock, MAX_ON + 0.3)  # a hold: the guard must not trip
+    site.guard.check()
     assert pin(LOCK).state is True and site.guard.trips == 0
     assert site.snapshot()["fire"] is True
     pin(FIRE).drive_low()
-    await until(lambda: pin(LOCK).state is False)
+    await elapse(fake_clock, BOUNCE)
+    assert pin(LOCK).state is False
     flush(site)
     conn = sqlite3.connect(rec.store.path)
     site_rows = [r[0] for r in conn.execute("SELECT action FROM door_log WHERE door = ''")]
@@ -459,26 +370,32 @@ async def test_fire_releases_over_lockdown_and_restores(rig: tuple[doors.Doors, 
     assert "fire_on" in site_rows and "fire_off" in site_rows
 
 
-async def test_max_on_guard_trips_repeated_opens(rig: tuple[doors.Doors, Receiver]) -> None:
+async def test_max_on_guard_trips_repeated_opens(
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
+) -> None:
     site, rec = rig
-    started = time.monotonic()
-    while not site.guard.trips and time.monotonic() - started < 5:
+    started = fake_clock.monotonic()
+    for _ in range(100):
         site.command("lobby", "open", "test")  # each extends the timed unlock
-        await asyncio.sleep(UNLOCK / 3)
+        await elapse(fake_clock, UNLOCK / 3)
+        site.guard.check()  # what the guard thread does every 50 ms (it may have done it)
+        if site.guard.trips:
+            break
     assert site.guard.trips == 1
     assert pin(LOCK).state is False
-    assert MAX_ON <= time.monotonic() - started <= MAX_ON + 0.5
-    await asyncio.sleep(0.02)
+    assert MAX_ON < fake_clock.monotonic() - started <= MAX_ON + UNLOCK / 3
+    await until(lambda: site.doors["lobby"].why == "guard")  # the news reached the loop
     flush(site)
     assert "guard_trip" in log_actions(rec.store.path)
 
 
 async def test_manual_hold_outlasts_the_guard_and_lock_ends_it(
-    rig: tuple[doors.Doors, Receiver],
+    rig: tuple[doors.Doors, Receiver], fake_clock: FakeClock
 ) -> None:
     site, _ = rig
     site.command("lobby", "hold", "test")
-    await asyncio.sleep(MAX_ON + 0.2)
+    await elapse(fake_clock, MAX_ON + 0.2)
+    site.guard.check()
     assert pin(LOCK).state is True and site.guard.trips == 0
     state = site.command("lobby", "lock", "test")
     assert state["locked"] is True and state["holds"] == {}

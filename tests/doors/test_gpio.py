@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from edged.config import Config
 from edged.doors import gpio
 from edged.errors import GpioError
 from edged.ops import daemon as server
+from tests.timefix import FakeClock, turn, until
 
 pytestmark = pytest.mark.anyio
 
@@ -89,44 +89,70 @@ def test_daemon_refuses_to_start_on_a_busy_pin(
         sock.close()
 
 
-async def test_guard_forces_quiet_unless_held(mock_factory: MockFactory) -> None:
-    out = gpio.Output("lock", 8, active_high=True, quiet=False, factory=mock_factory, limit=0.1)
+def test_guard_forces_quiet_unless_held(mock_factory: MockFactory, fake_clock: FakeClock) -> None:
+    out = gpio.Output(
+        "lock", 8, active_high=True, quiet=False, factory=mock_factory, limit=0.1, clock=fake_clock
+    )
+    tripped: list[gpio.Output] = []
+    guard = gpio.Guard(tripped.append, clock=fake_clock)  # checked here, not by its thread
+    guard.outputs = [out]
+    try:
+        out.hold(True)
+        out.set(True, "held")
+        fake_clock.advance(0.25)
+        guard.check()
+        assert out.on and not tripped
+        out.hold(False)  # the limit counts from here
+        fake_clock.advance(0.09)
+        guard.check()
+        assert out.on
+        fake_clock.advance(0.02)
+        guard.check()
+        assert not out.on and tripped == [out] and mock_factory.pin(8).state is False
+        assert guard.trips == 1
+    finally:
+        out.close()
+
+
+async def test_guard_thread_checks_on_its_own(mock_factory: MockFactory) -> None:
+    out = gpio.Output("lock", 8, active_high=True, quiet=False, factory=mock_factory, limit=0.05)
     tripped: list[gpio.Output] = []
     guard = gpio.Guard(tripped.append, interval=0.01)
     guard.outputs = [out]
     guard.start()
     try:
-        out.hold(True)
-        out.set(True, "held")
-        await asyncio.sleep(0.25)
-        assert out.on and not tripped
-        out.hold(False)  # the limit counts from here
-        await asyncio.sleep(0.05)
-        assert out.on
-        started = time.monotonic()
-        while out.on and time.monotonic() - started < 2:
-            await asyncio.sleep(0.005)
-        assert not out.on and tripped == [out] and mock_factory.pin(8).state is False
+        out.set(True, "pulse")
+        await until(lambda: not out.on)
+        assert tripped == [out] and guard.alive
     finally:
         guard.stop()
         out.close()
+    assert not guard.alive
 
 
-async def test_input_settles_and_poll_catches_a_lost_edge(mock_factory: MockFactory) -> None:
+async def test_input_settles_and_poll_catches_a_lost_edge(
+    mock_factory: MockFactory, fake_clock: FakeClock
+) -> None:
     seen: list[bool] = []
     line = mock_factory.pin(9)
-    switch = gpio.Input("switch", 9, True, 0.02, mock_factory, seen.append)
+    switch = gpio.Input("switch", 9, True, 0.02, mock_factory, seen.append, fake_clock)
     switch.attach(asyncio.get_running_loop())
     line.drive_low()  # pressed
+    await turn()
+    fake_clock.advance(0.01)
     line.drive_high()  # bounced back within the settle time
     line.drive_low()
-    await asyncio.sleep(0.1)
+    await turn()
+    fake_clock.advance(0.015)  # the settle time counts from the last edge
+    assert seen == []
+    fake_clock.advance(0.01)
     assert seen == [True]
     switch.device.when_activated = switch.device.when_deactivated = None  # edges get lost
     line.drive_high()
-    await asyncio.sleep(0.05)
+    await turn()
+    fake_clock.advance(1.0)
     assert seen == [True]
     switch.poll()
-    await asyncio.sleep(0.05)
+    fake_clock.advance(0.02)
     assert seen == [True, False]
     switch.close()

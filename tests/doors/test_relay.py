@@ -14,12 +14,14 @@ from gpiozero.pins.mock import MockFactory
 from edged import config
 from edged.config import Config, DoorConfig, GpioConfig, LockConfig
 from edged.doors import control as doors
+from edged.doors import state
 from edged.errors import ConfigError
 from edged.receive.receiver import Receiver, create_app
 from edged.sim.terminal import SimulatedTerminal
 from edged.store import events as store
 from tests.conftest import LiveDaemon, asgi_client, auth_request, grant_person
-from tests.simfix import free_port, managed_config, until
+from tests.simfix import free_port, managed_config
+from tests.timefix import FakeClock, until
 
 pytestmark = pytest.mark.anyio
 
@@ -53,14 +55,14 @@ terminal_relay = "front-terminal"
 @pytest.mark.parametrize(
     ("on", "held", "was_held", "mode"),
     [
-        (True, False, False, doors.RELAY_PULSE),
-        (True, True, False, doors.RELAY_STAY_OPEN),
-        (False, False, True, doors.RELAY_PULSE),
+        (True, False, False, state.RELAY_PULSE),
+        (True, True, False, state.RELAY_STAY_OPEN),
+        (False, False, True, state.RELAY_PULSE),
         (False, False, False, None),
     ],
 )
 def test_relay_modes(on: bool, held: bool, was_held: bool, mode: int | None) -> None:
-    assert doors.relay_mode(on, held, was_held) == mode
+    assert state.relay_mode(on, held, was_held) == mode
     assert mode != 2  # never "stay closed"
 
 
@@ -89,11 +91,11 @@ def test_relay_config_is_checked(make_config: Callable[..., Config]) -> None:
 
 @pytest.fixture
 async def relay_rig(
-    make_config: Callable[..., Config], mock_factory: MockFactory
+    make_config: Callable[..., Config], mock_factory: MockFactory, fake_clock: FakeClock
 ) -> AsyncIterator[tuple[doors.Doors, Receiver, list[tuple[str, int]]]]:
     cfg = make_config(RELAY_TERMINAL)
     st = store.Store(cfg.storage.database_path)
-    site = doors.build(cfg, st)
+    site = doors.build(cfg, st, fake_clock)
     assert site is not None
     site.attach(asyncio.get_running_loop())
     sent: list[tuple[str, int]] = []
@@ -113,18 +115,19 @@ async def relay_rig(
 
 
 async def test_grant_drives_pin_and_relay(
-    relay_rig: tuple[doors.Doors, Receiver, list[tuple[str, int]]],
+    relay_rig: tuple[doors.Doors, Receiver, list[tuple[str, int]]], fake_clock: FakeClock
 ) -> None:
-    _, rec, sent = relay_rig
+    site, rec, sent = relay_rig
     assert mock_pin(17).state is False
     async with asgi_client(create_app(rec)) as client:
         answer = await client.post("/auth", json=auth_request(serial="PS71HD01MC22C00077"))
     assert answer.json()["data"]["pass"] is True
     assert mock_pin(17).state is True
-    await until(lambda: sent == [("front-terminal", doors.RELAY_PULSE)])
-    await until(lambda: mock_pin(17).state is False)
-    await asyncio.sleep(0.05)
-    assert sent == [("front-terminal", doors.RELAY_PULSE)]  # the terminal re-locks itself
+    await until(lambda: sent == [("front-terminal", state.RELAY_PULSE)])
+    fake_clock.advance(site.door("front").cfg.unlock_time)
+    assert mock_pin(17).state is False
+    await until(lambda: not site._relay_tasks)  # any command the lock sent has run
+    assert sent == [("front-terminal", state.RELAY_PULSE)]  # the terminal re-locks itself
 
 
 async def test_relay_only_door_holds_and_releases(
@@ -132,11 +135,11 @@ async def test_relay_only_door_holds_and_releases(
 ) -> None:
     site, _, sent = relay_rig
     site.hold("side", "free-access")
-    await until(lambda: sent == [("front-terminal", doors.RELAY_STAY_OPEN)])
+    await until(lambda: sent == [("front-terminal", state.RELAY_STAY_OPEN)])
     assert site.door("side").snapshot()["locked"] is False
     site.release("side", "free-access")
     await until(lambda: len(sent) == 2)
-    assert sent[1] == ("front-terminal", doors.RELAY_PULSE)
+    assert sent[1] == ("front-terminal", state.RELAY_PULSE)
     assert site.door("side").snapshot()["locked"] is True
 
 
@@ -174,4 +177,4 @@ async def test_daemon_opens_through_the_simulated_terminal(
     async with httpx.AsyncClient(base_url=live.url) as client:
         answer = await client.post("/auth", json=auth_request(serial=sim.settings.serial))
     assert answer.json()["data"]["pass"] is True
-    await until(lambda: sim.door_log == [doors.RELAY_PULSE])
+    await until(lambda: sim.door_log == [state.RELAY_PULSE])

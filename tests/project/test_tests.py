@@ -7,8 +7,6 @@ import ast
 from tests.project.helpers import ROOT
 
 TESTS = ROOT / "tests"
-# still to move: the doors' helpers (build, door_cfg, levels, pin) go with the doors' clock work
-KNOWN = {("tests/doors/test_automation.py", "tests.doors.test_doors")}
 
 
 def imported_modules(source: str) -> set[str]:
@@ -29,4 +27,4 @@ def test_no_test_module_imports_another() -> None:
         for name in imported_modules(path.read_text(encoding="utf-8"))
         if name.rpartition(".")[2].startswith("test_")
     }
-    assert offenders <= KNOWN, f"import the shared helper from a helper module: {offenders - KNOWN}"
+    assert not offenders, f"import the shared helper from a helper module: {offenders}"

@@ -30,6 +30,7 @@ from edged.receive.receiver import Receiver, create_app
 from edged.store import events as store
 from edged.store.events import Record, Stored
 from tests.conftest import SERIAL, LiveDaemon, asgi_client, auth_request, grant_person, recognition
+from tests.timefix import until
 
 pytestmark = pytest.mark.anyio
 
@@ -203,7 +204,7 @@ async def test_a_record_failing_inside_the_commit_fails_only_its_own_answer(
     release, held = await hold_writer(st)
     records = [unchecked("g-1"), unchecked("bad", **values), unchecked("g-2")]
     saves = [asyncio.ensure_future(st.save(r)) for r in records]
-    await asyncio.sleep(0.01)
+    await until(lambda: st.stats.pending_items == 1 + len(saves))  # all queued behind the job
     release.set()
     await held
     outcomes = await asyncio.wait_for(asyncio.gather(*saves, return_exceptions=True), 5)

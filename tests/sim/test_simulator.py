@@ -20,14 +20,15 @@ from starlette.routing import Route
 from edged.sim import api as simapi
 from edged.sim.terminal import SimSettings, SimulatedTerminal
 from edged.terminals import tlspin
-from tests.simfix import make_sim, until
+from tests.simfix import make_sim
+from tests.timefix import FakeClock, until
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[SimulatedTerminal]:
-    terminal = make_sim(tmp_path, minute_seconds=0.01)
+async def sim(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[SimulatedTerminal]:
+    terminal = make_sim(tmp_path, clock=fake_clock)  # its tokens last until time is advanced
     await terminal.start()
     yield terminal
     await terminal.stop()
@@ -43,27 +44,26 @@ async def login(c: httpx.AsyncClient, password: str = "admin-pass", **kw: Any) -
     return dict((await c.post("/v1/auth/login", json=body)).json())
 
 
-async def test_login_errors_tokens_expire_and_basic(tmp_path: Path) -> None:
-    sim = make_sim(tmp_path, minute_seconds=0.5)  # validTime=1 lasts half a second
+async def test_login_errors_tokens_expire_and_basic(tmp_path: Path, fake_clock: FakeClock) -> None:
+    sim = make_sim(tmp_path, clock=fake_clock)  # a token "minute" of 60 s of the fake clock
     await sim.start()
     try:
-        await _login_expiry_and_basic(sim)
+        await _login_expiry_and_basic(sim, fake_clock)
     finally:
         await sim.stop()
 
 
-async def _login_expiry_and_basic(sim: SimulatedTerminal) -> None:
+async def _login_expiry_and_basic(sim: SimulatedTerminal, clock: FakeClock) -> None:
     async with client(sim) as c:
         assert (await login(c, username="nobody"))["code"] == 1000
         assert (await login(c, "wrong"))["code"] == 1001
         token = (await login(c, validTime=1))["data"]["token"]
         bearer = {"authorization": f"Bearer {token}"}
         assert (await c.get("/v1/device/info", headers=bearer)).json()["code"] == 200
-        for _ in range(100):  # bounded: the token dies after its half second
-            expired = await c.get("/v1/device/info", headers=bearer)
-            if expired.status_code != 200:
-                break
-            await asyncio.sleep(0.05)
+        clock.advance(59.9)
+        assert (await c.get("/v1/device/info", headers=bearer)).status_code == 200
+        clock.advance(0.1)  # validTime=1: one minute
+        expired = await c.get("/v1/device/info", headers=bearer)
         assert expired.status_code == 401 and expired.json()["code"] == 401
         basic = await c.get("/v1/device/info", auth=("admin", "admin-pass"))
         assert basic.json()["data"]["device_sn"] == sim.settings.serial
@@ -238,8 +238,13 @@ async def test_buffer_cap_drops_oldest(tmp_path: Path) -> None:
     assert sim.buffer[0]["uuid"] == sim.history[5]["uuid"]
 
 
-async def test_reboot_loses_registration_and_several_run_at_once(tmp_path: Path) -> None:
-    sims = [make_sim(tmp_path, serial=f"SIM000{i}", event_dest="http://x:1/e") for i in range(2)]
+async def test_reboot_loses_registration_and_several_run_at_once(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    sims = [
+        make_sim(tmp_path, serial=f"SIM000{i}", clock=fake_clock, event_dest="http://x:1/e")
+        for i in range(2)
+    ]
     for s in sims:
         await s.start()
     try:
@@ -247,9 +252,12 @@ async def test_reboot_loses_registration_and_several_run_at_once(tmp_path: Path)
         fingerprint = sims[0].fingerprint
         sims[0].state.functions["auth_mode"] = 1
         reboot = asyncio.create_task(sims[0].reboot(0.3))
-        await until(lambda: not sims[0].up)
-        with pytest.raises(OSError):
+        back = fake_clock.monotonic() + 0.3
+        await until(lambda: fake_clock.next_due() == back)  # down, waiting out its 0.3 s
+        assert not sims[0].up
+        with pytest.raises(OSError):  # away until the clock moves on
             await asyncio.open_connection("127.0.0.1", sims[0].port)
+        fake_clock.advance(0.3)
         await reboot
         assert sims[0].boots == 2 and sims[0].state.subscription is None
         assert sims[0].state.functions["auth_mode"] == 0
@@ -260,10 +268,8 @@ async def test_reboot_loses_registration_and_several_run_at_once(tmp_path: Path)
             await s.stop()
 
 
-async def test_remote_auth_fallback_to_local(tmp_path: Path) -> None:
-    sim = SimulatedTerminal(
-        SimSettings(cert_dir=str(tmp_path), minute_seconds=0.01, heartbeat_seconds=0.01)
-    )
+async def test_remote_auth_fallback_to_local(tmp_path: Path, fake_clock: FakeClock) -> None:
+    sim = SimulatedTerminal(SimSettings(cert_dir=str(tmp_path), heartbeat_seconds=30), fake_clock)
     sim.state.functions.update(
         auth_mode=1,
         remote_authentication_address="http://127.0.0.1:9/a",
@@ -271,6 +277,12 @@ async def test_remote_auth_fallback_to_local(tmp_path: Path) -> None:
     )
     await sim.start()
     try:
+        # nothing answers on port 9: each heartbeat finds the server lost
+        for _ in range(2):  # the first lost heartbeat, then one a minute later
+            await until(lambda: fake_clock.pending > 0)  # the heartbeat waits on the clock
+            assert sim.state.functions["auth_mode"] == 1
+            fake_clock.advance(60)
+            await until(lambda: sim._auth_lost_since is not None)
         await until(lambda: sim.state.functions["auth_mode"] == 0)
     finally:
         await sim.stop()

@@ -5,7 +5,6 @@ Real SQLite files, the real writer process (edged/store/snapwriter.py) on real p
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import io
@@ -21,6 +20,7 @@ import pytest
 from edged.store import events as store
 from edged.store import snapshots, snapwriter
 from tests.store.helpers import record
+from tests.timefix import until
 
 pytestmark = pytest.mark.anyio
 
@@ -255,7 +255,7 @@ async def test_a_killed_writer_process_is_replaced(tmp_path: Path) -> None:
     try:
         first = await writer_pid(st, "before", jpeg(1))
         os.kill(first, signal.SIGKILL)
-        await asyncio.sleep(0.1)
+        await until(lambda: st._files.pid is None)  # it is gone (and reaped)
         for i in range(3):
             await st.save(record(f"after{i}", jpeg(10 + i)))
         assert st.sync_files()

@@ -20,6 +20,7 @@ from edged.store import migrations, snapshots
 from edged.store.events import Record, Store, Stored
 from tests.conftest import recognition
 from tests.store.helpers import record
+from tests.timefix import until
 
 pytestmark = pytest.mark.anyio
 
@@ -192,7 +193,7 @@ async def hold_writer(st: Store) -> tuple[threading.Event, asyncio.Future[object
 async def test_waiting_records_share_one_commit_and_all_get_answers(st: Store) -> None:
     release, job = await hold_writer(st)
     saves = [asyncio.ensure_future(st.save(batch_record(f"u-{i}"))) for i in range(10)]
-    await asyncio.sleep(0.01)
+    await until(lambda: st.stats.pending_items == 1 + len(saves))  # all queued behind the job
     commits = st.stats.commits
     release.set()
     await job
@@ -207,7 +208,7 @@ async def test_a_bad_record_fails_only_its_own_answer_in_a_batch(st: Store) -> N
     bad = batch_record("u-bad")
     bad.event.dedup_key = None  # type: ignore[assignment]  # violates NOT NULL
     saves = [asyncio.ensure_future(st.save(r)) for r in (batch_record("u-good"), bad)]
-    await asyncio.sleep(0.01)
+    await until(lambda: st.stats.pending_items == 1 + len(saves))  # all queued behind the job
     release.set()
     await job
     good, failed = await asyncio.wait_for(asyncio.gather(*saves, return_exceptions=True), 5)

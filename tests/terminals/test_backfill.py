@@ -14,8 +14,7 @@ from edged.sim.terminal import SimulatedTerminal
 from edged.store import events as store
 from edged.terminals import client as terminals
 from edged.terminals.backfill import backfill
-from tests.simfix import managed_config, until
-from tests.terminals.helpers import Running
+from tests.simfix import Running, managed_config, until
 
 pytestmark = pytest.mark.anyio
 

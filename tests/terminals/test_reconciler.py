@@ -15,8 +15,8 @@ from edged.store import events as store
 from edged.terminals import client as terminals
 from edged.terminals import tlspin
 from edged.terminals.reconciler import Reconcilers, TerminalReconciler
-from tests.simfix import make_sim, managed_config, until
-from tests.terminals.helpers import Running
+from tests.simfix import Running, make_sim, managed_config
+from tests.timefix import FakeClock, until
 
 pytestmark = pytest.mark.anyio
 
@@ -111,14 +111,16 @@ async def test_drift_fixed_on_demand(sim: SimulatedTerminal, state: Path) -> Non
         await run.stop()
 
 
-async def test_token_expiry_means_login_again(tmp_path: Path, state: Path) -> None:
-    # edged asks for 60-minute tokens; here a "minute" lasts 2 ms, so they die after 0.12 s
-    sim = make_sim(tmp_path, minute_seconds=0.002)
+async def test_token_expiry_means_login_again(
+    tmp_path: Path, state: Path, fake_clock: FakeClock
+) -> None:
+    # edged asks for 60-minute tokens; the terminal's clock is moved on past them, edged's is not
+    sim = make_sim(tmp_path, clock=fake_clock)
     await sim.start()
     run = Running(managed_config(state, sim))
     try:
         await until(lambda: run.rec.health.state == "registered")
-        await asyncio.sleep(0.2)
+        fake_clock.advance(3600)
         run.rec.trigger("test")
         await until(lambda: sim.requests["POST /v1/auth/login"] >= 2)
         await until(lambda: run.rec.health.state == "registered" and run.rec.wake.is_set() is False)
@@ -142,7 +144,8 @@ async def test_changed_certificate_is_refused_until_trusted_again(
         caplog.set_level(logging.ERROR, "edged.terminals.reconciler")
         await sim.reboot(0.1, new_certificate=True)
         await until(lambda: run.rec.health.state == "untrusted")
-        await asyncio.sleep(0.3)  # several more attempts, all refused before any request
+        tried = run.rec.health.attempts
+        await until(lambda: run.rec.health.attempts >= tried + 3)  # all refused before a request
         assert sim.requests["POST /v1/auth/login"] == logins
         assert not sim.registered
         assert sim.fingerprint in (run.rec.health.last_error or "")
@@ -201,7 +204,8 @@ async def test_cancellation_is_clean_mid_backoff_and_mid_watch(
 ) -> None:
     run = Running(managed_config(state, sim))
     await until(lambda: run.rec.health.state == "registered")
-    await asyncio.sleep(0.1)  # watching
+    asked = sum(sim.requests.values())
+    await until(lambda: sum(sim.requests.values()) > asked)  # watching: it probes
     await run.stop()
     cfg = managed_config(state, sim, port=1)  # nothing there: backing off
     run = Running(cfg)
@@ -238,28 +242,34 @@ async def test_reconcilers_run_health_and_readiness(sim: SimulatedTerminal, stat
 
 
 async def test_signs_of_drift_from_the_receiver(sim: SimulatedTerminal, state: Path) -> None:
-    now = [10_000.0]
+    clock = FakeClock(wall=10_000.0)
+    now = [clock.time()]
+
+    def later(seconds: float) -> None:
+        clock.advance(seconds)
+        now[0] = clock.time()
+
     seen = {sim.settings.serial: TerminalSeen(sim.settings.serial)}
     cfg = managed_config(state, sim, remote_auth=True)  # heartbeat_timeout 1 s here
     st = store.Store(cfg.storage.database_path)
     try:
-        rec = TerminalReconciler(cfg, cfg.terminals[0], st, seen, clock=lambda: now[0])
+        rec = TerminalReconciler(cfg, cfg.terminals[0], st, seen, clock=clock)
         entry = seen[sim.settings.serial]
         rec.health.last_ok = now[0]
         entry.last_heartbeat = now[0]
         assert rec._signs() is None
-        now[0] += 2  # no heartbeat for 2 s: one trigger, not one a probe
+        later(2)  # no heartbeat for 2 s: one trigger, not one a probe
         assert rec._signs() == "no heartbeat for 1 s"
         assert rec._signs() is None
         entry.last_heartbeat = now[0]  # heartbeats again: armed again
         assert rec._signs() is None
         entry.last_push = now[0]
         assert rec._signs() is None  # the first push seen: nothing to compare with
-        now[0] += 0.5
+        later(0.5)
         entry.last_push = now[0]
         entry.last_heartbeat = now[0]
         assert rec._signs() is None  # pushes flowing
-        now[0] += 5
+        later(5)
         entry.last_push = now[0]
         entry.last_heartbeat = now[0]
         assert rec._signs() == "first push after a silence"

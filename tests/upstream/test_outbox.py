@@ -27,6 +27,7 @@ from edged.store import events as store
 from edged.upstream import outbox
 from tests.conftest import BASE_TOML, SERIAL, SERIAL_OLD, LiveDaemon, auth_request, recognition
 from tests.fakeupstream import FakeUpstream
+from tests.timefix import until
 
 FORWARD = """
 [upstream]
@@ -326,8 +327,7 @@ def test_cancellation_goes_through_the_retries(
         forwarder = outbox.Forwarder(cfg, st, httpx.AsyncClient())
         batch = outbox.Batch(b'{"records":[]}', 1, 1, 1)
         task = asyncio.create_task(forwarder.send(batch))
-        await asyncio.sleep(0.2)  # several failed attempts, backing off
-        assert forwarder.down and forwarder.attempts >= 2
+        await until(lambda: forwarder.down and forwarder.attempts >= 2)  # backing off
         start = time.perf_counter()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -33,6 +33,7 @@ from tests.conftest import (
     recognition,
 )
 from tests.fakeupstream import FakeUpstream
+from tests.timefix import until
 
 pytestmark = pytest.mark.anyio
 
@@ -238,7 +239,7 @@ async def test_breaker_opens_then_probes_and_closes(
     beats = fake.state.heartbeats
     fake.state.auth_mode = "ok"
     fake.state.grant = False
-    await _until(lambda: not rig.upstream.authority.breaker.open)
+    await until(lambda: not rig.upstream.authority.breaker.open)
     assert fake.state.heartbeats > beats
     answer, _ = await rig.ask(auth_request(user_id="e-1", recognizeScore=0.51))
     assert answer["data"]["pass"] is False and rig.last_row()["source"] == "upstream"
@@ -328,15 +329,6 @@ def test_live_daemon_reports_the_upstream(
     ]
     status = httpx.get(f"{live.admin_url}/api/v1/upstream").json()
     assert status["enabled"] is True and status["outbox"] == {"enabled": False}
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    import anyio
-
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not reached in time"
-        await anyio.sleep(0.02)
 
 
 async def test_a_caller_without_the_raw_body_is_not_an_upstream_failure(
