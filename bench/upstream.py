@@ -39,7 +39,10 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from bench import receiver as rbench  # noqa: E402
-from edged import config, outbox, store, upstream  # noqa: E402
+from edged import config  # noqa: E402
+from edged.store import events as store  # noqa: E402
+from edged.upstream import client as upstream  # noqa: E402
+from edged.upstream import outbox  # noqa: E402
 from tests.conftest import (  # noqa: E402
     BASE_TOML,
     SERIAL,
