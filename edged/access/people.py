@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from edged.access import importfile
+from edged.access import importfile, lookup
 from edged.access import model as access
-from edged.decide import cache
 from edged.decide.policy import Person
 from edged.errors import ImportFileError
 from edged.model import Event
@@ -59,7 +58,7 @@ class PersonRow:
 
 def find_person(conn: sqlite3.Connection, event: Event) -> Person | None:
     """The cached person matching the event's credentials, strongest first."""
-    return cache.find_person(conn, event)
+    return lookup.find_person(conn, event)
 
 
 # ----- parsing ------------------------------------------------------------------------------

@@ -462,7 +462,7 @@ def _database(args: argparse.Namespace) -> tuple[config.Config, Any]:
     from edged.store import events as store
 
     cfg = _load(args)
-    return cfg, store.open_database(cfg.storage.database_path).conn
+    return cfg, store.open_connection(cfg.storage.database_path)
 
 
 def cmd_people_import(args: argparse.Namespace) -> int:
@@ -707,15 +707,12 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Write a stored event's snapshot (a JPEG) to a file or to standard output."""
-    from edged.store import readonly, snapshots
+    from edged.store import queries, readonly, snapshots
 
     cfg = _load(args)
     conn = readonly.connect(cfg.storage.database_path)
     try:
-        row = conn.execute(
-            "SELECT image_path, image_offset, image_bytes FROM events WHERE id = ?",
-            (args.event_id,),
-        ).fetchone()
+        row = queries.snapshot_place(conn, args.event_id)
     finally:
         conn.close()
     if row is None:

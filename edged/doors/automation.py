@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import tzinfo
 
-from edged.decide import cache
+from edged.access import lookup
 from edged.decide.policy import SITE
 from edged.doors.control import Doors
 
@@ -32,9 +32,9 @@ def wanted(
     conn: sqlite3.Connection, doors: list[str], now: float, tz: tzinfo
 ) -> tuple[bool, set[str]]:
     """The site-wide lockdown flag, and the doors whose free access is active now."""
-    site, _ = cache.modes(conn, SITE)
+    site, _ = lookup.modes(conn, SITE)
     lockdown = bool(site and site.lockdown)
-    free = {d for d in doors if cache.free_access_now(conn, d, now, tz)}
+    free = {d for d in doors if lookup.free_access_now(conn, d, now, tz)}
     return lockdown, free
 
 
