@@ -26,8 +26,8 @@ import httpx
 from indaemon import InThread
 
 from edged import config
-from edged.access import people
-from edged.decide import cache, policy
+from edged.access import lookup, people
+from edged.decide import policy
 from edged.model import Event, Kind, User
 from edged.store import events as store
 
@@ -135,7 +135,7 @@ def in_process(path: Path, count: int, decisions: int, rnd: random.Random) -> li
         door = f"door-{rnd.randrange(DOORS):02d}"
         started = time.perf_counter()
         now = time.time()
-        settings, view = cache.load(conn, event, door, now, tz)
+        settings, view = lookup.load(conn, event, door, now, tz)
         decision = policy.decide(event, settings, view, now, None, tips)
         out.append(time.perf_counter() - started)
         granted += decision.granted
@@ -224,7 +224,7 @@ def main() -> int:
         load(small / "edged.db", 100, random.Random(7))
         history(big / "edged.db", args.people, args.history, random.Random(3))
         history(small / "edged.db", 100, args.history, random.Random(3))  # same events table
-        print(f"in-process decision (cache.load + policy.decide), {args.decisions} decisions:")
+        print(f"in-process decision (lookup.load + policy.decide), {args.decisions} decisions:")
         times = in_process(big / "edged.db", args.people, args.decisions, rnd)
         print(
             f"  p50 {pct(times, 0.5):.3f} ms  p99 {pct(times, 0.99):.3f} ms  "

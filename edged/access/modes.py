@@ -1,7 +1,7 @@
 """Lockdown and free access, site-wide (scope ``*``) or per door: switched, audited, read.
 
 Each switch is one transaction that updates ``modes`` and appends to ``mode_changes`` who did
-it and when; the next decision reads the new state (``edged.decide.cache``).
+it and when; the next decision reads the new state (``edged.access.lookup``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Collection
 from dataclasses import asdict
 from typing import Any, Literal
 
+from edged.access import lookup
 from edged.access import model as access
-from edged.decide import cache
 from edged.decide.policy import SITE, Mode
 from edged.errors import ModeError
 
@@ -86,7 +86,7 @@ def switch(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    site, door = cache.modes(conn, scope)
+    site, door = lookup.modes(conn, scope)
     result = site if scope == SITE else door
     assert result is not None
     return result

@@ -90,9 +90,9 @@ class Manage:
         self.tz = ZoneInfo(admin.cfg.site.timezone)
 
     @property
-    def conn(self) -> sqlite3.Connection:
-        """The daemon's read connection."""
-        return self.admin.store.db.conn
+    def reader(self) -> sqlite3.Connection:
+        """The daemon's read connection, for the access package's reads."""
+        return self.admin.store.reader
 
     async def upsert(self, request: Request) -> Response:
         """POST /api/v1/people: a list of people or a document; ?replace, ?dry_run."""
@@ -146,14 +146,14 @@ class Manage:
             return _error(400, str(exc))
         if limit < 1:
             return _error(400, "limit must be 1 or more")
-        rows = people.listing(self.conn, q.get("group"), limit, q.get("after", ""))
+        rows = people.listing(self.reader, q.get("group"), limit, q.get("after", ""))
         after = rows[-1]["id"] if len(rows) == limit else None
         return json_response({"people": rows, "next_after": after})
 
     async def show(self, request: Request) -> Response:
         """GET /api/v1/people/{person_id}: one person with groups and credentials (masked)."""
         pid = request.path_params["person_id"]
-        person = people.show(self.conn, pid, self.tz)
+        person = people.show(self.reader, pid, self.tz)
         if person is None:
             return _error(404, f"no person {pid!r}")
         for column in people.CREDENTIAL_COLUMNS:
@@ -166,12 +166,12 @@ class Manage:
         refused = self.admin.authorised(request)  # it holds every credential in clear
         if refused:
             return refused
-        return json_response(people.export(self.conn, self.tz))
+        return json_response(people.export(self.reader, self.tz))
 
     async def modes(self, request: Request) -> Response:
         """GET /api/v1/modes: modes in force and the latest switches."""
         return json_response(
-            {"modes": modes.current(self.conn), "changes": modes.changes(self.conn)}
+            {"modes": modes.current(self.reader), "changes": modes.changes(self.reader)}
         )
 
     async def switch(self, request: Request) -> Response:
@@ -207,7 +207,7 @@ class Manage:
         if self.admin.doors is None:
             return
         try:
-            automation.sync(self.admin.doors, self.conn, self.tz, time.time())
+            automation.sync(self.admin.doors, self.reader, self.tz, time.time())
         except sqlite3.Error as exc:  # stored; the modes loop applies it when reads work again
             log.error("modes: switched, but cannot read them back for the doors: %s", exc)
 

@@ -26,7 +26,7 @@ from edged.decide import explain
 from edged.errors import DoorError
 from edged.ops import clockcheck as clock
 from edged.receive.receiver import Receiver, json_response
-from edged.store import snapshots
+from edged.store import doorlog, queries, snapshots
 
 if TYPE_CHECKING:
     from edged.upstream.client import Upstream
@@ -145,33 +145,27 @@ class Admin:
 
     async def events(self, request: Request) -> Response:
         q = request.query_params
-        where: list[str] = []
-        args: list[Any] = []
         try:
-            if "since" in q:
-                where.append("received_at >= ?")
-                args.append(_param(q, "since", parse_since))
+            since = _param(q, "since", parse_since) if "since" in q else None
             after = _int_param(q, "after", "0")
             limit = min(_int_param(q, "limit", "100"), MAX_PAGE)
         except ValueError as exc:
             return _error(400, str(exc))
         if limit < 1:
             return _error(400, "limit: must be 1 or more")
-        for param, column in (
-            ("terminal", "terminal"),
-            ("serial", "serial"),
-            ("person", "person_id"),
-            ("decision", "decision"),
-            ("kind", "kind"),
-            ("reason", "reason"),
-        ):
-            if param in q:
-                where.append(f"{column} = ?")
-                args.append(q[param])
-        where.append("id > ?")
-        args.append(after)
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-        rows = self.store.db.conn.execute(sql, [*args, limit]).fetchall()
+        equal = {
+            column: q[param]
+            for param, column in (
+                ("terminal", "terminal"),
+                ("serial", "serial"),
+                ("person", "person_id"),
+                ("decision", "decision"),
+                ("kind", "kind"),
+                ("reason", "reason"),
+            )
+            if param in q
+        }
+        rows = queries.events_after(self.store.reader, EVENT_COLUMNS, after, limit, equal, since)
         events = [self.counted(event_json(r)) for r in rows]
         next_after = events[-1]["id"] if len(events) == limit else None
         last = events[-1]["id"] if events else after
@@ -182,9 +176,7 @@ class Admin:
             event_id = params.strict_int(request.path_params["event_id"], "event id")
         except ValueError as exc:
             return _error(400, str(exc))
-        row = self.store.db.conn.execute(
-            f"SELECT {EVENT_COLUMNS}, raw, response, explain FROM events WHERE id = ?", (event_id,)
-        ).fetchone()
+        row = queries.event(self.store.reader, f"{EVENT_COLUMNS}, raw, response, explain", event_id)
         if row is None:
             return _error(404, f"no event {event_id}")
         out = self.counted(event_json(row, with_raw=True))
@@ -200,9 +192,7 @@ class Admin:
             event_id = params.strict_int(request.path_params["event_id"], "event id")
         except ValueError as exc:
             return _error(400, str(exc))
-        row = self.store.db.conn.execute(
-            "SELECT image_path, image_offset, image_bytes FROM events WHERE id = ?", (event_id,)
-        ).fetchone()
+        row = queries.snapshot_place(self.store.reader, event_id)
         if row is None:
             return _error(404, f"no event {event_id}")
         data = await asyncio.to_thread(self._read_snapshot, row)
@@ -297,16 +287,7 @@ class Admin:
             limit = min(_int_param(q, "limit", "100"), MAX_PAGE)
         except ValueError as exc:
             return _error(400, str(exc))
-        where = "id > ?"
-        args: list[Any] = [after]
-        if "door" in q:
-            where += " AND door = ?"
-            args.append(q["door"])
-        rows = self.store.db.conn.execute(
-            f"SELECT id, at, door, action, source, detail FROM door_log WHERE {where} "
-            "ORDER BY id LIMIT ?",
-            [*args, max(limit, 1)],
-        ).fetchall()
+        rows = doorlog.page(self.store.reader, after, q.get("door"), max(limit, 1))
         entries = [
             {**dict(r), "at": _iso(r["at"]), "detail": json.loads(r["detail"])} for r in rows
         ]

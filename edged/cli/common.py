@@ -19,7 +19,7 @@ def database(args: argparse.Namespace) -> tuple[config.Config, Any]:
     from edged.store import events as store
 
     cfg = load(args)
-    return cfg, store.open_database(cfg.storage.database_path).conn
+    return cfg, store.open_connection(cfg.storage.database_path)
 
 
 def text(value: Any, none: str = "-") -> str:

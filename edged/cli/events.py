@@ -169,15 +169,12 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Write a stored event's snapshot (a JPEG) to a file or to standard output."""
-    from edged.store import readonly, snapshots
+    from edged.store import queries, readonly, snapshots
 
     cfg = common.load(args)
     conn = readonly.connect(cfg.storage.database_path)
     try:
-        row = conn.execute(
-            "SELECT image_path, image_offset, image_bytes FROM events WHERE id = ?",
-            (args.event_id,),
-        ).fetchone()
+        row = queries.snapshot_place(conn, args.event_id)
     finally:
         conn.close()
     if row is None:

@@ -44,9 +44,9 @@ def cmd_trust(args: argparse.Namespace) -> int:
         presented = asyncio.run(tlspin.fetch_certificate(terminal.host, terminal.port))
     except (OSError, TimeoutError) as exc:
         raise TerminalError(f"cannot reach {terminal.host}:{terminal.port}: {exc}") from None
-    db = store.open_database(cfg.storage.database_path)
+    conn = store.open_connection(cfg.storage.database_path)
     try:
-        current = terminals.pin_for(db.conn, terminal)
+        current = terminals.pin_for(conn, terminal)
         print(f"terminal:    {terminal.name} ({terminal.host}:{terminal.port})")
         print(f"fingerprint: {presented.fingerprint}")
         print(f"subject:     {presented.subject}")
@@ -59,9 +59,9 @@ def cmd_trust(args: argparse.Namespace) -> int:
         if not args.yes and not _confirm("Trust this certificate? [y/N] "):
             print("not trusted")
             return 1
-        terminals.record_pin(db.conn, terminal, presented)
+        terminals.record_pin(conn, terminal, presented)
     finally:
-        db.conn.close()
+        conn.close()
     _retry_now(cfg, terminal.name)
     if terminal.tls_fingerprint:
         print("note: tls_fingerprint in the configuration wins over the recorded fingerprint")
@@ -74,6 +74,7 @@ def _trust_address(cfg: config.Config, name: str, given: str, yes: bool) -> int:
 
     from edged.receive import binding
     from edged.store import events as store
+    from edged.store import presence
 
     terminal = _named(cfg, name)
     if terminal.address or terminal.host:
@@ -85,9 +86,9 @@ def _trust_address(cfg: config.Config, name: str, given: str, yes: bool) -> int:
     address = binding.parse_ip(given)
     if address is None:
         raise ConfigError(f"--address: {given!r} is not an IP address")
-    db = store.open_database(cfg.storage.database_path)
+    conn = store.open_connection(cfg.storage.database_path)
     try:
-        current = binding.pinned_address(db.conn, terminal.serial)
+        current = presence.pinned_address(conn, terminal.serial)
         print(f"terminal: {terminal.name} ({terminal.serial})")
         print(f"pinned:   {current or 'not pinned yet'}")
         print(f"new:      {address}")
@@ -99,9 +100,9 @@ def _trust_address(cfg: config.Config, name: str, given: str, yes: bool) -> int:
         ):
             print("not changed")
             return 1
-        binding.pin(db.conn, terminal.serial, str(address), "operator", time.time())
+        presence.pin(conn, terminal.serial, str(address), "operator", time.time())
     finally:
-        db.conn.close()
+        conn.close()
     print("pinned; the running daemon applies it to the next request")
     return 0
 
@@ -112,12 +113,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     cfg = config.load(getattr(args, "config", None))
     chosen = [_named(cfg, args.name)] if args.name else cfg.terminals
-    db = store.open_database(cfg.storage.database_path)
+    conn = store.open_connection(cfg.storage.database_path)
     try:
         for terminal in chosen:
-            print("\n".join(_address_lines(db.conn, terminal)))
+            print("\n".join(_address_lines(conn, terminal)))
     finally:
-        db.conn.close()
+        conn.close()
     return 0
 
 
@@ -126,18 +127,19 @@ def _address_lines(conn: Any, terminal: config.TerminalConfig) -> list[str]:
     import time
 
     from edged.receive import binding
+    from edged.store import presence
 
     resolved = binding.resolve_now(terminal.host) if terminal.host and not terminal.address else ()
-    pin = binding.pin_info(conn, terminal.serial)
+    pin = presence.pin_info(conn, terminal.serial)
     bound = binding.binding_of(terminal, resolved, pin[0] if pin else None)
     lines = [f"{terminal.name} ({terminal.serial})", f"  bound to:  {bound.describe()}"]
     if bound.how == "pinned" and pin:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pin[1]))
         lines.append(f"  pinned:    {pin[2]} at {when}")
-    seen = binding.last_seen_address(conn, terminal.serial)
+    seen = presence.last_seen_address(conn, terminal.serial)
     if seen:
         lines.append(f"  last seen: {seen}")
-    refused = binding.refused_by_terminal(conn, time.time() - binding.ALARM_WINDOW)
+    refused = presence.refused_by_terminal(conn, time.time() - binding.ALARM_WINDOW)
     if refused.get(terminal.serial):
         lines.append(
             f"  FORGED:    {refused[terminal.serial]} requests from other addresses in 24 h"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime
-from typing import Any
 
 from edged.errors import NotFoundError
+from edged.store import queries
 
 
 def steps(raw: str | None) -> list[str]:
@@ -25,14 +25,9 @@ def steps(raw: str | None) -> list[str]:
 
 def lines(conn: sqlite3.Connection, event_id: int) -> list[str]:
     """The explanation of one stored event, ready to print."""
-    row = conn.execute(
-        "SELECT id, kind, received_at, terminal, door, person_id, decision, reason, rule, "
-        "replay_reason, source, explain FROM events WHERE id = ?",
-        (event_id,),
-    ).fetchone()
-    if row is None:
+    record = queries.decision(conn, event_id)
+    if record is None:
         raise NotFoundError(f"no event {event_id}")
-    record: dict[str, Any] = dict(zip(row.keys(), tuple(row), strict=True))
     when = datetime.fromtimestamp(record["received_at"], UTC).isoformat(timespec="seconds")
     head = (
         f"event {record['id']} ({record['kind']}) at {when} from {record['terminal'] or '-'} "
@@ -62,8 +57,7 @@ def door_line(conn: sqlite3.Connection, event_id: int) -> str | None:
 
     A grant the door did not carry out says so: ``granted, door refused: lockdown``.
     """
-    row = conn.execute("SELECT door_outcome FROM events WHERE id = ?", (event_id,)).fetchone()
-    outcome = row[0] if row else None
+    outcome = queries.door_outcome(conn, event_id)
     if not outcome:
         return None
     if outcome.startswith("refused"):

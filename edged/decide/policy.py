@@ -1,7 +1,7 @@
 """Pass or deny: pure decision logic, plain values in, plain values out, no I/O, no clock.
 
 ``decide`` walks a fixed order of checks (documented in docs/decisions.md) over a ``View``: the
-plain-data snapshot of what one decision needs, read by ``edged.decide.cache``. Every check it
+plain-data snapshot of what one decision needs, read by ``edged.access.lookup``. Every check it
 makes is written down as a step, so a stored decision can be explained later (``edged why``).
 """
 
@@ -124,7 +124,7 @@ class Mode:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """Everything one decision reads, as plain data (loaded by ``edged.decide.cache``)."""
+    """Everything one decision reads, as plain data (loaded by ``edged.access.lookup``)."""
 
     tz: tzinfo = UTC
     person: Person | None = None

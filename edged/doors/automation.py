@@ -15,8 +15,8 @@ import logging
 import sqlite3
 from datetime import tzinfo
 
+from edged.access import lookup
 from edged.clock import SYSTEM, Clock
-from edged.decide import cache
 from edged.decide.policy import SITE
 from edged.doors.control import Doors
 
@@ -30,9 +30,9 @@ def wanted(
     conn: sqlite3.Connection, doors: list[str], now: float, tz: tzinfo
 ) -> tuple[bool, set[str]]:
     """The site-wide lockdown flag, and the doors whose free access is active now."""
-    site, _ = cache.modes(conn, SITE)
+    site, _ = lookup.modes(conn, SITE)
     lockdown = bool(site and site.lockdown)
-    free = {d for d in doors if cache.free_access_now(conn, d, now, tz)}
+    free = {d for d in doors if lookup.free_access_now(conn, d, now, tz)}
     return lockdown, free
 
 

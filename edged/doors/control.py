@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from edged.doors import gpio, state
 from edged.doors.state import FIRE
 from edged.errors import DoorError, EdgedError, GpioError
 from edged.model import Event, Kind
+from edged.store import doorlog
 from edged.store.events import Record, Store, Stored
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class AuditLog:
             return
         row = (at, door, action, source, json.dumps(detail, separators=(",", ":")))
         try:
-            self.store.submit_nowait(lambda conn: _insert_log(conn, row))
+            self.store.submit_nowait(lambda conn: doorlog.insert(conn, row))
         except EdgedError as exc:
             self.failed += 1
             log.error("door audit: cannot queue %s/%s: %s", door, action, exc)
@@ -82,21 +82,13 @@ class AuditLog:
         """Delete door events older than ``older_than`` (epoch seconds)."""
         if self.store is None:
             return 0
-        return int(await self.store.run(lambda conn: _prune_log(conn, older_than)))
+        return int(await self.store.run(lambda conn: doorlog.prune(conn, older_than)))
 
 
 def say(door: str, action: str, source: str, detail: dict[str, Any]) -> None:
     """Log one door event at INFO (its row is, or goes, to the database separately)."""
     extra = f" {json.dumps(detail, separators=(',', ':'))}" if detail else ""
     log.info("door %s: %s by %s%s", door or "*", action, source, extra)
-
-
-def _insert_log(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute("INSERT INTO door_log (at, door, action, source, detail) VALUES (?,?,?,?,?)", row)
-
-
-def _prune_log(conn: sqlite3.Connection, older_than: float) -> int:
-    return conn.execute("DELETE FROM door_log WHERE at < ?", (older_than,)).rowcount
 
 
 @dataclass

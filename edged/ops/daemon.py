@@ -381,7 +381,7 @@ def build(cfg: config.Config) -> Daemon:
         daemon.services.append(site.service)  # attaches; at stop every lock back to locked
         daemon.doors = site
         tz = ZoneInfo(cfg.site.timezone)
-        daemon.services.append(lambda d: automation.run(site, store.db.conn, tz))
+        daemon.services.append(lambda d: automation.run(site, store.reader, tz))
     # ----- end doors -----
     # ----- upstream: decisions, forwarding, people sync (edged/upstream/client.py) -----
     if cfg.upstream.enabled:

@@ -26,6 +26,13 @@ from edged import aio
 from edged.config import Config, TerminalConfig
 from edged.errors import StoreError
 from edged.receive.normalize import sanitize
+from edged.store.presence import (
+    pin_first,
+    pinned_address,
+    pinned_serials,
+    record_refused,
+    refused_summary,
+)
 
 if TYPE_CHECKING:
     from edged.store.events import Store
@@ -40,25 +47,10 @@ RESOLVE_TTL = 60.0
 RESOLVE_RECHECK = 5.0
 RESOLVE_TIMEOUT = 1.0
 # Refused requests: how long they keep the alarm up, how many a source may add a minute, and
-# how many the table keeps (a flood of forgeries must not fill the disk).
+# how many the table keeps (a flood of forgeries must not fill the disk: KEEP_REFUSED, in
+# edged/store/presence.py).
 ALARM_WINDOW = 24 * 3600.0
 STORED_PER_SOURCE_MINUTE = 10
-KEEP_REFUSED = 10_000
-
-_PIN = (
-    "INSERT INTO terminal_pins (serial, address, pinned_at, how) VALUES (?,?,?,?) "
-    "ON CONFLICT (serial) DO UPDATE SET address = excluded.address, "
-    "pinned_at = excluded.pinned_at, how = excluded.how"
-)
-_PIN_FIRST = (
-    "INSERT OR IGNORE INTO terminal_pins (serial, address, pinned_at, how) VALUES (?,?,?,?)"
-)
-_REFUSE = (
-    "INSERT INTO refused_requests (at, source, serial, terminal, path, bound, body) "
-    "VALUES (?,?,?,?,?,?,?)"
-)
-_TRIM = "DELETE FROM refused_requests WHERE id <= (SELECT MAX(id) FROM refused_requests) - ?"
-
 
 # ----- plain values ---------------------------------------------------------------------------
 
@@ -139,59 +131,7 @@ class Forged(Exception):
 # ----- the database ---------------------------------------------------------------------------
 
 
-def pinned_address(conn: sqlite3.Connection, serial: str) -> str | None:
-    """The address a terminal is pinned to, if any."""
-    row = conn.execute("SELECT address FROM terminal_pins WHERE serial = ?", (serial,)).fetchone()
-    return str(row[0]) if row else None
-
-
-def pinned_serials(conn: sqlite3.Connection, address: str) -> list[str]:
-    """The serials pinned to one address."""
-    rows = conn.execute("SELECT serial FROM terminal_pins WHERE address = ?", (address,))
-    return [str(r[0]) for r in rows]
-
-
-def pin(conn: sqlite3.Connection, serial: str, address: str, how: str, now: float) -> None:
-    """Pin (or re-pin) a terminal to one address."""
-    conn.execute(_PIN, (serial, address, now, how))
-
-
-def pin_info(conn: sqlite3.Connection, serial: str) -> tuple[str, float, str] | None:
-    """A pin's (address, pinned_at, how), for ``edged terminals show``."""
-    row = conn.execute(
-        "SELECT address, pinned_at, how FROM terminal_pins WHERE serial = ?", (serial,)
-    ).fetchone()
-    return (str(row[0]), float(row[1]), str(row[2])) if row else None
-
-
-def last_seen_address(conn: sqlite3.Connection, serial: str) -> str | None:
-    """The address a terminal was last seen from (edged/receive/receiver.py keeps it)."""
-    row = conn.execute("SELECT address FROM terminals_seen WHERE serial = ?", (serial,)).fetchone()
-    return str(row[0]) if row and row[0] else None
-
-
-def refused_summary(conn: sqlite3.Connection, since: float) -> dict[str, Any]:
-    """Refused requests since ``since``: how many, and the latest."""
-    count = conn.execute("SELECT COUNT(*) FROM refused_requests WHERE at >= ?", (since,))
-    latest = conn.execute(
-        "SELECT at, source, serial, terminal, path FROM refused_requests WHERE at >= ? "
-        "ORDER BY id DESC LIMIT 1",
-        (since,),
-    ).fetchone()
-    return {"count": int(count.fetchone()[0]), "latest": dict(latest) if latest else None}
-
-
-def refused_by_terminal(conn: sqlite3.Connection, since: float) -> dict[str, int]:
-    """Refused requests since ``since`` by the serial they claimed."""
-    rows = conn.execute(
-        "SELECT serial, COUNT(*) FROM refused_requests WHERE at >= ? GROUP BY serial", (since,)
-    )
-    return {str(r[0]): int(r[1]) for r in rows}
-
-
-def _record_refused(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(_REFUSE, row)
-    conn.execute(_TRIM, (KEEP_REFUSED,))
+# edged/store/presence.py reads and writes the pins and the refused requests.
 
 
 # ----- host names -----------------------------------------------------------------------------
@@ -285,7 +225,7 @@ class Binder:
             resolved = await self.resolver.addresses(terminal.host, max_age)
         pinned = None
         if not terminal.host and not terminal.address:
-            pinned = pinned_address(self.store.db.conn, terminal.serial)
+            pinned = pinned_address(self.store.reader, terminal.serial)
         return binding_of(terminal, resolved, pinned)
 
     async def admit(self, serial: str, source: str, first_contact: bool = True) -> None:
@@ -311,8 +251,8 @@ class Binder:
             raise Forged(terminal, source, bound)
 
     async def _pin_first(self, terminal: TerminalConfig, address: Address) -> Binding:
-        row = (terminal.serial, str(address), self.clock(), "first-seen")
-        await self.store.run(lambda conn: conn.execute(_PIN_FIRST, row))
+        serial, now = terminal.serial, self.clock()
+        await self.store.run(lambda conn: pin_first(conn, serial, str(address), "first-seen", now))
         bound = await self.binding(terminal)  # a concurrent first contact may have won
         if bound.allows(address):
             log.info(
@@ -332,7 +272,7 @@ class Binder:
             configured = terminal.address or terminal.host
             if configured and (await self.binding(terminal)).allows(address):
                 found.append(terminal.serial)
-        pinned = pinned_serials(self.store.db.conn, str(address))
+        pinned = pinned_serials(self.store.reader, str(address))
         found += [
             s for s in pinned if (t := self.cfg.terminal_by_serial(s)) and not (t.host or t.address)
         ]
@@ -367,7 +307,7 @@ class Binder:
             refused_body(raw),
         )
         try:
-            await self.store.run(lambda conn: _record_refused(conn, row))
+            await self.store.run(lambda conn: record_refused(conn, row))
         except (StoreError, sqlite3.Error) as exc:  # the refusal stands, recorded or not
             log.debug("forged request from %s not recorded: %s", forged.source, exc)
 
@@ -377,7 +317,7 @@ class Binder:
 
     def alarm(self) -> dict[str, Any]:
         """The intrusion alarm for readiness: refused requests in the last 24 h."""
-        summary = refused_summary(self.store.db.conn, self.clock() - ALARM_WINDOW)
+        summary = refused_summary(self.store.reader, self.clock() - ALARM_WINDOW)
         latest = summary["latest"]
         if latest:
             latest["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(latest["at"]))

@@ -30,13 +30,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edged import aio
+from edged.access import lookup
 from edged.config import Config
-from edged.decide import cache, policy
+from edged.decide import policy
 from edged.errors import PayloadError, StoreError
 from edged.logs import RateLimitedLog
 from edged.model import Event, Kind
 from edged.receive import binding
 from edged.receive.normalize import image_chars, is_envelope, malformed, normalize
+from edged.store import presence
 from edged.store.events import Record, Store, Stored
 
 log = logging.getLogger(__name__)
@@ -50,13 +52,6 @@ Authority = Callable[[Event, bytes | None, Record], Awaitable[Record]]
 OVERSIZE_FACTOR = 4
 # How often a terminal's 'last seen' is written to the database (it is live in memory).
 PERSIST_SEEN_EVERY = 60.0
-_UPSERT_SEEN = (
-    "INSERT INTO terminals_seen (serial, address, last_seen, last_heartbeat, last_push) "
-    "VALUES (?,?,?,?,?) ON CONFLICT (serial) DO UPDATE SET address = excluded.address, "
-    "last_seen = excluded.last_seen, "
-    "last_heartbeat = COALESCE(excluded.last_heartbeat, last_heartbeat), "
-    "last_push = COALESCE(excluded.last_push, last_push)"
-)
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -180,10 +175,7 @@ class Receiver:
         self.authority: Authority | None = None
 
     def _load_seen(self) -> dict[str, TerminalSeen]:
-        rows = self.store.db.conn.execute(
-            "SELECT serial, address, last_seen, last_heartbeat, last_push FROM terminals_seen"
-        ).fetchall()
-        return {r[0]: TerminalSeen(*tuple(r)) for r in rows}
+        return {r[0]: TerminalSeen(*r) for r in presence.seen_all(self.store.reader)}
 
     # ----- checks ---------------------------------------------------------------------------
 
@@ -344,7 +336,7 @@ class Receiver:
         now = self.clock()
         replay = policy.replay_of(event, now, self.cfg.receiver.stale_after)
         door = self.door_of(event.serial)
-        settings, view = cache.load(self.store.db.conn, event, door, now, self.tz)
+        settings, view = lookup.load(self.store.reader, event, door, now, self.tz)
         decision = policy.decide(event, settings, view, now, replay, self.tips)
         record = Record(
             event=event,
@@ -417,7 +409,7 @@ class Receiver:
         if now - entry.persisted_at >= PERSIST_SEEN_EVERY:
             entry.persisted_at = now
             row = (serial, address, now, entry.last_heartbeat, entry.last_push)
-            self.store.submit_nowait(lambda conn: conn.execute(_UPSERT_SEEN, row))
+            self.store.submit_nowait(lambda conn: presence.mark_seen(conn, row))
 
     async def heartbeat(self, request: Request) -> Response:
         """Answer a terminal's heartbeat; it marks a terminal seen only from its own address."""

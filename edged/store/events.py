@@ -35,7 +35,7 @@ import sqlite_utils
 
 from edged.errors import StoreError
 from edged.model import Event, Replay
-from edged.store import snapshots
+from edged.store import doorlog, snapshots
 from edged.store.migrations import PAGE_SIZE, migrate
 from edged.store.snapshots import Placed
 
@@ -88,10 +88,14 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+def open_connection(path: Path | str) -> sqlite3.Connection:
+    """Open (creating and migrating as needed) the state database for a command: its
+    connection, for the store's and the access package's functions; the caller closes it."""
+    return open_database(path).conn
+
+
 # A door-log row (at, door, action, source, detail): the writer adds the event's id to detail.
 DoorRow = tuple[float, str, str, str, dict[str, Any]]
-
-_INSERT_DOOR_LOG = "INSERT INTO door_log (at, door, action, source, detail) VALUES (?,?,?,?,?)"
 
 
 @dataclass(slots=True)
@@ -257,6 +261,12 @@ class Store:
         )
         self._thread = threading.Thread(target=self._run, name="edged-writer", daemon=True)
         self._thread.start()
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """The read connection (loop thread): what the store's and the access package's read
+        functions take (edged/store/presence.py, queries.py, edged/access/)."""
+        return self.db.conn
 
     # ----- the async face -------------------------------------------------------------------
 
@@ -772,7 +782,7 @@ def _insert_door_log(conn: sqlite3.Connection, rows: list[DoorRow], event_id: in
     """The door-log rows of a record, in the record's transaction, naming its event."""
     for at, door, action, source, detail in rows:
         text = json.dumps({**detail, "event": event_id}, separators=(",", ":"))
-        conn.execute(_INSERT_DOOR_LOG, (at, door, action, source, text))
+        doorlog.insert(conn, (at, door, action, source, text))
 
 
 def _environmental(exc: BaseException) -> bool:

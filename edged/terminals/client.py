@@ -22,6 +22,7 @@ import httpx
 
 from edged.config import Config, TerminalConfig
 from edged.errors import ConfigError, TerminalAuthError, TerminalError, TerminalUntrusted
+from edged.store import presence
 from edged.terminals import tlspin
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,7 @@ def password(terminal: TerminalConfig) -> str:
 
 def recorded_pin(conn: sqlite3.Connection, terminal: TerminalConfig) -> str | None:
     """The fingerprint an operator trusted for this terminal's serial, if any."""
-    row = conn.execute(
-        "SELECT fingerprint FROM terminal_trust WHERE serial = ?", (terminal.serial,)
-    ).fetchone()
-    return str(row[0]) if row else None
+    return presence.trusted_fingerprint(conn, terminal.serial)
 
 
 def pin_for(conn: sqlite3.Connection, terminal: TerminalConfig) -> str | None:
@@ -96,12 +94,8 @@ def record_pin(
     conn: sqlite3.Connection, terminal: TerminalConfig, presented: tlspin.Presented
 ) -> None:
     """Remember an operator's trust in a certificate (replacing any earlier one)."""
-    conn.execute(
-        "INSERT INTO terminal_trust (serial, name, fingerprint, subject, trusted_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (serial) DO UPDATE SET name = excluded.name, "
-        "fingerprint = excluded.fingerprint, subject = excluded.subject, "
-        "trusted_at = excluded.trusted_at",
-        (terminal.serial, terminal.name, presented.fingerprint, presented.subject, time.time()),
+    presence.trust(
+        conn, terminal.serial, terminal.name, presented.fingerprint, presented.subject, time.time()
     )
 
 

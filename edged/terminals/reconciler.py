@@ -26,6 +26,7 @@ from edged.clock import SYSTEM, Clock
 from edged.config import Config, TerminalConfig
 from edged.errors import TerminalAuthError, TerminalError, TerminalMismatch, TerminalUntrusted
 from edged.receive.receiver import Receiver, TerminalSeen
+from edged.store import presence
 from edged.store.events import Store
 from edged.terminals import backfill
 from edged.terminals import client as terminals
@@ -148,12 +149,12 @@ class TerminalReconciler:
 
     async def _ensure_client(self) -> terminals.TerminalClient:
         """The client, rebuilt when the trusted fingerprint changed (an operator re-trusted)."""
-        pin = terminals.pin_for(self.store.db.conn, self.terminal)
+        pin = terminals.pin_for(self.store.reader, self.terminal)
         if self.client is not None and self.client.pin != pin:
             await self.client.aclose()
             self.client = None
         if self.client is None:
-            self.client = terminals.client_for(self.cfg, self.terminal, self.store.db.conn)
+            self.client = terminals.client_for(self.cfg, self.terminal, self.store.reader)
         return self.client
 
     async def _attempt(self) -> None:
@@ -252,27 +253,17 @@ class TerminalReconciler:
         await self._mark_synced(now, wrote)
 
     async def _backfill(self, client: terminals.TerminalClient, now: float) -> None:
-        row = self.store.db.conn.execute(
-            "SELECT synced_until FROM terminal_sync WHERE serial = ?", (self.terminal.serial,)
-        ).fetchone()
-        if row is None:
+        synced = presence.synced_until(self.store.reader, self.terminal.serial)
+        if synced is None:
             return  # never synced: the history before edged knew the terminal is not edged's
         oldest = now - self.cfg.reconciler.backfill_max_hours * 3600
-        begin = max(float(row[0]) - GAP_MARGIN, oldest)
+        begin = max(synced - GAP_MARGIN, oldest)
         self.health.backfilled += await backfill.backfill(client, self.store, begin, now)
 
     async def _mark_synced(self, now: float, wrote: bool) -> None:
         serial = self.terminal.serial
 
-        def job(conn: Any) -> None:
-            conn.execute(
-                "INSERT INTO terminal_sync (serial, synced_until, registered_at) VALUES (?,?,?) "
-                "ON CONFLICT (serial) DO UPDATE SET synced_until = excluded.synced_until, "
-                "registered_at = COALESCE(excluded.registered_at, registered_at)",
-                (serial, now, now if wrote else None),
-            )
-
-        await self.store.run(job)
+        await self.store.run(lambda conn: presence.mark_synced(conn, serial, now, wrote))
 
     def _failed(self, state: RetryCallState) -> None:
         """Before each backoff sleep: record the failure; one ERROR per transition."""
@@ -368,7 +359,7 @@ class TerminalReconciler:
     def _trust_changed(self) -> bool:
         """An operator trusted another certificate since the client was built."""
         current = self.client.pin if self.client is not None else None
-        return terminals.pin_for(self.store.db.conn, self.terminal) != current
+        return terminals.pin_for(self.store.reader, self.terminal) != current
 
     async def _backoff_sleep(self, delay: float) -> None:
         """Sleep ``delay``, but retry at once when asked to, or when an unreachable one is back."""

@@ -29,6 +29,7 @@ from edged.model import Event
 from edged.store import events as store
 from edged.store import snapshots
 from edged.store.events import Record, Store, Stored
+from edged.store.outbox import advance, cursor, status, waiting
 from edged.upstream import client as upstream
 
 log = logging.getLogger(__name__)
@@ -59,44 +60,6 @@ def check_acknowledgement(content: bytes) -> None:
         msg = answer.get("msg", answer.get("message"))
         said = f": {upstream.excerpt(str(msg).encode())}" if msg is not None else ""
         raise ForwardFailure(f"not acknowledged: code {str(code)[:20]}{said}")
-
-
-def cursor(conn: sqlite3.Connection) -> int:
-    """The highest event id the upstream acknowledged."""
-    row = conn.execute("SELECT forwarded_up_to FROM outbox WHERE id = 1").fetchone()
-    return int(row[0]) if row else 0
-
-
-def advance(conn: sqlite3.Connection, last_id: int, count: int, now: float) -> None:
-    """Move the cursor after an acknowledged batch (never backwards)."""
-    conn.execute(
-        "UPDATE outbox SET forwarded_up_to = MAX(forwarded_up_to, ?), forwarded_at = ?, "
-        "batches = batches + 1, records = records + ? WHERE id = 1",
-        (last_id, now, count),
-    )
-
-
-def status(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
-    """Depth and age of the records waiting for the upstream's acknowledgement."""
-    row = conn.execute(
-        "SELECT forwarded_up_to, forwarded_at, batches, records FROM outbox WHERE id = 1"
-    ).fetchone()
-    up_to = int(row[0])
-    depth = int(conn.execute("SELECT COUNT(*) FROM events WHERE id > ?", (up_to,)).fetchone()[0])
-    oldest = conn.execute(
-        "SELECT id, received_at FROM events WHERE id > ? ORDER BY id LIMIT 1", (up_to,)
-    ).fetchone()
-    return {
-        "enabled": True,
-        "depth": depth,
-        "oldest_id": int(oldest[0]) if oldest else None,
-        "oldest_received_at": oldest[1] if oldest else None,
-        "age_seconds": round(max(0.0, now - oldest[1]), 3) if oldest else 0.0,
-        "forwarded_up_to": up_to,
-        "last_forwarded_at": row[1],
-        "batches": int(row[2]),
-        "records": int(row[3]),
-    }
 
 
 @dataclass
@@ -179,10 +142,7 @@ class Forwarder:
         conn = self._conn
         self._reading = True
         try:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (cursor(conn), self.up.forward_batch_size),
-            ).fetchall()
+            rows = waiting(conn, COLUMNS, self.up.forward_batch_size)
         finally:
             self._reading = False
         parts: list[str] = []
@@ -313,7 +273,7 @@ class Forwarder:
 
     def status(self, now: float) -> dict[str, Any]:
         """Outbox depth and age plus the forwarder's state."""
-        out = status(self.store.db.conn, now)
+        out = status(self.store.reader, now)
         out["url"] = self.up.forward_url
         out["state"] = "down" if self.down else "up"
         out["last_error"] = self.last_error

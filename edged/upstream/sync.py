@@ -15,14 +15,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from edged import config
-from edged.access import people
+from edged.access import people, syncstate
 from edged.errors import ImportFileError, StoreError
 from edged.store import events as store
 from edged.store.events import Store
@@ -35,45 +34,6 @@ SHOWN_PROBLEMS = 5
 
 class SyncFailure(Exception):
     """The people document could not be fetched or was refused."""
-
-
-@dataclass
-class SyncState:
-    """What ``people_sync`` remembers between runs."""
-
-    url: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    synced_at: float | None = None
-    checked_at: float | None = None
-    people: int | None = None
-    last_error: str | None = None
-
-
-def load_state(conn: sqlite3.Connection) -> SyncState:
-    """The stored sync state."""
-    row = conn.execute(
-        "SELECT url, etag, last_modified, synced_at, checked_at, people, last_error "
-        "FROM people_sync WHERE id = 1"
-    ).fetchone()
-    return SyncState(*tuple(row)) if row else SyncState()
-
-
-def save_state(conn: sqlite3.Connection, state: SyncState) -> None:
-    """Store the sync state."""
-    conn.execute(
-        "UPDATE people_sync SET url = ?, etag = ?, last_modified = ?, synced_at = ?, "
-        "checked_at = ?, people = ?, last_error = ? WHERE id = 1",
-        (
-            state.url,
-            state.etag,
-            state.last_modified,
-            state.synced_at,
-            state.checked_at,
-            state.people,
-            state.last_error,
-        ),
-    )
 
 
 def parse_document(content: bytes, tz: ZoneInfo) -> people.Document:
@@ -112,7 +72,7 @@ class PeopleSync:
         self.client = client
         self.clock = clock
         self.tz = ZoneInfo(cfg.site.timezone)
-        self.state = load_state(store.db.conn)
+        self.state = syncstate.load(store.reader)
         if self.state.url != self.up.people_url:
             self.state.etag = self.state.last_modified = None  # another source: fetch it whole
         self.failing = False
@@ -177,7 +137,7 @@ class PeopleSync:
     async def _save(
         self, now: float, response: upstream.Answer, doc: people.Document | None
     ) -> None:
-        state = SyncState(
+        state = syncstate.SyncState(
             url=self.up.people_url,
             etag=response.headers.get("etag") or self.state.etag,
             last_modified=response.headers.get("last-modified") or self.state.last_modified,
@@ -192,9 +152,7 @@ class PeopleSync:
                 result = None
                 if doc is not None:
                     result = people.apply_document(conn, doc, replace=True)["people"]
-                conn.execute("BEGIN IMMEDIATE")
-                save_state(conn, state)
-                conn.execute("COMMIT")
+                syncstate.save_committed(conn, state)
                 return result
             finally:
                 conn.close()

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edged.access import people
-from edged.decide import cache, policy
+from edged.access import lookup, people
+from edged.decide import policy
 from edged.errors import ImportFileError
 from edged.model import Event, Kind, User
 from edged.store import events as store
@@ -43,8 +43,8 @@ def test_csv_with_groups_column(conn: sqlite3.Connection, tmp_path: Path) -> Non
     path.write_text("id,name,groups,ic_number\ne-1,Ann,staff|night,1001|1002\ne-2,Bob,,\n")
     result = people.apply_document(conn, people.load_file(path, UTC), replace=False)
     assert result["people"].added == ["e-1", "e-2"]
-    assert cache.groups_of(conn, "e-1") == {"staff", "night"}
-    assert cache.groups_of(conn, "e-2") == frozenset()
+    assert lookup.groups_of(conn, "e-1") == {"staff", "night"}
+    assert lookup.groups_of(conn, "e-2") == frozenset()
     assert count(conn, "groups") == 2 and count(conn, "credentials") == 4  # + two user_ids
 
 
@@ -204,7 +204,7 @@ def _decisions(path: Path, sections: dict[str, Any], times: list[float]) -> list
         event = Event(Kind.AUTH, "S", "k", user=User(user_id=pid), firmware="old")
         for door in ("d1", "d2"):
             for now in times:
-                settings_, view = cache.load(db.conn, event, door, now, UTC)
+                settings_, view = lookup.load(db.conn, event, door, now, UTC)
                 d = policy.decide(event, settings_, view, now)
                 out.append((pid, door, now, d.granted, d.reason, d.rule, d.steps))
     db.conn.close()

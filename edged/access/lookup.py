@@ -1,4 +1,4 @@
-"""Reads the plain-data ``View`` one decision needs from SQLite, by index only.
+"""Reads the plain-data ``View`` one decision needs from the access model, by index only.
 
 Every query is a primary-key or index lookup bounded by the person, the door and the day: with
 100,000 people, 200 groups and 64 doors a decision reads a few dozen rows and scans no table.
@@ -16,6 +16,7 @@ from edged.decide import policy, schedule
 from edged.decide.policy import SITE, DoorSettings, Mode, Permission, Person, View
 from edged.decide.schedule import Holiday, Period, Schedule
 from edged.model import Event
+from edged.store import queries
 
 _FIND = (
     "SELECT p.id, p.name, p.blocked, p.valid_from, p.valid_until, p.type FROM credentials c "
@@ -144,16 +145,6 @@ def holidays_near(conn: sqlite3.Connection, now: float, tz: tzinfo) -> tuple[Hol
     return tuple(found)
 
 
-def last_pass(conn: sqlite3.Connection, person_id: str, door: str) -> float | None:
-    """When this person last passed this door (a granted decision), if ever."""
-    row = conn.execute(
-        "SELECT received_at FROM events WHERE person_id = ? AND door = ? AND decision = 'pass' "
-        "ORDER BY id DESC LIMIT 1",
-        (person_id, door),
-    ).fetchone()
-    return None if row is None else float(row[0])
-
-
 def load(
     conn: sqlite3.Connection, event: Event | None, door: str, now: float, tz: tzinfo
 ) -> tuple[DoorSettings, View]:
@@ -174,7 +165,9 @@ def load(
         holidays=holidays_near(conn, now, tz),
         site_mode=site_mode,
         door_mode=door_mode,
-        last_pass=last_pass(conn, person.id, door) if person and settings.anti_passback else None,
+        last_pass=queries.last_pass(conn, person.id, door)
+        if person and settings.anti_passback
+        else None,
     )
     return settings, view
 

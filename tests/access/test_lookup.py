@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edged.access import people
-from edged.decide import cache, policy
+from edged.access import lookup, people
+from edged.decide import policy
 from edged.decide.policy import SITE
 from edged.model import Event, Kind, User
 from edged.store import events as store
+from edged.store import queries
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 12, 24, 10, 0, tzinfo=BERLIN).timestamp()
@@ -61,7 +62,7 @@ def test_view_holds_what_the_decision_needs(conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO modes (scope, lockdown, override_group) VALUES (?, 1, 'security')", (SITE,)
     )
-    door, view = cache.load(conn, auth(user_id="nobody", ic_number="1001"), "lobby", NOW, BERLIN)
+    door, view = lookup.load(conn, auth(user_id="nobody", ic_number="1001"), "lobby", NOW, BERLIN)
     assert view.person is not None and view.person.id == "e-1"
     assert view.groups == {"staff", "night"}
     assert {p.rule for p in view.permissions} == {
@@ -77,7 +78,7 @@ def test_view_holds_what_the_decision_needs(conn: sqlite3.Connection) -> None:
 
 def test_qr_credential_and_unknown_door_defaults(conn: sqlite3.Connection) -> None:
     event = Event(Kind.AUTH, "S1", "k", occurred_at=NOW, qrcode="Q-2", firmware="old")
-    door, view = cache.load(conn, event, "garage", NOW, BERLIN)
+    door, view = lookup.load(conn, event, "garage", NOW, BERLIN)
     assert view.person is not None and view.person.id == "e-2"
     assert door == policy.DoorSettings("garage")
     assert [p.rule for p in view.permissions] == ["permission:visitors@garage/always"]
@@ -96,8 +97,8 @@ def test_last_pass_reads_granted_decisions_at_this_door(conn: sqlite3.Connection
             "decision, response, raw) VALUES (?, 'auth', 'S1', ?, ?, ?, ?, '{}', '{}')",
             (key, at, person, door, decision),
         )
-    assert cache.last_pass(conn, "e-1", "lobby") == NOW - 50
-    _, view = cache.load(conn, auth(user_id="e-1"), "lobby", NOW, BERLIN)
+    assert queries.last_pass(conn, "e-1", "lobby") == NOW - 50
+    _, view = lookup.load(conn, auth(user_id="e-1"), "lobby", NOW, BERLIN)
     assert view.last_pass == NOW - 50
 
 
@@ -107,7 +108,7 @@ def test_a_decision_reads_by_index_only(conn: sqlite3.Connection) -> None:
     )
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    cache.load(conn, auth(user_id="x", ic_number="1001"), "lobby", NOW, BERLIN)
+    lookup.load(conn, auth(user_id="x", ic_number="1001"), "lobby", NOW, BERLIN)
     conn.set_trace_callback(None)
     assert len(statements) >= 8
     for sql in statements:
@@ -117,13 +118,13 @@ def test_a_decision_reads_by_index_only(conn: sqlite3.Connection) -> None:
 
 
 def test_free_access_for_the_door_driver(conn: sqlite3.Connection) -> None:
-    assert not cache.free_access_now(conn, "lobby", NOW, BERLIN)
+    assert not lookup.free_access_now(conn, "lobby", NOW, BERLIN)
     conn.execute(
         "INSERT INTO modes (scope, free_access, free_schedule) VALUES ('lobby', 1, 'office')"
     )
     monday_noon = datetime(2026, 12, 21, 12, 0, tzinfo=BERLIN).timestamp()
-    assert cache.free_access_now(conn, "lobby", monday_noon, BERLIN)
-    assert not cache.free_access_now(conn, "lobby", NOW, BERLIN)  # Thursday: office is closed
-    assert not cache.free_access_now(conn, "garage", monday_noon, BERLIN)
+    assert lookup.free_access_now(conn, "lobby", monday_noon, BERLIN)
+    assert not lookup.free_access_now(conn, "lobby", NOW, BERLIN)  # Thursday: office is closed
+    assert not lookup.free_access_now(conn, "garage", monday_noon, BERLIN)
     conn.execute("INSERT INTO modes (scope, lockdown) VALUES ('*', 1)")
-    assert not cache.free_access_now(conn, "lobby", monday_noon, BERLIN)
+    assert not lookup.free_access_now(conn, "lobby", monday_noon, BERLIN)
