@@ -10,7 +10,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,41 +27,13 @@ from edged.errors import DoorError
 from edged.ops import clockcheck as clock
 from edged.receive.receiver import Receiver, json_response
 from edged.store import snapshots
+from edged.store.eventjson import EVENT_COLUMNS, event_json
+from edged.store.eventjson import iso as _iso
 
 if TYPE_CHECKING:
     from edged.upstream.client import Upstream
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-EVENT_COLUMNS = (
-    "id, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, user_name, "
-    "person_id, recognition, recognize_status, score, entry_mode, terminal_pass, alarm_code, "
-    "alarm_status, trace_id, replayed, replay_reason, decision, reason, rule, source, duplicates, "
-    "image_path, door, upstream_error, door_outcome"
-)
 MAX_PAGE = 1000
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_json(row: Any, with_raw: bool = False) -> dict[str, Any]:
-    """One stored event as the API shows it."""
-    out = dict(row)
-    out["occurred_at"] = _iso(out["occurred_at"])
-    out["received_at"] = _iso(out["received_at"])
-    out["replayed"] = bool(out["replayed"])
-    # the snapshot's place inside a segment means nothing outside: show where to fetch it
-    out["image"] = f"/api/v1/events/{out['id']}/snapshot" if out.pop("image_path") else None
-    if out.get("terminal_pass") is not None:
-        out["terminal_pass"] = bool(out["terminal_pass"])
-    if with_raw and "raw" in out:
-        out["raw"] = json.loads(out["raw"])
-        out["response"] = json.loads(out["response"])
-    return out
 
 
 def parse_since(text: str) -> float:
@@ -84,7 +56,6 @@ class Admin:
         self.receiver = receiver
         self.store = receiver.store
         self.token = token
-        self.started_at = time.time()
         self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
         self.doors: Any = None  # edged.doors.control.Doors when doors are configured (server.build)
         self.upstream: Upstream | None = None  # set by edged/upstream/client.py when configured
