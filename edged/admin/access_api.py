@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from starlette.concurrency import run_in_threadpool
@@ -24,19 +24,37 @@ from starlette.routing import Route
 from edged.access import model as access
 from edged.access import modes, people
 from edged.admin import params
+from edged.config import Config
 from edged.decide.policy import SITE
 from edged.doors import automation
+from edged.doors.control import Doors
 from edged.errors import ImportFileError, ModeError, StoreError
 from edged.receive.receiver import json_response
 from edged.store import events as store
-
-if TYPE_CHECKING:
-    from edged.admin.app import Admin
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PAGE = 1000
+
+
+class Admin(Protocol):
+    """What these endpoints need of the admin API's state (edged/admin/app.py, Admin)."""
+
+    @property
+    def cfg(self) -> Config:
+        """The running configuration (a reload replaces it)."""
+
+    @property
+    def store(self) -> store.Store:
+        """The daemon's store: its read connection and its file."""
+
+    @property
+    def doors(self) -> Doors | None:
+        """The site's doors, when any are configured."""
+
+    def authorised(self, request: Request) -> Response | None:
+        """None when the request may write, else the refusal."""
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:

@@ -10,28 +10,30 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edged import config
 from edged.admin import access_api as manage
 from edged.admin import params
 from edged.config import Config
 from edged.decide import explain
+from edged.doors.control import Doors
 from edged.errors import DoorError
+from edged.hooks import Check
 from edged.ops import clockcheck as clock
 from edged.receive.receiver import Receiver, json_response
 from edged.store import snapshots
 from edged.store.eventjson import EVENT_COLUMNS, event_json
 from edged.store.eventjson import iso as _iso
-
-if TYPE_CHECKING:
-    from edged.upstream.client import Upstream
+from edged.terminals.reconciler import Reconcilers
+from edged.upstream.feature import Upstream
 
 MAX_PAGE = 1000
 
@@ -51,17 +53,30 @@ def parse_since(text: str) -> float:
 class Admin:
     """State shared by the admin endpoints."""
 
-    def __init__(self, cfg: Config, receiver: Receiver, token: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        receiver: Receiver,
+        token: str,
+        *,
+        checks: Iterable[Check] = (),
+        doors: Doors | None = None,
+        upstream: Upstream | None = None,
+        reconcilers: Reconcilers | None = None,
+    ) -> None:
         self.cfg = cfg
         self.receiver = receiver
         self.store = receiver.store
         self.token = token
-        self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
-        self.doors: Any = None  # edged.doors.control.Doors when doors are configured (server.build)
-        self.upstream: Upstream | None = None  # set by edged/upstream/client.py when configured
-        # terminals: health by serial, and on-demand reconcile (set by server.build)
-        self.terminal_health: Callable[[], dict[str, dict[str, Any]]] = dict
-        self.resubscribe: Callable[[str | None], list[str]] | None = None
+        self.checks = list(checks)  # the features' entries of /readyz (edged/hooks.py)
+        self.doors = doors  # when doors, a siren or a fire input are configured
+        self.upstream = upstream  # when [upstream] is enabled
+        self.reconcilers = reconcilers  # when a terminal is managed (has a host)
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Take a reloaded configuration and the admin token it names."""
+        self.cfg = cfg
+        self.token = config.admin_token(cfg)
 
     def authorised(self, request: Request) -> Response | None:
         """None when the request may write, else the refusal."""
@@ -95,7 +110,7 @@ class Admin:
         clock_ok = clock.plausible(time.time())
         checks["clock"] = {"ok": clock_ok, "now": _iso(time.time())}
         ok = ok and clock_ok
-        for check in self.readiness:
+        for check in self.checks:
             name, check_ok, detail = check()
             checks[name] = {"ok": check_ok, **(detail if isinstance(detail, dict) else {})}
             ok = ok and check_ok
@@ -192,7 +207,7 @@ class Admin:
         out = []
         configured = {t.serial: t for t in self.cfg.terminals}
         serials = list(configured) + [s for s in self.receiver.seen if s not in configured]
-        health = self.terminal_health()
+        health = self.reconcilers.health() if self.reconcilers is not None else {}
         for serial in serials:
             seen = self.receiver.seen.get(serial)
             term = configured.get(serial)
@@ -213,7 +228,7 @@ class Admin:
         refused = self.authorised(request)
         if refused:
             return refused
-        if self.resubscribe is None:
+        if self.reconcilers is None:
             return _error(503, "no terminal is managed (none has a host)")
         try:
             body = params.load_json(await request.body() or b"{}")
@@ -221,7 +236,7 @@ class Admin:
             return _error(400, str(exc))
         name = body.get("name") if isinstance(body, dict) else None
         try:
-            names = self.resubscribe(name or None)
+            names = self.reconcilers.resubscribe(name or None)
         except KeyError:
             return _error(404, f"no managed terminal named {name!r}")
         return json_response({"code": 200, "terminals": names})

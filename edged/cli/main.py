@@ -46,11 +46,11 @@ def _load(args: argparse.Namespace) -> config.Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
-    from edged.ops import daemon as server
+    from edged.ops import wiring
 
     cfg = _load(args)
     logs.setup(args.log_level or cfg.logging.level, cfg.logging.format)
-    asyncio.run(server.run(cfg))
+    asyncio.run(wiring.run(cfg))
     return 0
 
 

@@ -165,6 +165,8 @@ class Siren:
 # delay, 1 stay open. edged never sends 2 ("stay closed"): the vendor's guide does not say
 # whether it also stops the terminal opening for its own exit handling.
 RELAY_PULSE, RELAY_STAY_OPEN = 0, 1
+# Opens a door through a terminal's relay: (terminal name, open_mode).
+Relay = Callable[[str, int], Awaitable[None]]
 
 
 def relay_mode(on: bool, held: bool, was_held: bool) -> int | None:
@@ -492,7 +494,7 @@ class Door:
 class Doors:
     """Every door, the siren and the fire input of one site."""
 
-    def __init__(self, cfg: Config, factory: Any, audit: Audit) -> None:
+    def __init__(self, cfg: Config, factory: Any, audit: Audit, relay: Relay | None = None) -> None:
         self.cfg = cfg
         self.factory = factory
         self.audit = audit
@@ -514,8 +516,8 @@ class Doors:
         self.guard.outputs = [
             d.lock for d in self.doors.values() if isinstance(d.lock, gpio.Output)
         ]
-        # Set by server.build when terminals are managed: opens a door through a terminal's relay.
-        self.relay: Callable[[str, int], Awaitable[None]] | None = None
+        # When terminals are managed (edged/ops/wiring.py): opens a door through a terminal's relay.
+        self.relay = relay
         self._relay_tasks: set[asyncio.Task[None]] = set()
         if self.siren.output is not None:
             self.guard.outputs.append(self.siren.output)
@@ -809,12 +811,12 @@ def _decision(record: Record, stored: Stored, terminal: str) -> dict[str, Any]:
     }
 
 
-def build(cfg: Config, store: Store | None) -> Doors | None:
+def build(cfg: Config, store: Store | None, relay: Relay | None = None) -> Doors | None:
     """Claim every door output at its locked level (None when no door, siren or fire is set)."""
     if not cfg.doors and cfg.siren.pin is None and cfg.fire.pin is None:
         return None
     factory = gpio.choose_factory(cfg.gpio.pin_factory)
-    site = Doors(cfg, factory, AuditLog(store))
+    site = Doors(cfg, factory, AuditLog(store), relay)
     if store is not None:
         store.before_commit.append(site.plan)
     return site
