@@ -78,7 +78,7 @@ def build(cfg: config.Config) -> Daemon:
             cfg,
             recv,
             token,
-            checks=hooks.checks,
+            checks=(clock.readiness, *hooks.checks),
             doors=site,
             upstream=up,
             reconcilers=reconcilers,
