@@ -38,7 +38,7 @@ T = TypeVar("T")
 MAX_PAGE = 1000
 
 
-class Admin(Protocol):
+class AdminState(Protocol):
     """What these endpoints need of the admin API's state (edged/admin/app.py, Admin)."""
 
     @property
@@ -78,7 +78,7 @@ async def _body(request: Request) -> Any:
         raise ImportFileError([str(exc)]) from None
 
 
-async def _write_body(admin: Admin, request: Request) -> Any:
+async def _write_body(admin: AdminState, request: Request) -> Any:
     """The JSON body of an authorised write, or the Response refusing it."""
     refused = admin.authorised(request)
     if refused:
@@ -89,7 +89,7 @@ async def _write_body(admin: Admin, request: Request) -> Any:
         return _error(400, exc.problems[0])
 
 
-async def _write(admin: Admin, work: Callable[[sqlite3.Connection], T]) -> T:
+async def _write(admin: AdminState, work: Callable[[sqlite3.Connection], T]) -> T:
     def run() -> T:
         conn = store.connect(admin.store.path)
         try:
@@ -103,7 +103,7 @@ async def _write(admin: Admin, work: Callable[[sqlite3.Connection], T]) -> T:
 class Manage:
     """The access-model endpoints of the admin API."""
 
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: AdminState) -> None:
         self.admin = admin
         self.tz = ZoneInfo(admin.cfg.site.timezone)
 
@@ -230,7 +230,7 @@ class Manage:
             log.error("modes: switched, but cannot read them back for the doors: %s", exc)
 
 
-def routes(admin: Admin) -> list[Route]:
+def routes(admin: AdminState) -> list[Route]:
     """The routes to add to the admin app."""
     m = Manage(admin)
     return [

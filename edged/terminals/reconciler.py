@@ -463,7 +463,7 @@ class Reconcilers:
         """The daemon's service and /readyz entry for the managed terminals."""
         return Hooks(services=(self.run,), checks=(self.readiness,))
 
-    async def run(self, daemon: object = None) -> None:
+    async def run(self) -> None:
         """Run every terminal's task until cancelled (a daemon service)."""
         tasks = [
             asyncio.create_task(r.run(), name=f"terminal-{name}") for name, r in self.items.items()
