@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 from edged import config
-from edged.ops import daemon as server
+from edged.ops import wiring as server
 
 
 class InThread:

@@ -16,7 +16,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from edged import config
-from edged.ops import daemon as server
+from edged.ops import wiring
 from tests.timefix import FakeClock
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class LiveDaemon:
     """A real daemon (hypercorn on loopback sockets) in a background thread."""
 
     def __init__(self, cfg: config.Config) -> None:
-        self.daemon = server.build(cfg)
+        self.daemon = wiring.build(cfg)
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.daemon.on_ready.append(self.ready.set)
@@ -169,7 +169,7 @@ class LiveDaemon:
             # the suite) can stretch it, so this waits long and then says what hung.
             self.thread.join(60)
             assert not self.thread.is_alive(), "the daemon did not stop within 60 s"
-        self.daemon.store.close()
+        self.daemon.close()
         self.loop.close()
 
 

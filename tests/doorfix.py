@@ -99,7 +99,7 @@ def wire_inputs() -> None:
 
 def build(cfg: Config, st: store.Store | None, clock: Clock = SYSTEM) -> doors.Doors:
     """The site's doors claimed, the switches wired, attached to the running loop."""
-    site = doors.build(cfg, st, clock)
+    site = doors.build(cfg, st, clock=clock)
     assert site is not None
     wire_inputs()
     site.attach(asyncio.get_running_loop())

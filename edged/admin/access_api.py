@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from starlette.concurrency import run_in_threadpool
@@ -24,19 +24,37 @@ from starlette.routing import Route
 from edged.access import model as access
 from edged.access import modes, people
 from edged.admin import params
+from edged.config import Config
 from edged.decide.policy import SITE
 from edged.doors import automation
+from edged.doors.control import Doors
 from edged.errors import ImportFileError, ModeError, StoreError
 from edged.receive.receiver import json_response
 from edged.store import events as store
-
-if TYPE_CHECKING:
-    from edged.admin.app import Admin
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PAGE = 1000
+
+
+class AdminState(Protocol):
+    """What these endpoints need of the admin API's state (edged/admin/app.py, Admin)."""
+
+    @property
+    def cfg(self) -> Config:
+        """The running configuration (a reload replaces it)."""
+
+    @property
+    def store(self) -> store.Store:
+        """The daemon's store: its read connection and its file."""
+
+    @property
+    def doors(self) -> Doors | None:
+        """The site's doors, when any are configured."""
+
+    def authorised(self, request: Request) -> Response | None:
+        """None when the request may write, else the refusal."""
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
@@ -60,7 +78,7 @@ async def _body(request: Request) -> Any:
         raise ImportFileError([str(exc)]) from None
 
 
-async def _write_body(admin: Admin, request: Request) -> Any:
+async def _write_body(admin: AdminState, request: Request) -> Any:
     """The JSON body of an authorised write, or the Response refusing it."""
     refused = admin.authorised(request)
     if refused:
@@ -71,7 +89,7 @@ async def _write_body(admin: Admin, request: Request) -> Any:
         return _error(400, exc.problems[0])
 
 
-async def _write(admin: Admin, work: Callable[[sqlite3.Connection], T]) -> T:
+async def _write(admin: AdminState, work: Callable[[sqlite3.Connection], T]) -> T:
     def run() -> T:
         conn = store.connect(admin.store.path)
         try:
@@ -85,7 +103,7 @@ async def _write(admin: Admin, work: Callable[[sqlite3.Connection], T]) -> T:
 class Manage:
     """The access-model endpoints of the admin API."""
 
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: AdminState) -> None:
         self.admin = admin
         self.tz = ZoneInfo(admin.cfg.site.timezone)
 
@@ -212,7 +230,7 @@ class Manage:
             log.error("modes: switched, but cannot read them back for the doors: %s", exc)
 
 
-def routes(admin: Admin) -> list[Route]:
+def routes(admin: AdminState) -> list[Route]:
     """The routes to add to the admin app."""
     m = Manage(admin)
     return [

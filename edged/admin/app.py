@@ -10,58 +10,31 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edged import config
 from edged.admin import access_api as manage
 from edged.admin import params
 from edged.config import Config
 from edged.decide import explain
+from edged.doors.control import Doors
 from edged.errors import DoorError
-from edged.ops import clockcheck as clock
+from edged.hooks import Check
 from edged.receive.receiver import Receiver, json_response
 from edged.store import doorlog, queries, snapshots
+from edged.store.eventjson import EVENT_COLUMNS, event_json
+from edged.store.eventjson import iso as _iso
+from edged.terminals.reconciler import Reconcilers
+from edged.upstream.feature import Upstream
 
-if TYPE_CHECKING:
-    from edged.upstream.client import Upstream
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-EVENT_COLUMNS = (
-    "id, kind, push_type, serial, terminal, uuid, occurred_at, received_at, user_id, user_name, "
-    "person_id, recognition, recognize_status, score, entry_mode, terminal_pass, alarm_code, "
-    "alarm_status, trace_id, replayed, replay_reason, decision, reason, rule, source, duplicates, "
-    "image_path, door, upstream_error, door_outcome"
-)
 MAX_PAGE = 1000
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_json(row: Any, with_raw: bool = False) -> dict[str, Any]:
-    """One stored event as the API shows it."""
-    out = dict(row)
-    out["occurred_at"] = _iso(out["occurred_at"])
-    out["received_at"] = _iso(out["received_at"])
-    out["replayed"] = bool(out["replayed"])
-    # the snapshot's place inside a segment means nothing outside: show where to fetch it
-    out["image"] = f"/api/v1/events/{out['id']}/snapshot" if out.pop("image_path") else None
-    if out.get("terminal_pass") is not None:
-        out["terminal_pass"] = bool(out["terminal_pass"])
-    if with_raw and "raw" in out:
-        out["raw"] = json.loads(out["raw"])
-        out["response"] = json.loads(out["response"])
-    return out
 
 
 def parse_since(text: str) -> float:
@@ -79,18 +52,30 @@ def parse_since(text: str) -> float:
 class Admin:
     """State shared by the admin endpoints."""
 
-    def __init__(self, cfg: Config, receiver: Receiver, token: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        receiver: Receiver,
+        token: str,
+        *,
+        checks: Iterable[Check] = (),
+        doors: Doors | None = None,
+        upstream: Upstream | None = None,
+        reconcilers: Reconcilers | None = None,
+    ) -> None:
         self.cfg = cfg
         self.receiver = receiver
         self.store = receiver.store
         self.token = token
-        self.started_at = time.time()
-        self.readiness: list[Callable[[], tuple[str, bool, Any]]] = []
-        self.doors: Any = None  # edged.doors.control.Doors when doors are configured (server.build)
-        self.upstream: Upstream | None = None  # set by edged/upstream/client.py when configured
-        # terminals: health by serial, and on-demand reconcile (set by server.build)
-        self.terminal_health: Callable[[], dict[str, dict[str, Any]]] = dict
-        self.resubscribe: Callable[[str | None], list[str]] | None = None
+        self.checks = list(checks)  # /readyz entries after the store's (edged/hooks.py)
+        self.doors = doors  # when doors, a siren or a fire input are configured
+        self.upstream = upstream  # when [upstream] is enabled
+        self.reconcilers = reconcilers  # when a terminal is managed (has a host)
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Take a reloaded configuration and the admin token it names."""
+        self.cfg = cfg
+        self.token = config.admin_token(cfg)
 
     def authorised(self, request: Request) -> Response | None:
         """None when the request may write, else the refusal."""
@@ -121,10 +106,7 @@ class Admin:
             "images_failed": stats.images_failed,
         }
         ok = ok and store_ok
-        clock_ok = clock.plausible(time.time())
-        checks["clock"] = {"ok": clock_ok, "now": _iso(time.time())}
-        ok = ok and clock_ok
-        for check in self.readiness:
+        for check in self.checks:
             name, check_ok, detail = check()
             checks[name] = {"ok": check_ok, **(detail if isinstance(detail, dict) else {})}
             ok = ok and check_ok
@@ -211,7 +193,7 @@ class Admin:
         out = []
         configured = {t.serial: t for t in self.cfg.terminals}
         serials = list(configured) + [s for s in self.receiver.seen if s not in configured]
-        health = self.terminal_health()
+        health = self.reconcilers.health() if self.reconcilers is not None else {}
         for serial in serials:
             seen = self.receiver.seen.get(serial)
             term = configured.get(serial)
@@ -232,7 +214,7 @@ class Admin:
         refused = self.authorised(request)
         if refused:
             return refused
-        if self.resubscribe is None:
+        if self.reconcilers is None:
             return _error(503, "no terminal is managed (none has a host)")
         try:
             body = params.load_json(await request.body() or b"{}")
@@ -240,7 +222,7 @@ class Admin:
             return _error(400, str(exc))
         name = body.get("name") if isinstance(body, dict) else None
         try:
-            names = self.resubscribe(name or None)
+            names = self.reconcilers.resubscribe(name or None)
         except KeyError:
             return _error(404, f"no managed terminal named {name!r}")
         return json_response({"code": 200, "terminals": names})

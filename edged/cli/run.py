@@ -12,11 +12,11 @@ from edged.cli import common
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
-    from edged.ops import daemon as server
+    from edged.ops import wiring
 
     cfg = common.load(args)
     logs.setup(args.log_level or cfg.logging.level, cfg.logging.format)
-    asyncio.run(server.run(cfg))
+    asyncio.run(wiring.run(cfg))
     return 0
 
 

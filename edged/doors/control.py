@@ -164,6 +164,10 @@ class Siren:
             self.output.close()
 
 
+# Opens a door through a terminal's relay: (terminal name, open_mode).
+Relay = Callable[[str, int], Awaitable[None]]
+
+
 class RelayLock:
     """The lock of a door opened only through a terminal's relay: no pin, state only."""
 
@@ -475,7 +479,15 @@ class Door:
 class Doors:
     """Every door, the siren and the fire input of one site."""
 
-    def __init__(self, cfg: Config, factory: Any, audit: Audit, clock: Clock = SYSTEM) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        factory: Any,
+        audit: Audit,
+        *,
+        relay: Relay | None = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.cfg = cfg
         self.factory = factory
         self.audit = audit
@@ -498,8 +510,8 @@ class Doors:
         self.guard.outputs = [
             d.lock for d in self.doors.values() if isinstance(d.lock, gpio.Output)
         ]
-        # Set by server.build when terminals are managed: opens a door through a terminal's relay.
-        self.relay: Callable[[str, int], Awaitable[None]] | None = None
+        # When terminals are managed (edged/ops/wiring.py): opens a door through a terminal's relay.
+        self.relay = relay
         self._relay_tasks: set[asyncio.Task[None]] = set()
         if self.siren.output is not None:
             self.guard.outputs.append(self.siren.output)
@@ -794,12 +806,14 @@ def _decision(record: Record, stored: Stored, terminal: str) -> dict[str, Any]:
     }
 
 
-def build(cfg: Config, store: Store | None, clock: Clock = SYSTEM) -> Doors | None:
+def build(
+    cfg: Config, store: Store | None, *, relay: Relay | None = None, clock: Clock = SYSTEM
+) -> Doors | None:
     """Claim every door output at its locked level (None when no door, siren or fire is set)."""
     if not cfg.doors and cfg.siren.pin is None and cfg.fire.pin is None:
         return None
     factory = gpio.choose_factory(cfg.gpio.pin_factory)
-    site = Doors(cfg, factory, AuditLog(store, clock), clock)
+    site = Doors(cfg, factory, AuditLog(store, clock), relay=relay, clock=clock)
     if store is not None:
         store.before_commit.append(site.plan)
     return site

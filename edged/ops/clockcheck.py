@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 from edged import BUILD_DATE
+from edged.store.eventjson import iso
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +31,9 @@ def report(now: float) -> bool:
         BUILD_DATE,
     )
     return False
+
+
+def readiness() -> tuple[str, bool, dict[str, Any]]:
+    """The ``clock`` entry of /readyz: plausible or not, and what it says."""
+    now = time.time()
+    return "clock", plausible(now), {"now": iso(now)}

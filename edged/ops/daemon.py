@@ -15,10 +15,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import hypercorn.asyncio.run
 from hypercorn.asyncio import serve
@@ -28,15 +27,14 @@ from hypercorn.events import Updated
 
 from edged import aio, config
 from edged.admin import app as admin
-from edged.doors import automation
-from edged.doors import control as doors
+from edged.doors.control import Doors
 from edged.errors import EdgedError
+from edged.hooks import Service
 from edged.ops import clockcheck as clock
 from edged.ops.systemd import Notifier, keepalive
 from edged.receive import receiver
 from edged.store.events import Store
-from edged.terminals import reconciler
-from edged.upstream import client as upstream
+from edged.terminals.reconciler import Reconcilers
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +196,7 @@ hypercorn.asyncio.run.TCPServer = HeadGuard  # type: ignore[misc]
 
 @dataclass
 class Daemon:
-    """One running edged: its store, apps and listeners."""
+    """One running edged: its store, apps and listeners (assembled by edged/ops/wiring.py)."""
 
     cfg: config.Config
     store: Store
@@ -206,23 +204,24 @@ class Daemon:
     admin: admin.Admin
     receiver_sockets: list[socket.socket]
     admin_sockets: list[socket.socket]
+    services: list[Service] = field(default_factory=list)  # run while serving (edged/hooks.py)
+    doors: Doors | None = None
+    reconcilers: Reconcilers | None = None  # the managed terminals' (those with a host)
+    # What build opened (store, sockets, door outputs), closed by close() in reverse order.
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     on_ready: list[Callable[[], None]] = field(default_factory=list)
-    services: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    doors: doors.Doors | None = None
     receiver_port: int = field(init=False, default=0)  # the bound port, also when asked for 0
     admin_port: int = field(init=False, default=0)
     # ----- systemd: reload, stop, notifications -----
     reloaders: list[Reloader] = field(default_factory=list)  # called with a new, valid Config
     on_stop: list[Callable[[], None]] = field(default_factory=list)  # put outputs in safe state
     notifier: Notifier = field(default_factory=Notifier)
-    terminals: reconciler.Reconcilers | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.receiver_port = int(self.receiver_sockets[0].getsockname()[1])
         self.admin_port = int(self.admin_sockets[0].getsockname()[1])
-        self.reloaders += [self.receiver.reconfigure, _admin_reloader(self.admin)]
 
     async def serve(self) -> None:
         """Serve until ``stopping`` is set, then shut down gracefully."""
@@ -238,7 +237,7 @@ class Daemon:
         ]
         self.tasks.append(asyncio.create_task(self._maintenance()))
         for service in self.services:
-            self.tasks.append(asyncio.create_task(service(self)))
+            self.tasks.append(asyncio.create_task(service()))
         await asyncio.sleep(0)
         for callback in self.on_ready:
             callback()
@@ -259,6 +258,10 @@ class Daemon:
             for task in await aio.cancel_all(self.tasks, give_up_after=STOP_GRACE):
                 log.error("%s did not stop within %.0f s; stopping anyway", task, STOP_GRACE)
             self._safe_outputs()
+
+    def close(self) -> None:
+        """Release what build opened: door outputs, sockets, then the store (after serve)."""
+        self.resources.close()
 
     def stop(self) -> None:
         """Begin a graceful stop: no new connections, in-flight answers finish."""
@@ -336,74 +339,8 @@ def _restart_only_changes(old: config.Config, new: config.Config) -> list[str]:
     return changed
 
 
-def _admin_reloader(adm: admin.Admin) -> Reloader:
-    def apply(cfg: config.Config) -> None:
-        adm.cfg = cfg
-        adm.token = config.admin_token(cfg)
-
-    return apply
-
-
-def build(cfg: config.Config) -> Daemon:
-    """Open the state and bind the listeners; raises a clear EdgedError on failure."""
-    token = config.admin_token(cfg)
-    upstream.preflight(cfg)  # upstream token and CA files (edged/upstream/client.py)
-    store = Store(
-        cfg.storage.database_path,
-        cfg.storage.images_path if cfg.storage.store_images else None,
-        cfg.storage.images_max_bytes,
-    )
-    recv_socks: list[socket.socket] = []
-    admin_socks: list[socket.socket] = []
-    try:
-        recv_socks = [bind(a) for a in cfg.receiver.listen]
-        admin_socks = [bind(a) for a in cfg.admin.listen]
-    except BindError:
-        for sock in recv_socks + admin_socks:
-            sock.close()
-        store.close()
-        raise
-    recv = receiver.Receiver(cfg, store)
-    adm = admin.Admin(cfg, recv, token)
-    # ----- doors: outputs claimed at their locked level before serving -----
-    try:
-        site = doors.build(cfg, store)
-    except EdgedError:
-        for sock in recv_socks + admin_socks:
-            sock.close()
-        store.close()
-        raise
-    daemon = Daemon(cfg, store, recv, adm, recv_socks, admin_socks)
-    if site is not None:
-        recv.listeners.append(site.on_record)
-        adm.doors = site
-        adm.readiness.append(site.readiness)
-        daemon.services.append(site.service)  # attaches; at stop every lock back to locked
-        daemon.doors = site
-        tz = ZoneInfo(cfg.site.timezone)
-        daemon.services.append(lambda d: automation.run(site, store.reader, tz))
-    # ----- end doors -----
-    # ----- upstream: decisions, forwarding, people sync (edged/upstream/client.py) -----
-    if cfg.upstream.enabled:
-        upstream.Upstream(cfg, store).install(daemon)
-    # ----- terminals: keep managed terminals registered, show their health -----
-    terms = reconciler.Reconcilers(cfg, store, recv)
-    daemon.terminals = terms
-    if terms.items:
-        daemon.services.append(terms.run)
-        adm.readiness.append(terms.readiness)
-        adm.resubscribe = terms.resubscribe
-    adm.terminal_health = terms.health
-    if daemon.doors is not None and terms.items:
-        daemon.doors.relay = terms.open_door  # doors[].terminal_relay
-    # ----- end terminals -----
-    return daemon
-
-
-async def run(cfg: config.Config) -> None:
-    """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
-    clock.report(time.time())
-    daemon = build(cfg)
+async def run(daemon: Daemon) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads the configuration; then close."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
@@ -414,7 +351,5 @@ async def run(cfg: config.Config) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-        if daemon.doors is not None:  # normally closed by its service already
-            daemon.doors.close()
-        daemon.store.close()
+        daemon.close()  # the doors are normally closed by their service already
         log.info("edged stopped")

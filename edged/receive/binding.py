@@ -18,9 +18,9 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edged import aio
 from edged.config import Config, TerminalConfig
@@ -203,13 +203,32 @@ def _addresses(infos: Iterable[tuple[Any, ...]]) -> tuple[Address, ...]:
 # ----- the daemon's side ----------------------------------------------------------------------
 
 
+class Heard(Protocol):
+    """What the receiver last heard from one terminal (receive/receiver.py, TerminalSeen)."""
+
+    @property
+    def serial(self) -> str:
+        """The terminal's serial."""
+
+    @property
+    def address(self) -> str | None:
+        """The address it was last heard from."""
+
+
 class Binder:
     """Admits a request for a terminal only from that terminal's address; records forgeries."""
 
-    def __init__(self, cfg: Config, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        heard: Mapping[str, Heard] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock
+        self.heard: Mapping[str, Heard] = {} if heard is None else heard  # by serial, live
         self.resolver = Resolver()
         # source -> (minute start, stored in it, logged?) for the per-source limits
         self._sources: dict[str, tuple[float, int]] = {}
@@ -261,6 +280,23 @@ class Binder:
                 address,
             )
         return bound
+
+    def known_source(self, serial: str | None, address: str) -> bool:
+        """The request names a configured terminal (its ``sn`` header) or comes from one.
+
+        From one: a configured ``host`` written as this address, or the address a configured
+        terminal was last heard from. In memory only (no resolving, no database), unlike
+        :meth:`identify`: it only widens the body limit; :meth:`admit` refuses forgeries.
+        """
+        serial = (serial or "").strip()
+        if serial and self.cfg.terminal_by_serial(serial) is not None:
+            return True
+        if any(t.host == address for t in self.cfg.terminals if t.host):
+            return True
+        return any(
+            entry.address == address and self.cfg.terminal_by_serial(entry.serial) is not None
+            for entry in self.heard.values()
+        )
 
     async def identify(self, source: str) -> str | None:
         """The one terminal bound to ``source`` (for a push or heartbeat naming none)."""

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -157,25 +157,38 @@ class ReceiverStats:
 class Receiver:
     """State shared by the receiver's endpoints."""
 
-    def __init__(self, cfg: Config, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        *,
+        authority: Authority | None = None,
+        listeners: Iterable[Listener] = (),
+        seen: dict[str, TerminalSeen] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock
         self.networks = [
             ipaddress.ip_network(n, strict=False) for n in cfg.receiver.allowed_networks
         ]
-        self.seen: dict[str, TerminalSeen] = self._load_seen()
-        self.binding = binding.Binder(cfg, store, clock)
-        self.listeners: list[Listener] = []
+        # Shared with the terminals' reconcilers when given (edged/ops/wiring.py), else read.
+        self.seen: dict[str, TerminalSeen] = self.load_seen(store) if seen is None else seen
+        self.binding = binding.Binder(cfg, store, clock, heard=self.seen)
+        # Called with each live, first-seen record after its commit (doors, forwarding).
+        self.listeners: list[Listener] = list(listeners)
         self.stats = ReceiverStats()
         self.bad_log = RateLimitedLog(log, per_minute=10)
         self.tips = policy.Tips.from_config(cfg.tips, cfg.site.language)
         self.tz = ZoneInfo(cfg.site.timezone)
-        # Asked after the cache decided; may replace the answer (edged/upstream.Authority).
-        self.authority: Authority | None = None
+        # Asked after the cache decided; may replace the answer (edged/upstream/client.py).
+        self.authority = authority
 
-    def _load_seen(self) -> dict[str, TerminalSeen]:
-        return {r[0]: TerminalSeen(*r) for r in presence.seen_all(self.store.reader)}
+    @staticmethod
+    def load_seen(store: Store) -> dict[str, TerminalSeen]:
+        """What the receiver last stored about each terminal, by serial."""
+        return {r[0]: TerminalSeen(*r) for r in presence.seen_all(store.reader)}
 
     # ----- checks ---------------------------------------------------------------------------
 
@@ -189,22 +202,10 @@ class Receiver:
             raise Rejected(403, "source address not allowed", "source")
         return host
 
-    def known_source(self, request: Request, address: str) -> bool:
-        """The request names (``sn`` header) or comes from a configured terminal."""
-        serial = (request.headers.get("sn") or "").strip()
-        if serial and self.cfg.terminal_by_serial(serial) is not None:
-            return True
-        if any(t.host == address for t in self.cfg.terminals if t.host):
-            return True
-        return any(
-            entry.address == address and self.cfg.terminal_by_serial(entry.serial) is not None
-            for entry in self.seen.values()
-        )
-
     async def read_body(self, request: Request, address: str = "") -> bytes:
         """The body, within max_body_bytes (OVERSIZE_FACTOR times that from a known terminal)."""
         limit = self.cfg.receiver.max_body_bytes
-        if self.known_source(request, address):
+        if self.binding.known_source(request.headers.get("sn"), address):
             limit *= OVERSIZE_FACTOR
         declared = request.headers.get("content-length")
         if declared is not None:

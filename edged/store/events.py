@@ -231,13 +231,14 @@ class Store:
         path: Path | str,
         images_dir: Path | str | None = None,
         images_max_bytes: int = 0,
+        prune_limit: Callable[[sqlite3.Connection], int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.images_dir = Path(images_dir) if images_dir else None
         self.images_max_bytes = images_max_bytes
         self.stats = StoreStats()
         # The highest event id retention may delete (the forwarding cursor: upstream/outbox.py).
-        self.prune_limit: Callable[[sqlite3.Connection], int] | None = None
+        self.prune_limit = prune_limit
         # How long the latest record commits took (writer thread appends, anyone reads).
         self._commit_seconds: deque[float] = deque(maxlen=COMMIT_SAMPLES)
         # Called on the saving thread just before a record is queued (edged/doors/control.py, plan):

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edged.admin.app import EVENT_COLUMNS, event_json
-from edged.admin.app import _iso as iso
 from edged.errors import StoreError
 from edged.store import migrations
+from edged.store.eventjson import EVENT_COLUMNS, event_json, iso
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -25,7 +25,8 @@ from edged import aio
 from edged.clock import SYSTEM, Clock
 from edged.config import Config, TerminalConfig
 from edged.errors import TerminalAuthError, TerminalError, TerminalMismatch, TerminalUntrusted
-from edged.receive.receiver import Receiver, TerminalSeen
+from edged.hooks import Hooks
+from edged.receive.receiver import TerminalSeen
 from edged.store import presence
 from edged.store.events import Store
 from edged.terminals import backfill
@@ -437,16 +438,24 @@ class Reconcilers:
     """All managed terminals (those with a ``host``): started with the daemon."""
 
     def __init__(
-        self, cfg: Config, store: Store, receiver: Receiver, sleep: Sleep | None = None
+        self,
+        cfg: Config,
+        store: Store,
+        seen: dict[str, TerminalSeen],
+        sleep: Sleep | None = None,
     ) -> None:
         self.items = {
-            t.name: TerminalReconciler(cfg, t, store, receiver.seen, sleep=sleep)
+            t.name: TerminalReconciler(cfg, t, store, seen, sleep=sleep)
             for t in cfg.terminals
             if t.host
         }
 
-    async def run(self, daemon: object = None) -> None:
-        """Run every terminal's task until cancelled (a server.Daemon service)."""
+    def hooks(self) -> Hooks:
+        """The daemon's service and /readyz entry for the managed terminals."""
+        return Hooks(services=(self.run,), checks=(self.readiness,))
+
+    async def run(self) -> None:
+        """Run every terminal's task until cancelled (a daemon service)."""
         tasks = [
             asyncio.create_task(r.run(), name=f"terminal-{name}") for name, r in self.items.items()
         ]
@@ -471,7 +480,7 @@ class Reconcilers:
         """Health of each managed terminal, by serial."""
         return {r.terminal.serial: r.snapshot() for r in self.items.values()}
 
-    def readiness(self) -> tuple[str, bool, Any]:
+    def readiness(self) -> tuple[str, bool, dict[str, Any]]:
         """The /readyz check: ready when every managed terminal is registered."""
         states = {name: r.health.state for name, r in self.items.items()}
         ok = all(state == "registered" for state in states.values())

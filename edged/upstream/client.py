@@ -5,8 +5,8 @@ works unchanged: it receives the remote-auth body exactly as the terminal sent i
 ``{code, data: {pass, customtips, ...}}``. edged asks it under a hard deadline and falls back to
 its cache on any failure; a circuit breaker stops asking after repeated failures and probes in
 the background (the terminals' heartbeat, ``GET <url>``) until the upstream answers again.
-Forwarding lives in upstream/outbox.py, people sync in upstream/sync.py; :class:`Upstream`
-wires all three into a daemon. Behaviour and protocol: docs/upstream.md.
+Forwarding lives in upstream/outbox.py, people sync in upstream/sync.py; upstream/feature.py
+holds all three and hands the daemon their hooks. Behaviour and protocol: docs/upstream.md.
 """
 
 from __future__ import annotations
@@ -20,19 +20,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from edged import aio, config, logs
 from edged.errors import ConfigError
 from edged.model import Event
-from edged.store.events import Record, Store
-
-if TYPE_CHECKING:
-    from edged.ops.daemon import Daemon
-    from edged.upstream.outbox import Forwarder
-    from edged.upstream.sync import PeopleSync
+from edged.store.events import Record
 
 log = logging.getLogger(__name__)
 
@@ -465,64 +460,4 @@ class Authority:
             "last_error": self.breaker.last_error,
             "opened_at": self.breaker.opened_at if self.breaker.open else None,
             "counts": dict(self.stats),
-        }
-
-
-class Upstream:
-    """The upstream's three parts (decisions, forwarding, people sync) wired into a daemon."""
-
-    def __init__(self, cfg: config.Config, store: Store) -> None:
-        from edged.upstream.outbox import Forwarder
-        from edged.upstream.sync import PeopleSync
-
-        up = cfg.upstream
-        self.cfg = cfg
-        self.store = store
-        self.sync: PeopleSync | None = None
-        self.forwarder: Forwarder | None = None
-        if up.people_url:
-            self.sync = PeopleSync(cfg, store, make_client(cfg, up.people_timeout, 2))
-        if up.forward_url:
-            self.forwarder = Forwarder(cfg, store, make_client(cfg, up.forward_timeout, 2))
-        client = make_client(cfg, up.deadline) if up.url else None
-        self.authority = Authority(
-            cfg,
-            client,
-            self.sync.stale if self.sync else None,
-            store_time=store.commit_estimate,
-        )
-
-    def install(self, daemon: Daemon) -> None:
-        """Hook into the receiver, the admin API, retention and the daemon's services."""
-        daemon.receiver.authority = self.authority
-        daemon.admin.upstream = self
-        daemon.admin.readiness.append(self.readiness)
-        if self.forwarder is not None:
-            daemon.receiver.listeners.append(self.forwarder.listener)
-            self.store.prune_limit = self.forwarder.prune_limit
-        daemon.services.append(self.run)
-
-    async def run(self, daemon: Daemon) -> None:
-        """Forward and sync until the daemon stops; then close every connection."""
-        jobs = [part.run() for part in (self.forwarder, self.sync) if part is not None]
-        try:
-            await asyncio.gather(*jobs)
-            await asyncio.Event().wait()  # nothing to run: hold the connections until stopped
-        finally:
-            for part in (self.forwarder, self.sync):
-                if part is not None:
-                    await part.aclose()
-            await self.authority.aclose()
-
-    def readiness(self) -> tuple[str, bool, dict[str, Any]]:
-        """The ``upstream`` check of /readyz: informative, never failing (offline is normal)."""
-        return "upstream", True, self.status()
-
-    def status(self) -> dict[str, Any]:
-        """Decisions, outbox and people sync, for /readyz, the admin API and the CLI."""
-        now = time.time()
-        return {
-            "decisions": self.authority.status(),
-            "outbox": self.forwarder.status(now) if self.forwarder else {"enabled": False},
-            "people_sync": self.sync.status(now) if self.sync else {"enabled": False},
         }

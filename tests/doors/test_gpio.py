@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from edged.config import Config
 from edged.doors import gpio
 from edged.errors import GpioError
-from edged.ops import daemon as server
+from edged.ops import wiring as server
 from tests.timefix import FakeClock, turn, until
 
 pytestmark = pytest.mark.anyio

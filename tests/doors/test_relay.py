@@ -95,7 +95,7 @@ async def relay_rig(
 ) -> AsyncIterator[tuple[doors.Doors, Receiver, list[tuple[str, int]]]]:
     cfg = make_config(RELAY_TERMINAL)
     st = store.Store(cfg.storage.database_path)
-    site = doors.build(cfg, st, fake_clock)
+    site = doors.build(cfg, st, clock=fake_clock)
     assert site is not None
     site.attach(asyncio.get_running_loop())
     sent: list[tuple[str, int]] = []

@@ -1,4 +1,4 @@
-"""server.Daemon under systemd: SIGHUP reload, graceful stop, sd_notify from a real process."""
+"""The daemon under systemd: SIGHUP reload, graceful stop, sd_notify from a real process."""
 
 from __future__ import annotations
 

@@ -218,10 +218,8 @@ async def test_reconcilers_run_health_and_readiness(sim: SimulatedTerminal, stat
     cfg = managed_config(state, sim)
     st = store.Store(cfg.storage.database_path)
 
-    class FakeReceiver:
-        seen: dict[str, TerminalSeen] = {}
-
-    group = Reconcilers(cfg, st, FakeReceiver())  # type: ignore[arg-type]
+    seen: dict[str, TerminalSeen] = {}
+    group = Reconcilers(cfg, st, seen)
     task = asyncio.create_task(group.run())
     try:
         assert group.readiness()[1] is False

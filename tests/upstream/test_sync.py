@@ -15,6 +15,7 @@ from edged import config
 from edged.receive.receiver import Receiver, create_app
 from edged.store import events as store
 from edged.upstream import client as upstream
+from edged.upstream.feature import Upstream
 from tests.conftest import asgi_client, auth_request, grant_person
 from tests.fakeupstream import FakeUpstream
 
@@ -49,9 +50,8 @@ class Rig:
 
     def __init__(self, cfg: config.Config) -> None:
         self.store = store.Store(cfg.storage.database_path, None)
-        self.receiver = Receiver(cfg, self.store)
-        self.upstream = upstream.Upstream(cfg, self.store)
-        self.receiver.authority = self.upstream.authority
+        self.upstream = Upstream(cfg, self.store)
+        self.receiver = Receiver(cfg, self.store, authority=self.upstream.authority)
         assert self.upstream.sync is not None
         self.sync = self.upstream.sync
         self.asked = 0

@@ -18,11 +18,12 @@ import trustme
 from edged import config
 from edged.decide import explain
 from edged.errors import ConfigError
-from edged.ops import daemon as server
+from edged.ops import wiring
 from edged.receive.normalize import normalize
 from edged.receive.receiver import Receiver, create_app
 from edged.store import events as store
 from edged.upstream import client as upstream
+from edged.upstream.feature import Upstream
 from tests.conftest import (
     SERIAL,
     SERIAL_OLD,
@@ -73,9 +74,8 @@ class Rig:
     def __init__(self, cfg: config.Config) -> None:
         self.cfg = cfg
         self.store = store.Store(cfg.storage.database_path, None)
-        self.receiver = Receiver(cfg, self.store)
-        self.upstream = upstream.Upstream(cfg, self.store)
-        self.receiver.authority = self.upstream.authority
+        self.upstream = Upstream(cfg, self.store)
+        self.receiver = Receiver(cfg, self.store, authority=self.upstream.authority)
         self.app = create_app(self.receiver)
 
     def add_person(self, pid: str = "e-1") -> None:
@@ -374,7 +374,7 @@ def test_unreadable_upstream_files_are_config_errors(
     for key in ("token_file", "ca_file"):
         cfg = make_config(f'\n[upstream]\nurl = "https://127.0.0.1:9/auth"\n{key} = "{missing}"\n')
         with pytest.raises(ConfigError, match=f"upstream.{key}: cannot"):
-            server.build(cfg)
+            wiring.build(cfg)
 
 
 def _ms(step: str, prefix: str) -> int:

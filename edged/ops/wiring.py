@@ -1,0 +1,126 @@
+"""The one place the daemon is assembled: every part built with what it needs, in order.
+
+Each part gets its collaborators through its constructor; nothing is assigned into another
+object afterwards. A feature (the doors, the upstream, the managed terminals) is built first
+and hands back its :class:`~edged.hooks.Hooks` (services, readiness checks, record listeners),
+which go to the part that runs them: listeners to the receiver, checks to the admin API,
+services to the daemon. What is opened (the store, the listening sockets, the door outputs)
+is entered in one ``ExitStack``: a failure part-way closes what was opened, in reverse order,
+and a daemon that was built closes it all with :meth:`Daemon.close`.
+
+The order follows what each part needs: the store; the sockets (a bind error before any
+output is claimed); what the receiver last heard from each terminal (shared with the
+reconcilers); the reconcilers (the doors open a terminal's relay through them); the doors;
+the upstream; then the receiver, the admin API and the daemon that serves them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from zoneinfo import ZoneInfo
+
+from edged import config
+from edged.admin.app import Admin
+from edged.doors import automation
+from edged.doors import control as doors
+from edged.hooks import Hooks
+from edged.ops import clockcheck as clock
+from edged.ops import daemon as serving
+from edged.ops.daemon import Daemon
+from edged.receive.receiver import Receiver
+from edged.store.events import Store
+from edged.terminals.reconciler import Reconcilers
+from edged.upstream import client as upstream
+from edged.upstream import outbox
+from edged.upstream.feature import Upstream
+
+
+def build(cfg: config.Config) -> Daemon:
+    """Open the state, build every part and bind the listeners; a clear EdgedError on failure."""
+    token = config.admin_token(cfg)
+    upstream.preflight(cfg)  # upstream token and CA files, before anything is opened
+    forwarding = cfg.upstream.enabled and bool(cfg.upstream.forward_url)
+    with contextlib.ExitStack() as opened:
+        store = Store(
+            cfg.storage.database_path,
+            cfg.storage.images_path if cfg.storage.store_images else None,
+            cfg.storage.images_max_bytes,
+            prune_limit=outbox.cursor if forwarding else None,  # keep what is not forwarded
+        )
+        opened.callback(store.close)
+        receiver_sockets = [_listen(opened, a) for a in cfg.receiver.listen]
+        admin_sockets = [_listen(opened, a) for a in cfg.admin.listen]
+        seen = Receiver.load_seen(store)
+        managed = Reconcilers(cfg, store, seen)
+        reconcilers = managed if managed.items else None
+        # doors: outputs claimed at their locked level before serving
+        site = doors.build(cfg, store, relay=reconcilers.open_door if reconcilers else None)
+        if site is not None:
+            opened.callback(site.close)
+        up = Upstream(cfg, store) if cfg.upstream.enabled else None
+        hooks = Hooks.merge(
+            [
+                _door_hooks(cfg, store, site),
+                up.hooks() if up is not None else Hooks(),
+                reconcilers.hooks() if reconcilers is not None else Hooks(),
+            ]
+        )
+        recv = Receiver(
+            cfg,
+            store,
+            authority=up.authority if up is not None else None,
+            listeners=hooks.listeners,
+            seen=seen,
+        )
+        admin = Admin(
+            cfg,
+            recv,
+            token,
+            checks=(clock.readiness, *hooks.checks),
+            doors=site,
+            upstream=up,
+            reconcilers=reconcilers,
+        )
+        daemon = Daemon(
+            cfg,
+            store,
+            recv,
+            admin,
+            receiver_sockets,
+            admin_sockets,
+            services=list(hooks.services),
+            doors=site,
+            reconcilers=reconcilers,
+            resources=opened.pop_all(),
+            reloaders=[recv.reconfigure, admin.reconfigure],
+        )
+    return daemon
+
+
+async def run(cfg: config.Config) -> None:
+    """Build the daemon and run it until SIGTERM or SIGINT (``edged run``)."""
+    clock.report(time.time())
+    await serving.run(build(cfg))
+
+
+def _listen(opened: contextlib.ExitStack, address: str) -> socket.socket:
+    """A bound listener, closed with the rest of what was opened."""
+    return opened.enter_context(contextlib.closing(serving.bind(address)))
+
+
+def _door_hooks(cfg: config.Config, store: Store, site: doors.Doors | None) -> Hooks:
+    """The doors' listener, /readyz entry and services: their inputs, and the modes loop."""
+    if site is None:
+        return Hooks()
+    tz = ZoneInfo(cfg.site.timezone)
+
+    async def modes() -> None:
+        await automation.run(site, store.reader, tz)
+
+    return Hooks(
+        services=(site.service, modes),  # the service attaches; at stop every lock is locked
+        checks=(site.readiness,),
+        listeners=(site.on_record,),
+    )
