@@ -470,7 +470,7 @@ def signatures(conn: sqlite3.Connection) -> dict[str, dict[Any, tuple[Any, ...]]
     }
 
 
-def snapshot(conn: sqlite3.Connection) -> dict[str, list[Any]]:
+def export_tables(conn: sqlite3.Connection) -> dict[str, list[Any]]:
     """Groups, schedules, holidays, doors and permissions as plain data (for export)."""
     periods: dict[str, list[dict[str, Any]]] = {}
     for sid, day, start, end in conn.execute(

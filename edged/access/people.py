@@ -264,7 +264,7 @@ def _person_dicts(conn: sqlite3.Connection, tz: ZoneInfo, person_id: str | None 
 
 def export(conn: sqlite3.Connection, tz: ZoneInfo) -> dict[str, Any]:
     """Everything importable, as a document ``edged people import`` reads back."""
-    return {"people": list(_person_dicts(conn, tz)), **access.snapshot(conn)}
+    return {"people": list(_person_dicts(conn, tz)), **access.export_tables(conn)}
 
 
 def export_csv(conn: sqlite3.Connection, tz: ZoneInfo, out: io.TextIOBase | Any) -> int:

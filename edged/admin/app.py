@@ -236,7 +236,7 @@ class Admin:
     async def doors_state(self, request: Request) -> Response:
         if self.doors is None:
             return json_response({"doors": [], "fire": False, "lockdown": False, "siren": False})
-        return json_response(self.doors.snapshot())
+        return json_response(self.doors.status())
 
     async def door_command(self, request: Request) -> Response:
         refused = self.authorised(request)

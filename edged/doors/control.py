@@ -443,7 +443,7 @@ class Door:
         else:
             raise DoorError(f"unknown door command {action!r} ({', '.join(COMMANDS)})")
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """The door's state for the admin API and ``edged status``."""
         now = self.site.clock.monotonic()
         return {
@@ -662,17 +662,17 @@ class Doors:
         """A manual command on a door; returns the door's state after it."""
         target = self.door(door)
         target.command(action, source)
-        return target.snapshot()
+        return target.status()
 
     def apply_all(self) -> None:
         """Recompute every lock."""
         for door in self.doors.values():
             door.apply()
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """Every door and the site-wide states."""
         return {
-            "doors": [d.snapshot() for d in self.doors.values()],
+            "doors": [d.status() for d in self.doors.values()],
             "fire": self.fire,
             "lockdown": self.lockdown,
             "siren": self.siren.sounding,

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[Event, Record, Stored], None]
 # (event, the request's raw bytes, the cache's record) -> the record to store and answer
-Authority = Callable[[Event, bytes | None, Record], Awaitable[Record]]
+Authorize = Callable[[Event, bytes | None, Record], Awaitable[Record]]
 
 # A configured terminal's body may be this many times receiver.max_body_bytes: past the limit
 # only because of its image, it is read, its image dropped and the rest stored as malformed.
@@ -163,7 +163,7 @@ class Receiver:
         store: Store,
         clock: Callable[[], float] = time.time,
         *,
-        authority: Authority | None = None,
+        authority: Authorize | None = None,
         listeners: Iterable[Listener] = (),
         seen: dict[str, TerminalSeen] | None = None,
     ) -> None:
@@ -316,7 +316,7 @@ class Receiver:
                     event.problem,
                 )
         elif not stored.replayed:
-            self.notify(event, record, stored)
+            self.tell_listeners(event, record, stored)
         return json_response(stored.response)
 
     def flag(self, event: Event, terminal: str | None) -> Record:
@@ -372,7 +372,7 @@ class Receiver:
         record.door = self.door_of(event.serial)
         return record
 
-    def notify(self, event: Event, record: Record, stored: Stored) -> None:
+    def tell_listeners(self, event: Event, record: Record, stored: Stored) -> None:
         for listener in self.listeners:
             try:
                 listener(event, record, stored)

@@ -429,7 +429,7 @@ class TerminalReconciler:
             self._beat_alarm = False
         return None
 
-    def snapshot(self) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         """The health as plain data."""
         return asdict(self.health)
 
@@ -478,7 +478,7 @@ class Reconcilers:
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Health of each managed terminal, by serial."""
-        return {r.terminal.serial: r.snapshot() for r in self.items.values()}
+        return {r.terminal.serial: r.report() for r in self.items.values()}
 
     def readiness(self) -> tuple[str, bool, dict[str, Any]]:
         """The /readyz check: ready when every managed terminal is registered."""

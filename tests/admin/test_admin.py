@@ -218,7 +218,7 @@ def test_deeply_nested_bodies_are_400(
     assert r.status_code == 400
     assert "nested too deeply" in json.dumps(r.json())
     assert guarded.daemon.doors is not None
-    assert guarded.daemon.doors.snapshot()["doors"][0]["locked"] is True
+    assert guarded.daemon.doors.status()["doors"][0]["locked"] is True
 
 
 EXTREME = st.sampled_from(

@@ -108,10 +108,10 @@ async def test_live_grant_unlocks_for_unlock_time(
     assert pin(LOCK).state is True  # unlocked by the time the answer left
     await elapse(fake_clock, UNLOCK - 0.01)
     assert pin(LOCK).state is True
-    assert site.snapshot()["doors"][0]["unlock_remaining"] == pytest.approx(0.01)
+    assert site.status()["doors"][0]["unlock_remaining"] == pytest.approx(0.01)
     await elapse(fake_clock, 0.01)
     assert pin(LOCK).state is False
-    door = site.snapshot()["doors"][0]
+    door = site.status()["doors"][0]
     assert door["last_decision"]["decision"] == "pass" and door["locked"] is True
     flush(site)
     assert log_actions(rec.store.path)[:3] == ["grant", "unlock", "lock"]
@@ -147,7 +147,7 @@ async def test_denied_decision_is_shown_and_does_not_unlock(
     async with asgi_client(create_app(rec)) as client:
         await client.post("/auth", json=auth_request(serial=DOOR_SERIAL, user_id="nobody"))
     assert levels(LOCK) == [False]
-    assert site.snapshot()["doors"][0]["last_decision"]["reason"] == "unknown_person"
+    assert site.status()["doors"][0]["last_decision"]["reason"] == "unknown_person"
 
 
 @pytest.mark.parametrize("option", [False, True])
@@ -262,7 +262,7 @@ async def test_forced_open_raises_alarm_and_siren_until_closed(
     site, rec = rig
     pin(CONTACT).drive_high()  # the contact opens with no grant and no exit button
     await elapse(fake_clock, BOUNCE)
-    assert [a["kind"] for a in site.snapshot()["doors"][0]["alarms"]] == ["forced"]
+    assert [a["kind"] for a in site.status()["doors"][0]["alarms"]] == ["forced"]
     assert pin(SIREN).state is True
     pin(CONTACT).drive_low()
     await elapse(fake_clock, BOUNCE)
@@ -359,7 +359,7 @@ async def test_fire_releases_over_lockdown_and_restores(
     await elapse(fake_clock, MAX_ON + 0.3)  # a hold: the guard must not trip
     site.guard.check()
     assert pin(LOCK).state is True and site.guard.trips == 0
-    assert site.snapshot()["fire"] is True
+    assert site.status()["fire"] is True
     pin(FIRE).drive_low()
     await elapse(fake_clock, BOUNCE)
     assert pin(LOCK).state is False

@@ -136,11 +136,11 @@ async def test_relay_only_door_holds_and_releases(
     site, _, sent = relay_rig
     site.hold("side", "free-access")
     await until(lambda: sent == [("front-terminal", state.RELAY_STAY_OPEN)])
-    assert site.door("side").snapshot()["locked"] is False
+    assert site.door("side").status()["locked"] is False
     site.release("side", "free-access")
     await until(lambda: len(sent) == 2)
     assert sent[1] == ("front-terminal", state.RELAY_PULSE)
-    assert site.door("side").snapshot()["locked"] is True
+    assert site.door("side").status()["locked"] is True
 
 
 async def test_failing_relay_is_audited_not_fatal(
@@ -152,7 +152,7 @@ async def test_failing_relay_is_audited_not_fatal(
     door.cfg = dataclasses.replace(door.cfg, terminal_relay="broken")
     site.command("side", "open", "test")
     await until(lambda: "relay failed" in caplog.text)
-    assert site.door("side").snapshot()["locked"] is False  # the state stands; the log says why
+    assert site.door("side").status()["locked"] is False  # the state stands; the log says why
 
 
 def mock_pin(number: int) -> object:
