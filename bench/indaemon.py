@@ -6,14 +6,14 @@ import asyncio
 import threading
 
 from edged import config
-from edged.ops import wiring as server
+from edged.ops import wiring
 
 
 class InThread:
     """edged serving in its own thread and event loop until ``stop()``."""
 
     def __init__(self, cfg: config.Config, timeout: float = 30.0) -> None:
-        self.daemon = server.build(cfg)
+        self.daemon = wiring.build(cfg)
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self.daemon.on_ready.append(ready.set)

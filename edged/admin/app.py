@@ -20,8 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edged import config
-from edged.admin import access_api as manage
-from edged.admin import params
+from edged.admin import access_api, params
 from edged.config import Config
 from edged.decide import explain
 from edged.doors.control import Doors
@@ -229,7 +228,7 @@ class Admin:
 
     async def import_people(self, request: Request) -> Response:
         """POST /api/v1/people: bulk upsert of people, or a whole document (admin/access_api.py)."""
-        return await manage.Manage(self).upsert(request)
+        return await access_api.Manage(self).upsert(request)
 
     # ----- doors ----------------------------------------------------------------------------
 
@@ -330,7 +329,7 @@ def create_app(admin: Admin) -> Starlette:
         Route("/api/v1/doors", admin.doors_state),
         Route("/api/v1/doors/log", admin.door_log),
         Route("/api/v1/doors/{door}/{action}", admin.door_command, methods=["POST"]),
-        *manage.routes(admin),  # people list/show/delete, export, modes
+        *access_api.routes(admin),  # people list/show/delete, export, modes
         Route("/api/v1/outbox", admin.outbox),
         Route("/api/v1/upstream", admin.upstream_status),
     ]

@@ -30,7 +30,7 @@ from edged.admin import app as admin
 from edged.doors.control import Doors
 from edged.errors import EdgedError
 from edged.hooks import Service
-from edged.ops import clockcheck as clock
+from edged.ops import clockcheck
 from edged.ops.systemd import Notifier, keepalive
 from edged.receive import receiver
 from edged.store.events import Store
@@ -313,7 +313,7 @@ class Daemon:
     async def _maintenance(self) -> None:
         """Hourly: clock sanity and retention pruning."""
         while True:
-            clock.report(time.time())
+            clockcheck.report(time.time())
             cutoff = time.time() - self.cfg.storage.retention_days * 86400
             try:
                 removed = await self.store.prune_events(cutoff)

@@ -26,7 +26,7 @@ from edged.admin.app import Admin
 from edged.doors import automation
 from edged.doors import control as doors
 from edged.hooks import Hooks
-from edged.ops import clockcheck as clock
+from edged.ops import clockcheck
 from edged.ops import daemon as serving
 from edged.ops.daemon import Daemon
 from edged.receive.receiver import Receiver
@@ -78,7 +78,7 @@ def build(cfg: config.Config) -> Daemon:
             cfg,
             recv,
             token,
-            checks=(clock.readiness, *hooks.checks),
+            checks=(clockcheck.readiness, *hooks.checks),
             doors=site,
             upstream=up,
             reconcilers=reconcilers,
@@ -101,7 +101,7 @@ def build(cfg: config.Config) -> Daemon:
 
 async def run(cfg: config.Config) -> None:
     """Build the daemon and run it until SIGTERM or SIGINT (``edged run``)."""
-    clock.report(time.time())
+    clockcheck.report(time.time())
     await serving.run(build(cfg))
 
 

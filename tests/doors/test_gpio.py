@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from edged.config import Config
 from edged.doors import gpio
 from edged.errors import GpioError
-from edged.ops import wiring as server
+from edged.ops import wiring
 from tests.timefix import FakeClock, turn, until
 
 pytestmark = pytest.mark.anyio
@@ -78,10 +78,10 @@ def test_daemon_refuses_to_start_on_a_busy_pin(
     cfg = make_config('[gpio]\npin_factory = "mock"\n[[doors]]\nname = "a"\nlock = { pin = 7 }\n')
     held = DigitalOutputDevice(pin=7, pin_factory=mock_factory)
     with pytest.raises(GpioError) as info:
-        server.build(cfg)
+        wiring.build(cfg)
     assert info.value.exit_code == 69
     held.close()
-    daemon = server.build(cfg)  # and everything it opened was released: it starts now
+    daemon = wiring.build(cfg)  # and everything it opened was released: it starts now
     assert daemon.doors is not None
     daemon.doors.close()
     daemon.store.close()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from edged.config import Config
-from edged.ops import daemon as server
+from edged.ops import daemon
 from tests.conftest import LiveDaemon, auth_request, recognition
 
 
@@ -44,8 +44,8 @@ def test_duplicate_after_restart_gets_same_answer(
 
 def test_bind_error_is_clear(cfg: Config, live: LiveDaemon) -> None:
     taken = f"127.0.0.1:{live.daemon.receiver_port}"
-    with pytest.raises(server.BindError, match=r"cannot listen on 127\.0\.0\.1"):
-        server.bind(taken)
+    with pytest.raises(daemon.BindError, match=r"cannot listen on 127\.0\.0\.1"):
+        daemon.bind(taken)
 
 
 def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 5.0) -> bytes:

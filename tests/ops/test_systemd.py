@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.ops import systemd as notify
+from edged.ops import systemd
 
 
 class Listener:
@@ -42,7 +42,7 @@ def listener(tmp_path: Path) -> Iterator[tuple[Listener, str]]:
 
 def test_ready_with_status_is_one_datagram(listener: tuple[Listener, str]) -> None:
     sock, path = listener
-    notifier = notify.Notifier({"NOTIFY_SOCKET": path})
+    notifier = systemd.Notifier({"NOTIFY_SOCKET": path})
     assert notifier.enabled
     assert notifier.ready("serving 2 terminals")
     assert sock.receive() == ["READY=1", "STATUS=serving 2 terminals"]
@@ -52,7 +52,7 @@ def test_abstract_socket_name_with_at_sign() -> None:
     name = f"edged-test-{uuid.uuid4().hex}"
     sock = Listener("\0" + name)
     try:
-        notifier = notify.Notifier({"NOTIFY_SOCKET": "@" + name})
+        notifier = systemd.Notifier({"NOTIFY_SOCKET": "@" + name})
         assert notifier.stopping()
         assert sock.receive()[0] == "STOPPING=1"
     finally:
@@ -62,7 +62,7 @@ def test_abstract_socket_name_with_at_sign() -> None:
 def test_reloading_carries_monotonic_time(listener: tuple[Listener, str]) -> None:
     sock, path = listener
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    notify.Notifier({"NOTIFY_SOCKET": path}).reloading()
+    systemd.Notifier({"NOTIFY_SOCKET": path}).reloading()
     lines = sock.receive()
     assert lines[0] == "RELOADING=1"
     usec = int(lines[1].removeprefix("MONOTONIC_USEC="))
@@ -70,14 +70,14 @@ def test_reloading_carries_monotonic_time(listener: tuple[Listener, str]) -> Non
 
 
 def test_without_systemd_nothing_is_sent() -> None:
-    notifier = notify.Notifier({})
+    notifier = systemd.Notifier({})
     assert not notifier.enabled
     assert notifier.ready() is False
     assert notifier.watchdog_interval is None
 
 
 def test_a_vanished_socket_does_not_raise(tmp_path: Path) -> None:
-    notifier = notify.Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+    notifier = systemd.Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
     assert notifier.watchdog() is False
 
 
@@ -92,12 +92,12 @@ def test_a_vanished_socket_does_not_raise(tmp_path: Path) -> None:
     ],
 )
 def test_watchdog_interval_is_half_the_timeout(env: dict[str, str], interval: float) -> None:
-    assert notify.Notifier(env).watchdog_interval == interval
+    assert systemd.Notifier(env).watchdog_interval == interval
 
 
 def test_keepalive_pings_stop_while_the_loop_is_wedged(listener: tuple[Listener, str]) -> None:
     sock, path = listener
-    notifier = notify.Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
+    notifier = systemd.Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
     arrivals: list[tuple[float, list[str]]] = []
 
     def collect() -> None:
@@ -108,7 +108,7 @@ def test_keepalive_pings_stop_while_the_loop_is_wedged(listener: tuple[Listener,
     collector.start()
 
     async def scenario() -> None:
-        task = asyncio.create_task(notify.keepalive(notifier, lambda: "fine"))
+        task = asyncio.create_task(systemd.keepalive(notifier, lambda: "fine"))
         await asyncio.sleep(0.3)
         time.sleep(0.6)  # a wedged event loop: a blocking call
         await asyncio.sleep(0.3)
