@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -148,3 +149,45 @@ async def test_a_records_page_is_parsed_off_the_event_loop(no_gc: None) -> None:
         await client.aclose()
     assert len(got["items"]) == 30_000 and got["items"][-1] == item
     assert len(lags) > 10 and max(lags) < on_loop / 3, (max(lags), on_loop)
+
+
+class PagedTerminal:
+    """A terminal's records API in memory: ``total`` records, pages of ``limit``."""
+
+    def __init__(self, total: int, limit: int) -> None:
+        self.terminal = TerminalConfig(name="lobby", serial="PS71HD01MC22C00077")
+        self.total, self.limit = total, limit
+        self.asked: dict[int, asyncio.Event] = {}
+
+    async def records(self, begin: float, end: float, offset: int) -> dict[str, Any]:
+        self.asked.setdefault(offset, asyncio.Event()).set()
+        now = int(time.time())
+        items = [
+            simapi.new_record(self.terminal.serial, n + 1, now, "e-1", "Ann", "", 3)
+            for n in range(offset, min(offset + self.limit, self.total))
+        ]
+        return {"total": self.total, "items": items}
+
+
+class WaitingStore:
+    """Stores a page only once the next one was asked for (or gives up after a deadline)."""
+
+    def __init__(self, terminal: PagedTerminal) -> None:
+        self.terminal = terminal
+        self.saved: list[int] = []
+
+    async def save_bulk(self, records: Iterator[store.Record]) -> int:
+        batch = list(records)
+        offset = sum(self.saved) + len(batch)
+        if offset < self.terminal.total:
+            asked = self.terminal.asked.setdefault(offset, asyncio.Event())
+            await asyncio.wait_for(asked.wait(), 10)
+        self.saved.append(len(batch))
+        return len(batch)
+
+
+async def test_the_next_page_is_read_while_one_is_stored() -> None:
+    terminal = PagedTerminal(total=450, limit=200)
+    saver = WaitingStore(terminal)
+    added = await backfill(terminal, saver, 0, time.time())  # type: ignore[arg-type]
+    assert (added, saver.saved, sorted(terminal.asked)) == (450, [200, 200, 50], [0, 200, 400])
