@@ -17,6 +17,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from edged import aio
+
 
 class PushError(Exception):
     """The push could not be sent or its answer not read (the connection is closed)."""
@@ -56,23 +58,24 @@ class PushConnection:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         """POST ``body`` to ``url``; returns the status and the answer's body (PushError)."""
-        to = target(url)
-        head = _request(to, len(body), headers)
-        reused = self._usable(to)
         try:
-            async with asyncio.timeout(self.timeout):
-                try:
-                    return await self._exchange(to, head + body)
-                except (OSError, asyncio.IncompleteReadError) as exc:
-                    answered = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
-                    if not reused or answered or isinstance(exc, TimeoutError):
-                        raise
-                    # the receiver closed the idle connection as we wrote: once more, anew
-                    await self.close()
-                    return await self._exchange(to, head + body)
+            return await aio.within(self._post(target(url), body, headers), self.timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             await self.close()
             raise PushError(str(exc) or type(exc).__name__) from None
+
+    async def _post(self, to: Target, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        request = _request(to, len(body), headers) + body
+        reused = self._usable(to)
+        try:
+            return await self._exchange(to, request)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            answered = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+            if not reused or answered:
+                raise
+            # the receiver closed the idle connection as we wrote: once more, on a new one
+            await self.close()
+            return await self._exchange(to, request)
 
     async def close(self) -> None:
         """Close the connection (the next push opens another)."""
@@ -80,7 +83,7 @@ class PushConnection:
         if writer is not None:
             writer.close()
             with contextlib.suppress(OSError):  # TimeoutError and ssl.SSLError are OSErrors
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await aio.within(writer.wait_closed(), 1.0)
 
     def _usable(self, to: Target) -> bool:
         reader, writer = self._reader, self._writer
