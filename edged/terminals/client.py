@@ -180,7 +180,7 @@ class TerminalClient:
             raise TerminalError(f"terminal {self.terminal.name}: {method} {path}: {text}") from None
 
     def _unwrap(self, path: str, response: httpx.Response, body: Any = ...) -> Any:
-        if body is ...:
+        if body is ...:  # not parsed by the caller
             body = _json(response)
         if not isinstance(body, dict):
             raise TerminalError(
