@@ -3,9 +3,10 @@
 ``make bench-replay`` (or ``.venv/bin/python bench/replay.py [--gateway-cpu] [--json FILE]``)
 runs one scenario:
 
-1. a simulated terminal (``edged.sim.terminal``, HTTPS on loopback, in this process) records
-   ``--records`` passages (50,000: its buffer) while edged is down: they wait in its buffer and
-   its history;
+1. a simulated terminal (``edged.sim.terminal``, HTTPS on loopback, on its own thread in this
+   process) records ``--records`` passages (50,000: its buffer) while edged is down: they wait
+   in its buffer and its history. It re-sends them as a terminal does, one at a time over one
+   kept-alive connection, with a lean client (``edged.sim.push``, ~0.15 ms a push);
 2. edged starts (``python -m edged run``, state on disk, fsync slowed by ``--delay`` ms through
    ``bench/tools/slowsync.c`` as on an SD card). Its reconciler registers the terminal and
    back-fills the history since it last synced (pages of records, stored in the writer thread),
@@ -15,7 +16,8 @@ runs one scenario:
    all along, and for ``--idle`` seconds after the backlog drained.
 
 It prints the live remote-auth p50/p99 idle, during the back-fill and during the push replay,
-and the drain time (edged's start to the terminal's buffer empty with every record stored).
+the pushes re-sent per second after the back-fill, and the drain time (edged's start to the
+terminal's buffer empty with every record stored).
 ``--gateway-cpu`` confines edged to one core at a third of its speed (a cgroup CPU quota of
 33 ms per 100 ms and a cpuset of one core; cgroup v2 ``cpu.max`` where mounted, else v1
 ``cpu.cfs_quota_us``), roughly a Raspberry Pi 4 core. Figures, not a pass/fail test.
@@ -273,8 +275,17 @@ def figures(
     out["backfill_s"] = (last - first) if line.backfill_first else None
     out["backfill_pages"] = line.samples[-1][1] if line.samples else 0
     out["left_in_buffer"] = line.samples[-1][2] if line.samples else None
+    out["pushes_per_s"] = push_rate(line, last)
     out["stored"] = line.samples[-1][3] if line.samples else None
     return out
+
+
+def push_rate(line: Timeline, since: float) -> float | None:
+    """Pushes re-sent per second from ``since`` (the back-fill's end) to the drain."""
+    after = [s for s in line.samples if s[0] >= since]
+    if not line.drained or len(after) < 2 or after[-1][0] <= after[0][0]:
+        return None
+    return (after[0][2] - after[-1][2]) / (after[-1][0] - after[0][0])
 
 
 def report(data: dict[str, Any], args: argparse.Namespace) -> str:
@@ -300,6 +311,7 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         f"back-fill: {data['backfill_pages']} pages in {data['backfill_s'] or 0:.1f} s; "
         f"stored {data['stored']}, left in the terminal's buffer {data['left_in_buffer']}; "
         f"failed probes {data['failed_probes']}",
+        f"push replay after the back-fill: {data['pushes_per_s'] or 0:.0f} pushes/s",
         f"drained in {drain:.1f} s" if drain else f"NOT drained within {args.limit:g} s",
     ]
     idle = ph["idle"]["p99_ms"]

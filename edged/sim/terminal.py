@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import tempfile
 import threading
 from collections.abc import Coroutine
@@ -34,6 +35,7 @@ import httpx
 from edged.clock import SYSTEM, Clock
 from edged.sim import api as simapi
 from edged.sim import cert as simcert
+from edged.sim.push import PushConnection, PushError
 from edged.sim.state import SimSettings, SimState, firmware
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,8 @@ class SimulatedTerminal:
         self._sock: socket.socket | None = None
         self._reboot: asyncio.Task[Any] | None = None
         self._auth_lost_since: float | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = None  # heartbeats, remote-auth requests
+        self._pusher: PushConnection | None = None  # pushes: one kept-alive connection
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.port = self.settings.port
@@ -148,6 +151,7 @@ class SimulatedTerminal:
             self.port = int(self._sock.getsockname()[1])
         self._stopping = asyncio.Event()
         self._client = httpx.AsyncClient(timeout=5.0, verify=_push_context())
+        self._pusher = PushConnection(timeout=5.0, context=_push_context())
         app = simapi.create_app(self)
         hc = _hyper_config(self._sock, self.cert_path, self.key_path)
         server = serve(app, hc, shutdown_trigger=self._stopping.wait)  # type: ignore[arg-type]
@@ -191,6 +195,9 @@ class SimulatedTerminal:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._pusher is not None:
+            await self._pusher.close()
+            self._pusher = None
 
     async def _reboot_now(
         self, down_seconds: float | None = None, new_certificate: bool = False
@@ -341,7 +348,7 @@ class SimulatedTerminal:
                 await self.clock.sleep(self.settings.retry_seconds)
 
     async def _push(self, record: dict[str, Any]) -> bool:
-        assert self._client is not None and self.state.subscription is not None
+        assert self._pusher is not None and self.state.subscription is not None
         dest = self.state.subscription["event_dest"]
         headers = self._headers()
         push_type = 1 if "trace_id" in record else 0  # an alarm (simapi.alarm_record)
@@ -349,11 +356,12 @@ class SimulatedTerminal:
         if self.firmware.push_content_type:
             headers["content-type"] = "application/json"
         try:
-            response = await self._client.post(dest, content=body, headers=headers)
-            return response.status_code == 200 and response.json().get("code") == 200
-        except (httpx.HTTPError, ValueError) as exc:
+            status, answer = await self._pusher.post(dest, body, headers)
+            code = json.loads(answer).get("code") if status == 200 else None
+        except (PushError, ValueError, AttributeError) as exc:
             log.debug("simulator %s: push failed: %s", self.settings.serial, exc)
             return False
+        return code == 200
 
     def _headers(self) -> dict[str, str]:
         if not self.firmware.identity_headers:
@@ -437,10 +445,8 @@ def _fake_jpeg(size: int) -> str:
     return base64.b64encode(blob).decode()
 
 
-def _push_context() -> Any:
+def _push_context() -> ssl.SSLContext:
     """The terminal's own pushes do not check an https ``event_dest`` (unknown on real ones)."""
-    import ssl
-
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

@@ -1,14 +1,17 @@
 """Back-fill: read a terminal's stored records for a gap and ingest the ones edged never got.
 
 They are stored as replayed (``Replay.BACKFILL``): kept for the audit trail, acknowledged to
-nobody, and never acted upon — the receiver's listeners are not called for them. A page is
+nobody, and never acted upon — the receiver's listeners are not called for them. A page (200
+records, ~100 KB of JSON) is parsed in a worker thread (:meth:`TerminalClient.records`), then
 normalised and stored in the store's writer thread (:meth:`Store.save_bulk`), a chunk at a time
-inside the live records' commits: the event loop only awaits, so live requests are not held up
-by the past.
+inside the live records' commits: the event loop only reads the answer and awaits, so live
+requests are not held up by the past.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -63,23 +66,37 @@ async def backfill(
     end: float,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """Ingest the terminal's records in [begin, end] that are not stored; returns how many."""
+    """Ingest the terminal's records in [begin, end] that are not stored; returns how many.
+
+    The next page is read while one is stored (one request at a time still): the terminal's
+    answer and the writer's commits overlap instead of adding up.
+    """
     terminal = client.terminal
     offset, added, bad = 0, 0, 0
-    for _ in range(MAX_PAGES):
-        page = await client.records(begin, end, offset)
+    page = await client.records(begin, end, offset)
+    for n in range(MAX_PAGES):
         items = page.get("items") or []
         if not isinstance(items, list) or not items:
             break
-        tally = _Tally()
-        added += await store.save_bulk(
-            _records(items, terminal.serial, terminal.name, clock(), tally)
-        )
-        bad += tally.bad
         offset += len(items)
         total = page.get("total")
-        if isinstance(total, int) and offset >= total:
+        last = (isinstance(total, int) and offset >= total) or n == MAX_PAGES - 1
+        following = None if last else asyncio.create_task(client.records(begin, end, offset))
+        tally = _Tally()
+        try:
+            added += await store.save_bulk(
+                _records(items, terminal.serial, terminal.name, clock(), tally)
+            )
+        except BaseException:
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(BaseException):
+                    await following
+            raise
+        bad += tally.bad
+        if following is None:
             break
+        page = await following
     if bad:
         log.warning("terminal %s: back-fill skipped %d unreadable records", terminal.name, bad)
     if added:

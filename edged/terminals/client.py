@@ -8,6 +8,7 @@ operator recorded with ``edged terminals trust NAME`` (table ``terminal_trust``)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -178,11 +179,9 @@ class TerminalClient:
             text = str(exc) or type(exc).__name__
             raise TerminalError(f"terminal {self.terminal.name}: {method} {path}: {text}") from None
 
-    def _unwrap(self, path: str, response: httpx.Response) -> Any:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+    def _unwrap(self, path: str, response: httpx.Response, body: Any = ...) -> Any:
+        if body is ...:  # not parsed by the caller
+            body = _json(response)
         if not isinstance(body, dict):
             raise TerminalError(
                 f"terminal {self.terminal.name}: {path}: HTTP {response.status_code}, not JSON"
@@ -195,19 +194,24 @@ class TerminalClient:
             )
         return body.get("data")
 
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        """An authenticated call; returns ``data``. Logs in again once on a 401."""
+    async def call(self, method: str, path: str, body: Any = None, large: bool = False) -> Any:
+        """An authenticated call; returns ``data``. Logs in again once on a 401.
+
+        ``large``: the answer can be big (a records page, ~100 KB of JSON): it is parsed in a
+        worker thread, not on the event loop (:func:`_json_off_loop`).
+        """
         for attempt in (1, 2):
             headers = await self._auth_headers()
             response = await self._send(method, path, body, headers)
-            if _unauthorised(response) and attempt == 1 and not self.basic:
+            parsed = await _json_off_loop(response) if large else _json(response)
+            if _unauthorised(response, parsed) and attempt == 1 and not self.basic:
                 log.debug("terminal %s: 401 on %s, logging in again", self.terminal.name, path)
                 self.token = None
                 self.refused_tokens += 1
                 continue
-            if _unauthorised(response):
+            if _unauthorised(response, parsed):
                 raise TerminalAuthError(f"terminal {self.terminal.name}: {path}: unauthorised")
-            return self._unwrap(path, response)
+            return self._unwrap(path, response, parsed)
         raise AssertionError("unreachable")
 
     async def _auth_headers(self) -> dict[str, str]:
@@ -332,7 +336,7 @@ class TerminalClient:
                 "sort": 0,
             }
             try:
-                data = await self.call("POST", "/v1/event/records", body)
+                data = await self.call("POST", "/v1/event/records", body, large=True)
             except TerminalAuthError:
                 raise
             except TerminalError as exc:
@@ -360,14 +364,34 @@ class TerminalClient:
         await self.call("GET", "/v1/device/reboot")
 
 
-def _unauthorised(response: httpx.Response) -> bool:
+def _unauthorised(response: httpx.Response, body: Any) -> bool:
     if response.status_code == 401:
         return True
-    try:
-        body = response.json()
-    except ValueError:
-        return False
     return isinstance(body, dict) and body.get("code") == 401
+
+
+def _json(response: httpx.Response, **options: Any) -> Any:
+    """The answer's JSON body; None when it is not JSON."""
+    try:
+        return response.json(**options)
+    except ValueError:
+        return None
+
+
+def _let_loop_in(obj: dict[str, Any]) -> dict[str, Any]:
+    """Leaves each decoded object as it is; being Python, lets the GIL go to the event loop."""
+    return obj
+
+
+async def _json_off_loop(response: httpx.Response) -> Any:
+    """:func:`_json` in a worker thread, handing the GIL back between the objects it decodes.
+
+    The decoder is C and holds the GIL for a whole document: in a thread alone it would still
+    hold the event loop for as long as it takes. The ``object_hook`` runs Python code for every
+    object (a record), where the interpreter lets a waiting thread in at its switch interval
+    (5 ms): live requests wait for a few milliseconds at most, whatever the page's size.
+    """
+    return await asyncio.to_thread(_json, response, object_hook=_let_loop_in)
 
 
 def _object(data: Any, path: str) -> dict[str, Any]:
