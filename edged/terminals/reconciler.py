@@ -21,7 +21,6 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 from tenacity.wait import wait_random_exponential
 
-from edged import aio
 from edged.clock import SYSTEM, Clock
 from edged.config import Config, TerminalConfig
 from edged.errors import TerminalAuthError, TerminalError, TerminalMismatch, TerminalUntrusted
@@ -472,9 +471,11 @@ class Reconcilers:
         finally:
             for reconciler in self.items.values():
                 reconciler.stop()
-            stuck = await aio.cancel_all(tasks)
-            for task in stuck:
-                log.error("%s did not stop; leaving it", task.get_name())
+            for task in tasks:
+                task.cancel()
+            # gather passes every further cancellation of this task on to the terminals' tasks:
+            # the daemon's stop (aio.cancel_all) repeats it until they have ended.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Health of each managed terminal, by serial."""
