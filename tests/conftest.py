@@ -268,3 +268,9 @@ def asgi_client(app: Any, host: str = "127.0.0.1") -> httpx.AsyncClient:
     """An httpx client through the ASGI stack, from a chosen source address."""
     transport = httpx.ASGITransport(app=app, client=(host, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://gateway")
+
+
+def face_jpeg(seed: int = 0, size: int = 600) -> bytes:
+    """A small JPEG-shaped photo (SOI … EOI), different for each seed."""
+    body = (f"face-{seed}-".encode() * (size // 8 + 1))[: max(0, size - 6)]
+    return b"\xff\xd8\xff\xe0" + body + b"\xff\xd9"

@@ -2,11 +2,14 @@
 
 A document is parsed and validated by edged/access/peopledoc.py (whose names this module also
 offers, so one import serves a caller that parses and applies); this module applies it to the
-database and reads it back.
+database and reads it back. Faces: the photos are files (edged/access/faces.py), written before
+the transaction that names them; after it, files no row names any more are removed, and the
+ones a failed or dry-run import wrote are removed again.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import sqlite3
@@ -20,7 +23,8 @@ from zoneinfo import ZoneInfo
 from edged.access import model as access
 from edged.access import peopledoc
 from edged.access.peopledoc import COLUMNS, CREDENTIAL_COLUMNS, Document, PersonRow, mask
-from edged.errors import ImportFileError
+from edged.errors import ImportFileError, StoreError
+from edged.access.faces import FaceStore
 
 T = TypeVar("T")
 
@@ -46,7 +50,7 @@ class ImportResult:
 
 def _current(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
     rows = conn.execute(
-        "SELECT id, name, type, valid_from, valid_until, blocked, notes FROM people"
+        "SELECT id, name, type, valid_from, valid_until, blocked, notes, face FROM people"
     ).fetchall()
     creds: dict[str, list[tuple[str, str]]] = {}
     for kind, value, pid in conn.execute("SELECT kind, value, person_id FROM credentials"):
@@ -60,8 +64,9 @@ def _current(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
     }
 
 
-def _signature(p: PersonRow, old_groups: list[str]) -> tuple[Any, ...]:
+def _signature(p: PersonRow, old_groups: list[str], old_face: str | None) -> tuple[Any, ...]:
     groups = old_groups if p.groups is None else sorted(p.groups)
+    face = old_face if p.face is None else p.face.digest or None
     return (
         p.name,
         p.type,
@@ -69,6 +74,7 @@ def _signature(p: PersonRow, old_groups: list[str]) -> tuple[Any, ...]:
         p.valid_until,
         int(p.blocked),
         p.notes,
+        face,
         sorted(p.credentials),
         groups,
     )
@@ -90,10 +96,75 @@ def _transaction(conn: sqlite3.Connection, dry_run: bool, work: Callable[[], T])
 
 
 def apply(
-    conn: sqlite3.Connection, people: list[PersonRow], replace: bool, dry_run: bool = False
+    conn: sqlite3.Connection,
+    people: list[PersonRow],
+    replace: bool,
+    dry_run: bool = False,
+    faces: FaceStore | None = None,
 ) -> ImportResult:
     """Upsert people in one transaction (``replace``: remove everyone else); all or nothing."""
-    return _transaction(conn, dry_run, lambda: _apply_people(conn, people, replace))
+    return _with_faces(conn, people, faces, dry_run, lambda: _apply_people(conn, people, replace))
+
+
+def face_names(conn: sqlite3.Connection) -> set[str]:
+    """The faces some person's row names."""
+    return {r[0] for r in conn.execute("SELECT DISTINCT face FROM people WHERE face IS NOT NULL")}
+
+
+def _with_faces(
+    conn: sqlite3.Connection,
+    people: list[PersonRow],
+    faces: FaceStore | None,
+    dry_run: bool,
+    work: Callable[[], T],
+) -> T:
+    """Keep the people's new faces, run ``work`` in a transaction, then tidy the face files.
+
+    Files a failed or dry-run import wrote and no row names are removed again; after a commit,
+    so are the files the change left without a row.
+    """
+    given = [p for p in people if p.face is not None and p.face.digest]
+    if given and faces is None:
+        raise ImportFileError([f"line {given[0].line}: faces are not accepted here"])
+    written: list[str] = []
+    if faces is not None and not dry_run:
+        written = _keep_faces(faces, given)
+    before: set[str] = set()
+
+    def run() -> T:
+        before.update(face_names(conn))
+        return work()
+
+    try:
+        result = _transaction(conn, dry_run, run)
+    except BaseException:
+        if faces is not None and written:
+            faces.discard(set(written) - face_names(conn))
+        raise
+    if faces is not None:
+        gone = (before | set(written)) - face_names(conn) if not dry_run else set()
+        faces.discard(gone)
+    return result
+
+
+def _keep_faces(faces: FaceStore, given: list[PersonRow]) -> list[str]:
+    """Write each new face file; those new to the folder are returned (to undo on failure)."""
+    written: list[str] = []
+    try:
+        for p in given:
+            assert p.face is not None
+            if faces.has(p.face.digest):
+                continue
+            try:
+                name, new = faces.put(p.face.read())
+            except (OSError, ValueError) as exc:
+                raise ImportFileError([f"line {p.line}: face: {exc}"]) from None
+            if new:
+                written.append(name)
+    except BaseException:
+        faces.discard(written)
+        raise
+    return written
 
 
 def _apply_people(conn: sqlite3.Connection, people: list[PersonRow], replace: bool) -> ImportResult:
@@ -117,7 +188,7 @@ def _apply_people(conn: sqlite3.Connection, people: list[PersonRow], replace: bo
         old = current.get(p.id)
         if old is None:
             result.added.append(p.id)
-        elif old != _signature(p, old[-1]):
+        elif old != _signature(p, old[-1], old[6]):
             result.updated.append(p.id)
         else:
             result.unchanged.append(p.id)
@@ -148,6 +219,8 @@ def _write(
             "INSERT INTO credentials (kind, value, person_id) VALUES (?,?,?)",
             [(k, v, p.id) for k, v in p.credentials],
         )
+        if p.face is not None:
+            conn.execute("UPDATE people SET face = ? WHERE id = ?", (p.face.digest or None, p.id))
         if p.groups is not None:
             conn.execute("DELETE FROM person_groups WHERE person_id = ?", (p.id,))
             conn.executemany(
@@ -157,10 +230,19 @@ def _write(
 
 
 def apply_document(
-    conn: sqlite3.Connection, doc: Document, replace: bool, dry_run: bool = False
+    conn: sqlite3.Connection,
+    doc: Document,
+    replace: bool,
+    dry_run: bool = False,
+    faces: FaceStore | None = None,
 ) -> dict[str, ImportResult]:
-    """Apply every section present in one transaction; ``replace`` is per section present."""
-    return _transaction(conn, dry_run, lambda: _apply_document(conn, doc, replace))
+    """Apply every section present in one transaction; ``replace`` is per section present.
+
+    ``faces`` keeps the people's photos; without it a document that gives a face is refused.
+    """
+    return _with_faces(
+        conn, doc.people or [], faces, dry_run, lambda: _apply_document(conn, doc, replace)
+    )
 
 
 def _keyed(before: dict[Any, tuple[Any, ...]], rows: list[Any], replace: bool) -> ImportResult:
@@ -233,7 +315,7 @@ def _person_dicts(conn: sqlite3.Connection, tz: ZoneInfo, person_id: str | None 
     if person_id is not None:
         where, scoped, args = "WHERE id = ?", "WHERE person_id = ?", (person_id,)
     people = conn.execute(
-        "SELECT id, name, type, valid_from, valid_until, blocked, notes FROM people "
+        "SELECT id, name, type, valid_from, valid_until, blocked, notes, face FROM people "
         f"{where} ORDER BY id",
         args,
     ).fetchall()
@@ -259,20 +341,54 @@ def _person_dicts(conn: sqlite3.Connection, tz: ZoneInfo, person_id: str | None 
         for column in CREDENTIAL_COLUMNS:
             out[column] = creds.get(pid, {}).get(column, [])
         out["groups"] = groups.get(pid, [])
+        out["face"] = row[7]
         yield out
 
 
-def export(conn: sqlite3.Connection, tz: ZoneInfo) -> dict[str, Any]:
-    """Everything importable, as a document ``edged people import`` reads back."""
-    return {"people": list(_person_dicts(conn, tz)), **access.export_tables(conn)}
+def _face_file(faces: FaceStore, person: dict[str, Any]) -> Any:
+    name = person["face"]
+    if name is not None and not faces.has(name):
+        raise StoreError(f"person {person['id']!r}: face file {faces.path(name)} is missing")
+    return None if name is None else faces.path(name)
 
 
-def export_csv(conn: sqlite3.Connection, tz: ZoneInfo, out: io.TextIOBase | Any) -> int:
-    """Write people as CSV (lists joined by ``|``); returns how many."""
-    writer = csv.DictWriter(out, fieldnames=list(COLUMNS))
+def export(
+    conn: sqlite3.Connection, tz: ZoneInfo, faces: FaceStore | None = None
+) -> dict[str, Any]:
+    """Everything importable, as a document ``edged people import`` reads back.
+
+    With ``faces`` each person carries ``face_base64`` (null: no face), so a re-import gives back
+    the same photos; without it faces are left out, and a re-import leaves them as they are.
+    """
+    listed = []
+    for person in _person_dicts(conn, tz):
+        if faces is not None:
+            path = _face_file(faces, person)
+            person["face_base64"] = (
+                None if path is None else base64.b64encode(path.read_bytes()).decode("ascii")
+            )
+        del person["face"]
+        listed.append(person)
+    return {"people": listed, **access.export_tables(conn)}
+
+
+def export_csv(
+    conn: sqlite3.Connection, tz: ZoneInfo, out: io.TextIOBase | Any, faces: FaceStore | None = None
+) -> int:
+    """Write people as CSV (lists joined by ``|``); returns how many.
+
+    With ``faces`` column ``face`` names each face file where the gateway keeps it (an absolute
+    path, which an import on this gateway reads back); without it the column is left out.
+    """
+    columns = [c for c in COLUMNS if c != "face" or faces is not None]
+    writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
     count = 0
     for person in _person_dicts(conn, tz):
+        if faces is not None:
+            person["face"] = _face_file(faces, person)
+        else:
+            del person["face"]
         row = {k: "|".join(v) if isinstance(v, list) else v for k, v in person.items()}
         row["blocked"] = "true" if person["blocked"] else "false"
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
@@ -280,10 +396,19 @@ def export_csv(conn: sqlite3.Connection, tz: ZoneInfo, out: io.TextIOBase | Any)
     return count
 
 
-def show(conn: sqlite3.Connection, person_id: str, tz: ZoneInfo) -> dict[str, Any] | None:
-    """One person with credentials and groups, or None."""
+def show(
+    conn: sqlite3.Connection, person_id: str, tz: ZoneInfo, faces: FaceStore | None = None
+) -> dict[str, Any] | None:
+    """One person with credentials and groups, or None; ``face`` says what is on file."""
     found = list(_person_dicts(conn, tz, person_id))
-    return found[0] if found else None
+    if not found:
+        return None
+    person = found[0]
+    name = person["face"]
+    if name is not None:
+        size = faces.size(name) if faces is not None else None
+        person["face"] = {"sha256": name, "bytes": size, "on_file": size is not None}
+    return person
 
 
 def listing(
@@ -292,8 +417,8 @@ def listing(
     """People in id order (optionally of one group), without credentials."""
     sql = (
         "SELECT p.id, p.name, p.type, p.blocked, p.valid_from, p.valid_until, "
-        "(SELECT group_concat(group_id, '|') FROM person_groups g WHERE g.person_id = p.id) "
-        "FROM people p"
+        "(SELECT group_concat(group_id, '|') FROM person_groups g WHERE g.person_id = p.id), "
+        "p.face IS NOT NULL FROM people p"
     )
     args: list[Any] = [after]
     where = " WHERE p.id > ?"
@@ -303,18 +428,21 @@ def listing(
     sql += where + " ORDER BY p.id" + (" LIMIT ?" if limit else "")
     if limit:
         args.append(limit)
-    keys = ("id", "name", "type", "blocked", "valid_from", "valid_until", "groups")
+    keys = ("id", "name", "type", "blocked", "valid_from", "valid_until", "groups", "face")
     out = []
     for row in conn.execute(sql, args):
         item = dict(zip(keys, row, strict=True))
         item["blocked"] = bool(item["blocked"])
+        item["face"] = bool(item["face"])
         item["groups"] = sorted((item["groups"] or "").split("|")) if item["groups"] else []
         out.append(item)
     return out
 
 
-def remove(conn: sqlite3.Connection, ids: list[str], dry_run: bool = False) -> list[str]:
-    """Delete people (credentials and memberships with them); returns those that existed."""
+def remove(
+    conn: sqlite3.Connection, ids: list[str], dry_run: bool = False, faces: FaceStore | None = None
+) -> list[str]:
+    """Delete people (credentials, memberships and faces with them); returns those that existed."""
 
     def work() -> list[str]:
         gone = []
@@ -323,4 +451,4 @@ def remove(conn: sqlite3.Connection, ids: list[str], dry_run: bool = False) -> l
                 gone.append(pid)
         return gone
 
-    return _transaction(conn, dry_run, work)
+    return _with_faces(conn, [], faces, dry_run, work)

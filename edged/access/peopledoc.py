@@ -3,11 +3,15 @@
 Pure apart from reading the file: values in, validated rows or every problem at once out
 (ImportFileError). Applying a document to the database is edged/access/people.py. File formats
 are documented in docs/people.md; credential and group columns may hold several values separated
-by ``|``.
+by ``|``. A person's face is a JPEG file named in column ``face`` (a path relative to the import
+file) or, in JSON, the photo itself in ``face_base64``; it is read and checked here and kept by
+edged/access/faces.py when the document is applied.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ from zoneinfo import ZoneInfo
 from edged.access import importfile
 from edged.access import model as access
 from edged.errors import ImportFileError
+from edged.access import faces
 
 # column -> credential kind stored in the database
 CREDENTIAL_COLUMNS = {
@@ -29,9 +34,30 @@ CREDENTIAL_COLUMNS = {
     "qr": "qr",
 }
 PERSON_COLUMNS = ("id", "name", "type", "valid_from", "valid_until", "blocked", "notes")
-COLUMNS = (*PERSON_COLUMNS, *CREDENTIAL_COLUMNS, "groups")
+COLUMNS = (*PERSON_COLUMNS, *CREDENTIAL_COLUMNS, "groups", "face")
+ACCEPTED = (*COLUMNS, "face_base64")  # the photo itself, JSON's other way to give a face
 PERSON_TYPES = ("employee", "visitor", "contractor", "other")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # line breaks, tabs, NUL: never in a name or credential
+
+
+@dataclass
+class FaceInput:
+    """A face given by an import: its digest and where its bytes are ("" digest: no face)."""
+
+    digest: str
+    data: bytes | None = None  # given in the document (face_base64)
+    path: Path | None = None  # given as a file: read again when it is stored
+
+    def read(self) -> bytes:
+        """The photo's bytes, checked again if they come from a file (it may have changed)."""
+        if self.data is not None:
+            return self.data
+        if self.path is None:
+            raise ValueError("no face")
+        data = self.path.read_bytes()
+        if faces.digest(data) != self.digest:
+            raise ValueError(f"{self.path} changed while it was imported")
+        return data
 
 
 @dataclass
@@ -48,6 +74,7 @@ class PersonRow:
     credentials: list[tuple[str, str]] = field(default_factory=list)
     line: int = 0
     groups: list[str] | None = None  # None: memberships left as they are
+    face: FaceInput | None = None  # None: the face on file left as it is
 
 
 # ----- parsing ------------------------------------------------------------------------------
@@ -79,9 +106,52 @@ def _as_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow | None, list[str]]:
+def _face(raw: dict[str, Any], base: Path | None, problems: list[str]) -> FaceInput | None:
+    """The face a row gives: None when it names none, an empty digest when it clears it."""
+    if "face" not in raw and "face_base64" not in raw:
+        return None
+    named, sent = _as_text(raw.get("face")), _as_text(raw.get("face_base64"))
+    if named and sent:
+        problems.append("face, face_base64: give the photo one way, not both")
+        return None
+    if sent:
+        try:
+            data = base64.b64decode(sent, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append("face_base64: not valid base64")
+            return None
+        return _checked(data, "face_base64", problems, FaceInput(faces.digest(data), data=data))
+    if not named:
+        return FaceInput("")
+    if base is None:
+        problems.append("face: a file is read only from an import file; send face_base64")
+        return None
+    path = base / named
+    try:
+        size = path.stat().st_size
+        if size > faces.MAX_BYTES:
+            problems.append(f"face: {named}: {size} bytes, more than the {faces.MAX_BYTES} allowed")
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        problems.append(f"face: cannot read {named}: {exc.strerror or exc}")
+        return None
+    return _checked(data, f"face: {named}", problems, FaceInput(faces.digest(data), path=path))
+
+
+def _checked(data: bytes, what: str, problems: list[str], face: FaceInput) -> FaceInput | None:
+    problem = faces.check(data)
+    if problem:
+        problems.append(f"{what}: {problem}")
+        return None
+    return face
+
+
+def _validate(
+    raw: dict[str, Any], line: int, tz: ZoneInfo, base: Path | None = None
+) -> tuple[PersonRow | None, list[str]]:
     problems: list[str] = []
-    unknown = sorted(set(raw) - set(COLUMNS))
+    unknown = sorted(set(raw) - set(ACCEPTED))
     if unknown:
         problems.append(f"unknown column(s) {', '.join(unknown)}")
     pid = _as_text(raw.get("id"))
@@ -126,6 +196,7 @@ def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow |
     if pid and not any(k == "user_id" for k, _ in credentials):
         credentials.append(("user_id", pid))
     groups = _groups(raw, problems)
+    face = _face(raw, base, problems)
     if problems:
         return None, [f"line {line}: {p}" for p in problems]
     person = PersonRow(
@@ -139,6 +210,7 @@ def _validate(raw: dict[str, Any], line: int, tz: ZoneInfo) -> tuple[PersonRow |
         credentials=credentials,
         line=line,
         groups=groups,
+        face=face,
     )
     return person, []
 
@@ -158,17 +230,23 @@ def _groups(raw: dict[str, Any], problems: list[str]) -> list[str] | None:
 def load_file(path: Path, tz: ZoneInfo, fmt: str | None = None) -> Document:
     """Parse and validate a whole file (CSV people, or a JSON list or document)."""
     data, lines = importfile.read(path, fmt)
-    return parse_document(data, tz, lines)
+    return parse_document(data, tz, lines, base=path.parent)
 
 
-def parse_records(records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo) -> list[PersonRow]:
-    """Validate parsed rows: every problem at once, including duplicates across rows."""
+def parse_records(
+    records: list[tuple[int, dict[str, Any]]], tz: ZoneInfo, base: Path | None = None
+) -> list[PersonRow]:
+    """Validate parsed rows: every problem at once, including duplicates across rows.
+
+    ``base`` is the folder of the import file, which face paths are relative to; without it
+    (a document sent to the admin API or by the upstream) a face must come as ``face_base64``.
+    """
     people: list[PersonRow] = []
     problems: list[str] = []
     ids: dict[str, int] = {}
     creds: dict[tuple[str, str], int] = {}
     for line, raw in records:
-        person, errors = _validate(raw, line, tz)
+        person, errors = _validate(raw, line, tz, base)
         problems.extend(errors)
         if person is None:
             continue
@@ -230,7 +308,9 @@ def _section(data: dict[str, Any], name: str, lines: dict[str, list[int]], out: 
     return records
 
 
-def parse_document(data: Any, tz: ZoneInfo, lines: dict[str, list[int]] | None = None) -> Document:
+def parse_document(
+    data: Any, tz: ZoneInfo, lines: dict[str, list[int]] | None = None, base: Path | None = None
+) -> Document:
     """Validate a document (or a bare list of people); every problem at once."""
     lines = lines or {}
     if isinstance(data, list):
@@ -242,7 +322,7 @@ def parse_document(data: Any, tz: ZoneInfo, lines: dict[str, list[int]] | None =
     records = _section(data, "people", lines, problems)
     if records is not None:
         try:
-            doc.people = parse_records(records, tz)
+            doc.people = parse_records(records, tz, base)
         except ImportFileError as exc:
             problems.extend(exc.problems)
     found = access.Problems()

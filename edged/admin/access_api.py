@@ -31,6 +31,7 @@ from edged.doors.control import Doors
 from edged.errors import ImportFileError, ModeError, StoreError
 from edged.receive.receiver import json_response
 from edged.store import events as store
+from edged.access.faces import FaceStore
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Manage:
     def __init__(self, admin: AdminState) -> None:
         self.admin = admin
         self.tz = ZoneInfo(admin.cfg.site.timezone)
+        self.faces = FaceStore(admin.cfg.storage.faces_path)
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -121,7 +123,7 @@ class Manage:
         try:
             doc = people.parse_document(body, self.tz)
             results = await _write(
-                self.admin, lambda c: people.apply_document(c, doc, replace, dry_run)
+                self.admin, lambda c: people.apply_document(c, doc, replace, dry_run, self.faces)
             )
         except ImportFileError as exc:
             return _error(422, "no change made", errors=exc.problems)
@@ -140,7 +142,7 @@ class Manage:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return _error(400, 'expected {"ids": ["person id", ...]}')
         dry_run = _flag(request, "dry_run")
-        gone = await _write(self.admin, lambda c: people.remove(c, ids, dry_run))
+        gone = await _write(self.admin, lambda c: people.remove(c, ids, dry_run, self.faces))
         missing = [i for i in ids if i not in gone]
         return json_response({"code": 200, "dry_run": dry_run, "removed": gone, "missing": missing})
 
@@ -150,7 +152,7 @@ class Manage:
         if refused:
             return refused
         pid = request.path_params["person_id"]
-        gone = await _write(self.admin, lambda c: people.remove(c, [pid]))
+        gone = await _write(self.admin, lambda c: people.remove(c, [pid], faces=self.faces))
         if not gone:
             return _error(404, f"no person {pid!r}")
         return json_response({"code": 200, "removed": gone})
@@ -171,7 +173,7 @@ class Manage:
     async def show(self, request: Request) -> Response:
         """GET /api/v1/people/{person_id}: one person with groups and credentials (masked)."""
         pid = request.path_params["person_id"]
-        person = people.show(self.reader, pid, self.tz)
+        person = people.show(self.reader, pid, self.tz, self.faces)
         if person is None:
             return _error(404, f"no person {pid!r}")
         for column in people.CREDENTIAL_COLUMNS:
@@ -184,7 +186,7 @@ class Manage:
         refused = self.admin.authorised(request)  # it holds every credential in clear
         if refused:
             return refused
-        return json_response(people.export(self.reader, self.tz))
+        return json_response(people.export(self.reader, self.tz, self.faces))
 
     async def modes(self, request: Request) -> Response:
         """GET /api/v1/modes: modes in force and the latest switches."""

@@ -22,6 +22,13 @@ def database(args: argparse.Namespace) -> tuple[config.Config, Any]:
     return cfg, store.open_connection(cfg.storage.database_path)
 
 
+def faces(cfg: config.Config) -> Any:
+    """The gateway's face files (``state_dir/faces``)."""
+    from edged.access.faces import FaceStore
+
+    return FaceStore(cfg.storage.faces_path)
+
+
 def text(value: Any, none: str = "-") -> str:
     """A value as an operator reads it: no ``None``, ``True`` or list reprs."""
     if value is None or value == "" or value == [] or value == {}:

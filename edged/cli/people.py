@@ -29,7 +29,9 @@ def cmd_people_import(args: argparse.Namespace) -> int:
             raise ImportFileError([*doubts, "--strict: nothing was imported"])
         for doubt in doubts:
             print(f"edged: warning: {doubt}", file=sys.stderr)
-        results = people.apply_document(conn, doc, replace=args.replace, dry_run=args.dry_run)
+        results = people.apply_document(
+            conn, doc, replace=args.replace, dry_run=args.dry_run, faces=common.faces(cfg)
+        )
     finally:
         conn.close()
     verb = "would" if args.dry_run else "did"
@@ -57,10 +59,11 @@ def cmd_people_export(args: argparse.Namespace) -> int:
             out = sys.stdout
             if args.output and args.output != "-":
                 out = stack.enter_context(_open_output(args.output))
+            faces = common.faces(cfg)
             if args.format == "csv":
-                people.export_csv(conn, tz, out)
+                people.export_csv(conn, tz, out, faces)
             else:
-                json.dump(people.export(conn, tz), out, indent=1, ensure_ascii=False)
+                json.dump(people.export(conn, tz, faces), out, indent=1, ensure_ascii=False)
                 out.write("\n")
     finally:
         conn.close()
@@ -105,7 +108,7 @@ def cmd_people_show(args: argparse.Namespace) -> int:
 
     cfg, conn = common.database(args)
     try:
-        person = people.show(conn, args.id, ZoneInfo(cfg.site.timezone))
+        person = people.show(conn, args.id, ZoneInfo(cfg.site.timezone), common.faces(cfg))
     finally:
         conn.close()
     if person is None:
@@ -116,6 +119,7 @@ def cmd_people_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(person, ensure_ascii=False))
         return 0
+    person["face"] = face_text(person["face"])
     for key, value in person.items():
         print(f"{key:<12} {common.text(value)}")
     return 0
@@ -125,9 +129,9 @@ def cmd_people_remove(args: argparse.Namespace) -> int:
     """Remove people by id, with their credentials and memberships."""
     from edged.access import people
 
-    _, conn = common.database(args)
+    cfg, conn = common.database(args)
     try:
-        gone = people.remove(conn, args.ids, dry_run=args.dry_run)
+        gone = people.remove(conn, args.ids, dry_run=args.dry_run, faces=common.faces(cfg))
     finally:
         conn.close()
     missing = [pid for pid in args.ids if pid not in gone]
@@ -135,3 +139,12 @@ def cmd_people_remove(args: argparse.Namespace) -> int:
     if missing:
         raise NotFoundError(f"no such person: {' '.join(missing)}")
     return 0
+
+
+def face_text(face: dict[str, Any] | None) -> str:
+    """What ``people show`` says of a face: none, on file (size, digest), or its file missing."""
+    if face is None:
+        return "none"
+    if not face["on_file"]:
+        return f"MISSING (sha256 {face['sha256'][:12]}…, its file is gone)"
+    return f"on file ({face['bytes']} bytes, sha256 {face['sha256'][:12]}…)"

@@ -97,6 +97,11 @@ class StorageConfig:
         """The folder for snapshot JPEGs, ``state_dir/images`` unless set."""
         return Path(self.images_dir or Path(self.state_dir) / "images")
 
+    @property
+    def faces_path(self) -> Path:
+        """The folder for the people's face photos, ``state_dir/faces`` (access/faces.py)."""
+        return Path(self.state_dir) / "faces"
+
 
 @dataclass(frozen=True)
 class LoggingConfig:

@@ -272,6 +272,11 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX events_received_at;
     DROP INDEX events_serial;
     """,
+    # Faces (access/faces.py): the SHA-256 of a person's photo, kept as a file under
+    # state_dir/faces; NULL: no face on file.
+    11: """
+    ALTER TABLE people ADD COLUMN face TEXT;
+    """,
 }
 
 

@@ -25,6 +25,7 @@ from edged.access import people, syncstate
 from edged.errors import ImportFileError, StoreError
 from edged.store import events as store
 from edged.store.events import Store
+from edged.access.faces import FaceStore
 from edged.upstream import client as upstream
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class PeopleSync:
         self.client = client
         self.clock = clock
         self.tz = ZoneInfo(cfg.site.timezone)
+        self.faces = FaceStore(cfg.storage.faces_path)
         self.state = syncstate.load(store.reader)
         if self.state.url != self.up.people_url:
             self.state.etag = self.state.last_modified = None  # another source: fetch it whole
@@ -151,7 +153,9 @@ class PeopleSync:
             try:
                 result = None
                 if doc is not None:
-                    result = people.apply_document(conn, doc, replace=True)["people"]
+                    result = people.apply_document(conn, doc, replace=True, faces=self.faces)[
+                        "people"
+                    ]
                 syncstate.save_committed(conn, state)
                 return result
             finally:

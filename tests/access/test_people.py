@@ -250,3 +250,186 @@ def test_a_second_import_reports_what_really_changed(conn: sqlite3.Connection) -
     assert changed["doors"].updated == ["lobby"]
     assert changed["holidays"].added == ["2027-05-05 holiday"]
     assert changed["holidays"].unchanged == ["01-01 holiday"]
+
+
+# ----- faces --------------------------------------------------------------------------------
+
+
+def _faces(tmp_path: Path) -> Any:
+    from edged.access.faces import FaceStore
+
+    return FaceStore(tmp_path / "state" / "faces")
+
+
+def _face_of(conn: sqlite3.Connection, pid: str) -> Any:
+    return conn.execute("SELECT face FROM people WHERE id = ?", (pid,)).fetchone()[0]
+
+
+def test_faces_from_csv_paths_and_json_base64(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    import base64
+
+    from edged.access import faces as facefiles
+    from tests.conftest import face_jpeg
+
+    store = _faces(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "ann.jpg").write_bytes(face_jpeg(1))
+    path = tmp_path / "people.csv"
+    path.write_text("id,name,face\ne-1,Ann,photos/ann.jpg\ne-2,Bob,\n")
+    people.apply_document(conn, people.load_file(path, UTC), replace=False, faces=store)
+    assert _face_of(conn, "e-1") == facefiles.digest(face_jpeg(1))
+    assert _face_of(conn, "e-2") is None
+    assert store.read(_face_of(conn, "e-1")) == face_jpeg(1)
+    sent = {"id": "e-2", "name": "Bob", "face_base64": base64.b64encode(face_jpeg(2)).decode()}
+    result = people.apply_document(conn, doc(people=[sent]), replace=False, faces=store)
+    assert result["people"].updated == ["e-2"]
+    assert store.read(_face_of(conn, "e-2")) == face_jpeg(2)
+    again = people.apply_document(conn, doc(people=[sent]), replace=False, faces=store)
+    assert again["people"].unchanged == ["e-2"]
+    shown = people.show(conn, "e-2", UTC, store)
+    assert shown is not None
+    assert shown["face"] == {
+        "sha256": facefiles.digest(face_jpeg(2)),
+        "bytes": len(face_jpeg(2)),
+        "on_file": True,
+    }
+    assert [p["face"] for p in people.listing(conn)] == [True, True]
+
+
+def test_a_bad_face_is_reported_with_its_line_and_nothing_is_written(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    from tests.conftest import face_jpeg
+
+    store = _faces(tmp_path)
+    (tmp_path / "good.jpg").write_bytes(face_jpeg(1))
+    (tmp_path / "cut.jpg").write_bytes(face_jpeg(2)[:-2])
+    (tmp_path / "big.jpg").write_bytes(b"\xff\xd8\xff" + b"x" * (2 * 1024 * 1024) + b"\xff\xd9")
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "id,name,face\ne-1,Ann,good.jpg\ne-2,Bob,cut.jpg\ne-3,Cy,missing.jpg\ne-4,Di,big.jpg\n"
+    )
+    with pytest.raises(ImportFileError) as caught:
+        people.apply_document(conn, people.load_file(path, UTC), replace=False, faces=store)
+    problems = caught.value.problems
+    assert problems[0].startswith("line 3: face: cut.jpg: not a whole JPEG")
+    assert problems[1].startswith("line 4: face: cannot read missing.jpg")
+    assert problems[2].startswith("line 5: face: big.jpg:") and "more than the" in problems[2]
+    assert count(conn, "people") == 0 and list(store.names()) == []
+    bad = {"id": "e-5", "name": "Ed", "face_base64": "not base64!"}
+    with pytest.raises(ImportFileError, match="face_base64: not valid base64"):
+        doc(people=[bad])
+    both = {"id": "e-5", "name": "Ed", "face": "a.jpg", "face_base64": "AAAA"}
+    with pytest.raises(ImportFileError, match="not both"):
+        doc(people=[both])
+    with pytest.raises(ImportFileError, match="only from an import file"):
+        doc(people=[{"id": "e-5", "name": "Ed", "face": "/etc/passwd"}])
+
+
+def test_a_failed_transaction_removes_the_faces_it_wrote(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    import base64
+
+    from tests.conftest import face_jpeg
+
+    store = _faces(tmp_path)
+    people.apply_document(
+        conn, doc(people=[{"id": "e-1", "name": "Ann", "ic_number": "77"}]), False, faces=store
+    )
+    clash = {  # the card belongs to e-1, who is not in this import: refused inside the transaction
+        "id": "e-2",
+        "name": "Bob",
+        "ic_number": "77",
+        "face_base64": base64.b64encode(face_jpeg(9)).decode(),
+    }
+    with pytest.raises(ImportFileError, match="belongs to person"):
+        people.apply_document(conn, doc(people=[clash]), replace=False, faces=store)
+    assert list(store.names()) == [] and count(conn, "people") == 1
+    clash["ic_number"] = "78"
+    people.apply_document(conn, doc(people=[clash]), replace=False, dry_run=True, faces=store)
+    assert list(store.names()) == []  # a dry run keeps no photo
+
+
+def test_a_face_is_replaced_cleared_and_removed_with_its_person(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    import base64
+
+    from tests.conftest import face_jpeg
+
+    store = _faces(tmp_path)
+
+    def person(pid: str, seed: int | None) -> dict[str, Any]:
+        photo = None if seed is None else base64.b64encode(face_jpeg(seed)).decode()
+        return {"id": pid, "name": pid, "face_base64": photo}
+
+    people.apply_document(conn, doc(people=[person("a", 1), person("b", 1)]), False, faces=store)
+    assert len(list(store.names())) == 1  # one photo, two people: one file
+    people.apply_document(conn, doc(people=[person("a", 2)]), False, faces=store)
+    assert len(list(store.names())) == 2  # b still names the first
+    people.apply_document(conn, doc(people=[{"id": "a", "name": "a"}]), False, faces=store)
+    assert store.read(_face_of(conn, "a")) == face_jpeg(2)  # no face key: left as it is
+    people.remove(conn, ["b"], faces=store)
+    assert list(store.names()) == [_face_of(conn, "a")]
+    people.apply_document(conn, doc(people=[person("a", None)]), False, faces=store)
+    assert _face_of(conn, "a") is None and list(store.names()) == []
+    people.apply_document(conn, doc(people=[person("c", 3)]), False, faces=store)
+    people.apply_document(conn, doc(people=[person("d", None)]), replace=True, faces=store)
+    assert list(store.names()) == []  # c went with the replace, and her photo with her
+
+
+def test_export_and_reimport_give_back_the_same_faces(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    import base64
+
+    from tests.conftest import face_jpeg
+
+    store = _faces(tmp_path)
+    sent = [
+        {"id": "a", "name": "A", "face_base64": base64.b64encode(face_jpeg(1)).decode()},
+        {"id": "b", "name": "B"},
+    ]
+    people.apply_document(conn, doc(people=sent), False, faces=store)
+    exported = people.export(conn, UTC, store)
+    assert exported["people"][0]["face_base64"] == sent[0]["face_base64"]
+    assert exported["people"][1]["face_base64"] is None
+    other = store_db(tmp_path / "copy")
+    copy = _faces(tmp_path / "copy")
+    people.apply_document(
+        other, people.parse_document(json.loads(json.dumps(exported)), UTC), False, faces=copy
+    )
+    assert people.export(other, UTC, copy) == exported
+    csv_out = io_text()
+    people.export_csv(conn, UTC, csv_out, store)
+    (tmp_path / "people.csv").write_text(csv_out.getvalue())
+    third = store_db(tmp_path / "third")
+    people.apply_document(
+        third,
+        people.load_file(tmp_path / "people.csv", UTC),
+        False,
+        faces=_faces(tmp_path / "third"),
+    )
+    assert people.export(third, UTC, _faces(tmp_path / "third"))["people"] == exported["people"]
+
+
+def test_faces_are_refused_where_no_face_store_is_given(conn: sqlite3.Connection) -> None:
+    import base64
+
+    from tests.conftest import face_jpeg
+
+    sent = {"id": "a", "name": "A", "face_base64": base64.b64encode(face_jpeg(1)).decode()}
+    with pytest.raises(ImportFileError, match="faces are not accepted here"):
+        people.apply_document(conn, doc(people=[sent]), False)
+
+
+def store_db(folder: Path) -> sqlite3.Connection:
+    folder.mkdir(parents=True, exist_ok=True)
+    return store.open_database(folder / "edged.db").conn
+
+
+def io_text() -> Any:
+    import io
+
+    return io.StringIO()

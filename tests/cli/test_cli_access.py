@@ -226,3 +226,26 @@ def test_an_unclosed_quote_in_a_csv_imports_nothing(
     assert err == "edged: line 3: name: the quoted value runs over lines 3-4 (an unclosed quote?)\n"
     code, _, err = run(capsys, "people", "import", str(tmp_path / "nope.csv"), "-c", path)
     assert code == 66 and "nope.csv: cannot read: No such file or directory" in err
+
+
+def test_a_face_is_imported_shown_exported_and_removed_with_its_person(
+    tmp_path: Path, conf: tuple[str, config.Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import face_jpeg
+
+    path, cfg = conf
+    (tmp_path / "ann.jpg").write_bytes(face_jpeg(5))
+    (tmp_path / "people.csv").write_text("id,name,face\ne-1,Ann,ann.jpg\ne-2,Bob,\n")
+    code, out, _ = run(capsys, "people", "import", str(tmp_path / "people.csv"), "-c", path)
+    assert code == 0 and "did add 2" in out
+    faces_dir = cfg.storage.faces_path
+    assert [p.read_bytes() for p in faces_dir.glob("*/*.jpg")] == [face_jpeg(5)]
+    code, out, _ = run(capsys, "people", "show", "e-1", "-c", path)
+    line = next(x for x in out.splitlines() if x.startswith("face "))
+    assert f"on file ({len(face_jpeg(5))} bytes, sha256 " in line
+    code, out, _ = run(capsys, "people", "show", "e-2", "-c", path)
+    assert next(x for x in out.splitlines() if x.startswith("face ")).split() == ["face", "none"]
+    code, out, _ = run(capsys, "people", "export", "-c", path)
+    assert json.loads(out)["people"][0]["face_base64"]
+    code, out, _ = run(capsys, "people", "remove", "e-1", "-c", path)
+    assert code == 0 and list(faces_dir.glob("*/*.jpg")) == []

@@ -272,3 +272,27 @@ async def test_a_stale_cache_does_not_touch_upstream_decisions(
         assert await rig.ask("boss") == (False, "unknown_person")
     finally:
         await rig.close()
+
+
+async def test_the_upstream_document_carries_faces_as_base64_and_never_as_paths(
+    rig_for: Callable[..., Rig], fake: FakeUpstream
+) -> None:
+    import base64
+
+    from edged.access.faces import FaceStore
+    from tests.conftest import face_jpeg
+
+    rig = rig_for()
+    photo = base64.b64encode(face_jpeg(7)).decode()
+    fake.state.people = document({"people": [{"id": "e-1", "name": "Ann", "face_base64": photo}]})
+    assert await rig.sync.sync_once() == "updated"
+    faces = FaceStore(rig.sync.cfg.storage.faces_path)
+    assert [faces.read(n) for n in faces.names()] == [face_jpeg(7)]
+    fake.state.people = document({"people": [{"id": "e-1", "name": "Ann", "face": "/etc/passwd"}]})
+    fake.state.etag = '"v2"'
+    assert await rig.sync.sync_once() == "failed"
+    assert "only from an import file" in (rig.sync.state.last_error or "")
+    fake.state.people = document({"people": [{"id": "e-2", "name": "Bob"}]})
+    fake.state.etag = '"v3"'
+    assert await rig.sync.sync_once() == "updated"
+    assert rig.people() == ["e-2"] and list(faces.names()) == []
