@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edged.sim import peopleapi
 from edged.sim.state import FIRMWARES as FIRMWARES
 from edged.sim.state import Device, Firmware, default_functions
 from edged.sim.state import firmware as firmware
@@ -181,10 +182,15 @@ class Api:
         key = f"{request.method} {request.url.path}"
         self.sim.requests[key] += 1
         handler = ROUTES.get(key)
-        if handler is None or (request.url.path.startswith("/v2/") and not self.sim.firmware.v2):
+        people = None if handler else peopleapi.find(self.sim, request.method, request.url.path)
+        v2_missing = request.url.path.startswith("/v2/") and not self.sim.firmware.v2
+        if (handler is None and people is None) or v2_missing:
             return self.headers(answer(None, 404, "not found", 404))
         if key not in OPEN and not self.authorised(request):
             return self.headers(answer(None, 401, "Unauthorized", 401))
+        if people is not None:
+            return self.headers(await people(request))
+        assert handler is not None
         return self.headers(await handler(self, request))
 
     async def login(self, request: Request) -> Response:
@@ -317,4 +323,5 @@ def create_app(sim: Device) -> Starlette:
     api = Api(sim)
     paths = sorted({key.split(" ", 1)[1] for key in ROUTES})
     routes = [Route(path, api.dispatch, methods=["GET", "POST"]) for path in paths]
+    routes.append(Route("/{rest:path}", api.dispatch, methods=peopleapi.METHODS))  # people
     return Starlette(routes=routes)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edged.clock import Clock
+from edged.sim.library import Library
 
 BUFFER_CAP = 50_000
 
@@ -110,6 +111,7 @@ class Device(Protocol):
     history: list[dict[str, Any]]
     door_log: list[int]
     cert_path: str
+    library: Library  # users, groups, rules: kept across reboots, wiped by a factory reset
 
     def subscribe(self, event_dest: str, enabled: bool) -> None:
         """Set the push destination."""

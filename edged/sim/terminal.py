@@ -35,6 +35,7 @@ import httpx
 from edged.clock import SYSTEM, Clock
 from edged.sim import api as simapi
 from edged.sim import cert as simcert
+from edged.sim.library import Library
 from edged.sim.push import PushConnection, PushError
 from edged.sim.state import SimSettings, SimState, firmware
 
@@ -51,6 +52,7 @@ class SimulatedTerminal:
         self.clock = clock
         self.firmware = firmware(self.settings.firmware)
         self.state = SimState()
+        self.library = Library(self.firmware.blacklist_type, int_ids=not self.firmware.v2)
         if self.settings.event_dest:
             self.state.subscription = {"event_dest": self.settings.event_dest, "enabled": True}
         self.history: list[dict[str, Any]] = []  # every record, as /v1/event/records lists it
