@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import asdict
 from typing import Any, Literal
 
-from edged.access import lookup
+from edged.access import doorpeople, lookup
 from edged.access import model as access
 from edged.decide.policy import SITE, Mode
 from edged.errors import ModeError
@@ -81,6 +81,7 @@ def switch(
             "INSERT INTO mode_changes (at, by, scope, mode, state, detail) VALUES (?,?,?,?,?,?)",
             (at, by, scope, mode, "on" if on else "off", detail),
         )
+        doorpeople.bump(conn)  # the terminals' rules follow a lockdown (terminals/peoplesync.py)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

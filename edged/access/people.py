@@ -20,11 +20,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from edged.access import doorpeople, peopledoc
 from edged.access import model as access
-from edged.access import peopledoc
+from edged.access.faces import FaceStore
 from edged.access.peopledoc import COLUMNS, CREDENTIAL_COLUMNS, Document, PersonRow, mask
 from edged.errors import ImportFileError, StoreError
-from edged.access.faces import FaceStore
 
 T = TypeVar("T")
 
@@ -85,6 +85,8 @@ def _transaction(conn: sqlite3.Connection, dry_run: bool, work: Callable[[], T])
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work()
+        if not dry_run:
+            doorpeople.bump(conn)  # the people sync notices the change (access/doorpeople.py)
         conn.execute("ROLLBACK" if dry_run else "COMMIT")
     except BaseException as exc:
         if conn.in_transaction:

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edged.access import importfile
+from edged.access import faces, importfile
 from edged.access import model as access
 from edged.errors import ImportFileError
-from edged.access import faces
 
 # column -> credential kind stored in the database
 CREDENTIAL_COLUMNS = {

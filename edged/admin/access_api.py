@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from edged.access import model as access
 from edged.access import modes, people
+from edged.access.faces import FaceStore
 from edged.admin import params
 from edged.config import Config
 from edged.decide.policy import SITE
@@ -31,7 +32,6 @@ from edged.doors.control import Doors
 from edged.errors import ImportFileError, ModeError, StoreError
 from edged.receive.receiver import json_response
 from edged.store import events as store
-from edged.access.faces import FaceStore
 
 log = logging.getLogger(__name__)
 

@@ -163,6 +163,19 @@ class ReconcilerConfig:
     backfill_max_hours: float = field(default=72.0, metadata=meta(positive))
 
 
+@dataclass(frozen=True)
+class PeopleSyncConfig:
+    """The terminals hold the site's people (docs/terminals.md, "People on the terminals")."""
+
+    enabled: bool = False
+    interval: float = field(default=300.0, metadata=meta(positive))
+    poll_interval: float = field(default=1.0, metadata=meta(positive))
+    batch_size: int = field(default=20, metadata=meta(positive))
+    batch_bytes: int = field(default=4 * 1024 * 1024, metadata=meta(positive))
+    retry_initial: float = field(default=2.0, metadata=meta(positive))
+    retry_max: float = field(default=120.0, metadata=meta(positive))
+
+
 # ----- doors -----
 PinFactory = Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"]
 MAX_PIN = 27  # BCM GPIO numbers on the 40-pin header
@@ -329,6 +342,7 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
+    people_sync: PeopleSyncConfig = field(default_factory=PeopleSyncConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def terminal_by_serial(self, serial: str) -> TerminalConfig | None:

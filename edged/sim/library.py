@@ -7,11 +7,14 @@ creation, a user only in groups of its own type, no reference to a missing rule 
 rule or group deleted while something still refers to it. Blacklist is type 5 on 1.3.0 and 3
 before (docs/terminal protocol, section 6). A refusal is ``LibraryError(code, msg)``: the web API
 answers it as HTTP 200 with that ``code`` (400: a bad field, 404: no such id, 409: a limit or a
-reference). ``decide`` is the terminal's local verdict at its own wall-clock time.
+reference; 80202: a photo without a face, which the simulator sees as the bytes ``NOFACE`` in
+it). ``decide`` is the terminal's local verdict at its own wall-clock time.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -179,6 +182,8 @@ class Library:
             raise LibraryError(400, "avatar must be base64 of at most 10 MB")
         if not isinstance(feature, str) or len(feature) > MAX_FEATURE:
             raise LibraryError(400, "feature: at most 10 KB")
+        if avatar and not feature:
+            _check_photo(avatar)
         clean: dict[str, Any] = {"user_id": uid, "name": name, "type": kind, "groups": names}
         for key in TEXT_FIELDS:
             value = body.get(key) or ""
@@ -259,6 +264,21 @@ class Library:
             if rule is not None and _open(rule["schedule"], local, now_ms):
                 return True
         return False
+
+
+NO_FACE = b"NOFACE"  # a photo holding these bytes has no face in it, for the simulator
+
+
+def _check_photo(avatar: str) -> None:
+    """Refuse what a terminal refuses: not an image, or (marked) no face in it (80202)."""
+    try:
+        data = base64.b64decode(avatar, validate=True)
+    except (binascii.Error, ValueError):
+        raise LibraryError(400, "avatar is not base64") from None
+    if not data.startswith((b"\xff\xd8", b"\x89PNG")):
+        raise LibraryError(400, "avatar is not a JPG or PNG image")
+    if NO_FACE in data:
+        raise LibraryError(80202, "no face found in the photo")
 
 
 def _periods(raw: Any, key: str) -> list[tuple[int, int]]:

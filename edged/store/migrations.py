@@ -277,6 +277,42 @@ MIGRATIONS: dict[int, str] = {
     11: """
     ALTER TABLE people ADD COLUMN face TEXT;
     """,
+    # People on the terminals (terminals/peoplesync.py): a counter every change of the access
+    # model bumps (so the daemon sees an import made by another process); what was written to
+    # each terminal, item by item, with its per-person error; each terminal's last sync.
+    12: """
+    CREATE TABLE access_changes (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO access_changes (id) VALUES (1);
+    CREATE TABLE terminal_people (
+        serial TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        person_id TEXT,
+        sent TEXT,
+        update_at INTEGER,
+        state TEXT NOT NULL,
+        error TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (serial, kind, item_id)
+    );
+    CREATE INDEX terminal_people_person ON terminal_people (person_id)
+        WHERE person_id IS NOT NULL;
+    CREATE TABLE terminal_people_sync (
+        serial TEXT PRIMARY KEY,
+        synced_at REAL,
+        checked_at REAL,
+        desired INTEGER,
+        in_step INTEGER,
+        errors INTEGER,
+        written INTEGER,
+        progress TEXT,
+        last_error TEXT,
+        limits TEXT
+    );
+    """,
 }
 
 

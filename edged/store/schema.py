@@ -34,6 +34,9 @@ OWNERS: dict[str, str] = {
     "modes": "edged.access.modes",
     "mode_changes": "edged.access.modes",
     "people_sync": "edged.access.syncstate",
+    "access_changes": "edged.access.doorpeople",
+    "terminal_people": "edged.access.terminalstate",
+    "terminal_people_sync": "edged.access.terminalstate",
 }
 
 

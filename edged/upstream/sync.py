@@ -22,10 +22,10 @@ import httpx
 
 from edged import config
 from edged.access import people, syncstate
+from edged.access.faces import FaceStore
 from edged.errors import ImportFileError, StoreError
 from edged.store import events as store
 from edged.store.events import Store
-from edged.access.faces import FaceStore
 from edged.upstream import client as upstream
 
 log = logging.getLogger(__name__)

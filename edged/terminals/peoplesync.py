@@ -1,0 +1,618 @@
+"""People on the terminals as desired state: each managed terminal holds what edged says.
+
+One task per managed terminal (``PeopleSyncs``, with ``[people_sync] enabled``). A sync reads the
+door's people, permissions and schedules (edged/access/doorpeople.py), maps them to the
+terminal's users, groups and rules (edged/terminals/peoplemap.py), reads what the terminal holds
+(``/v2/datasync/info`` from firmware 1.2.1 on, the paged lists before), and writes only the
+difference: rules, groups, users first (created or replaced), then deletes in reverse order
+(users, groups, rules), in batches (``/v2/...`` where the firmware has it, one call an item
+before). Nothing is cleared first, so nobody who may pass is ever missing on the way. A refusal
+of one item (a photo without a face, an id too long, a type the terminal will not change) is
+recorded for that person and terminal (edged/access/terminalstate.py) and the rest goes on; a
+type change is done as delete and re-create.
+
+A sync runs at start-up, after every reconcile of the terminal (a reboot or factory reset is
+noticed there), whenever the access model's change counter moves (polled every
+``people_sync.poll_interval`` seconds: an import by another process is seen too), when the desired
+state changes by itself (someone's validity starts or ends, a new day of special days), and every
+``people_sync.interval`` seconds. Faces are read from their files one batch at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edged.access import doorpeople, terminalstate
+from edged.access.faces import FaceStore
+from edged.access.terminalstate import Item
+from edged.clock import SYSTEM, Clock
+from edged.config import Config, TerminalConfig
+from edged.errors import TerminalError
+from edged.hooks import Hooks
+from edged.store import events as store
+from edged.store.events import Store
+from edged.terminals import client as terminals
+from edged.terminals import peoplemap
+from edged.terminals.peoplemap import Desired, Profile
+
+log = logging.getLogger(__name__)
+
+KINDS = ("rule", "group", "user")  # the order of writes; deletes go the other way
+ID_KEYS = {"rule": "rule_id", "group": "group_id", "user": "user_id"}
+PAGE = 100
+REFUSED = re.compile(r", HTTP 200, code (\d+)(?:: (.*))?$")
+
+
+@dataclass
+class Change:
+    """One write the sync makes (or, in a dry run, would make)."""
+
+    sign: str  # + added, ~ replaced, - removed
+    kind: str
+    item_id: str
+    person_id: str | None = None
+    body: dict[str, Any] | None = None
+    sent: str | None = None
+    recreate: bool = False  # a type change: delete first
+
+    def text(self) -> str:
+        """``+ user 17 (person e-17)``."""
+        who = f" (person {self.person_id})" if self.person_id else ""
+        return f"{self.sign} {self.kind} {self.item_id}{who}"
+
+
+@dataclass
+class Report:
+    """What one sync found and did."""
+
+    changes: list[Change] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # terminal user id -> refusal
+    refused: dict[str, str] = field(default_factory=dict)  # person id -> why not mapped
+    limits: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    desired: int = 0
+    written: int = 0
+    next_change: float | None = None
+    done: bool = False  # the changes were written (else: what a dry run would write)
+
+    @property
+    def in_step(self) -> bool:
+        """Nothing (more) to write and nothing refused."""
+        return not self.errors and (self.done or not self.changes)
+
+
+@dataclass
+class Held:
+    """What the terminal holds of one kind: id -> its update time and what it listed."""
+
+    update_at: int | None = None
+    listed: dict[str, Any] | None = None
+
+
+def profile_of(version: tuple[int, ...] | None) -> tuple[Profile, bool]:
+    """The mapping profile and whether ``/v2`` (datasync, batches) is there, by firmware."""
+    v2 = version is not None and version >= (1, 2, 1)
+    blacklist = 5 if version is not None and version >= (1, 3) else 3
+    return Profile(int_ids=not v2, blacklist_type=blacklist), v2
+
+
+def sent_digest(kind: str, body: dict[str, Any], face: str | None) -> str:
+    """What is compared with what was written last: the body, and the face's digest."""
+    return peoplemap.digest({"kind": kind, "body": body, "face": face})
+
+
+def _listed_differs(kind: str, body: dict[str, Any], listed: dict[str, Any] | None) -> bool:
+    """Whether a listed item (older firmware, no datasync) differs from the body in what shows."""
+    if listed is None:
+        return False
+    keys = {"user": ("name", "type", "groups"), "group": ("name", "type", "rule_id")}.get(
+        kind,
+        ("name",),  # a rule's id is derived from its content
+    )
+    return any(_same(listed.get(k)) != _same(body.get(k)) for k in keys if k in body)
+
+
+def _same(value: Any) -> Any:
+    if isinstance(value, list):
+        return sorted(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def plan(
+    desired: Desired,
+    held: dict[str, dict[str, Held]],
+    recorded: dict[tuple[str, str], Item],
+) -> list[Change]:
+    """The writes that bring the terminal to ``desired``: puts in order, then deletes reversed."""
+    puts: list[Change] = []
+    for kind in KINDS:
+        wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}[kind]
+        for key, body in sorted(wanted.items()):
+            face = desired.faces.get(key) if kind == "user" else None
+            sent = sent_digest(kind, body, face)
+            on = held[kind].get(key)
+            before = recorded.get((kind, key))
+            person = desired.person_of.get(key) if kind == "user" else None
+            change = Change("~", kind, key, person, body, sent)
+            if on is None:
+                change.sign = "+"
+            elif before is None or before.sent != sent:
+                pass
+            elif before.update_at is not None and on.update_at not in (None, before.update_at):
+                pass  # changed on the terminal since edged wrote it
+            elif _listed_differs(kind, body, on.listed):
+                pass
+            else:
+                continue
+            listed_type = (on.listed or {}).get("type") if on is not None else None
+            change.recreate = kind == "user" and listed_type not in (None, body.get("type"))
+            puts.append(change)
+    deletes = [
+        Change("-", kind, key)
+        for kind in reversed(KINDS)
+        for key in sorted(held[kind])
+        if key not in {"rule": desired.rules, "group": desired.groups, "user": desired.users}[kind]
+    ]
+    return puts + deletes
+
+
+class PeopleSync:
+    """One terminal's people, groups and rules, kept as edged's model says."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        terminal: TerminalConfig,
+        store_: Store,
+        clock: Clock = SYSTEM,
+        client: terminals.TerminalClient | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.terminal = terminal
+        self.store = store_
+        self.clock = clock
+        self.client = client
+        self.door = terminal.door or terminal.name
+        self.tz = ZoneInfo(cfg.site.timezone)
+        self.faces = FaceStore(cfg.storage.faces_path)
+        self.wake = asyncio.Event()
+        self.last: Report | None = None
+        self.progress = ""
+        self.failing = False
+
+    # ----- reading --------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        return store.connect(self.store.path)
+
+    async def _desired(self, profile: Profile, now: float) -> Desired:
+        def work() -> Desired:
+            conn = self._connect()
+            try:
+                site = doorpeople.load(conn, self.door)
+            finally:
+                conn.close()
+            return peoplemap.derive(site, now, self.tz, profile)
+
+        return await asyncio.to_thread(work)
+
+    async def _held(self, client: terminals.TerminalClient, v2: bool) -> dict[str, dict[str, Held]]:
+        if v2:
+            data = await client.call("GET", "/v2/datasync/info", large=True)
+            data = data if isinstance(data, dict) else {}
+            return {
+                kind: {
+                    str(i.get("id")): Held(i.get("update_at"))
+                    for i in data.get(f"{kind}s") or []
+                    if isinstance(i, dict)
+                }
+                for kind in KINDS
+            }
+        out: dict[str, dict[str, Held]] = {}
+        for kind in KINDS:
+            out[kind] = {}
+            offset = 0
+            while True:
+                page = await client.call(
+                    "GET", f"/v1/{kind}/offset/{offset}/limit/{PAGE}", large=True
+                )
+                items = (page or {}).get("items") or []
+                for item in items:
+                    if isinstance(item, dict) and ID_KEYS[kind] in item:
+                        item.pop("avatar", None)
+                        out[kind][str(item[ID_KEYS[kind]])] = Held(item.get("update_at"), item)
+                offset += len(items)
+                total = int((page or {}).get("total") or 0)
+                if not items or offset >= total or offset > 100_000:
+                    break
+        return out
+
+    # ----- one sync -------------------------------------------------------------------------
+
+    async def _client(self) -> terminals.TerminalClient:
+        if self.client is None:
+            self.client = terminals.client_for(self.cfg, self.terminal, self.store.reader)
+        return self.client
+
+    async def sync_once(self, dry_run: bool = False) -> Report:
+        """Compare and (unless ``dry_run``) write the difference; a transport error raises."""
+        client = await self._client()
+        await client.device_info()
+        profile, v2 = profile_of(client.version)
+        now = self.clock.time()
+        desired = await self._desired(profile, now)
+        held = await self._held(client, v2)
+        recorded = await asyncio.to_thread(self._recorded)
+        report = Report(
+            changes=plan(desired, held, recorded),
+            refused=dict(desired.refused),
+            limits=list(desired.limits),
+            notes=list(desired.notes),
+            desired=len(desired.users),
+            next_change=desired.next_change,
+        )
+        if dry_run:
+            return report
+        await self._write(client, v2, desired, report)
+        if v2 and report.written:
+            await self._note_update_times(client)
+        report.done = True
+        await asyncio.to_thread(self._save_summary, report, now)
+        self.last = report
+        return report
+
+    def _recorded(self) -> dict[tuple[str, str], Item]:
+        conn = self._connect()
+        try:
+            return terminalstate.items(conn, self.terminal.serial)
+        finally:
+            conn.close()
+
+    async def _write(
+        self, client: terminals.TerminalClient, v2: bool, desired: Desired, report: Report
+    ) -> None:
+        batch = max(1, self.cfg.people_sync.batch_size)
+        budget = self.cfg.people_sync.batch_bytes
+        changes = report.changes
+        total = len(changes)
+        done = 0
+        recreate = [c for c in changes if c.recreate]
+        if recreate:
+            await self._delete(
+                client, v2, [Change("-", "user", c.item_id) for c in recreate], report
+            )
+        for kind in KINDS:
+            puts = [c for c in changes if c.sign != "-" and c.kind == kind]
+            for group in _batches(puts, batch, budget, desired):
+                await self._put(client, v2, group, desired, report)
+                done += len(group)
+                self._progress(done, total)
+        for kind in reversed(KINDS):
+            gone = [c for c in changes if c.sign == "-" and c.kind == kind]
+            for start in range(0, len(gone), batch * 5):
+                await self._delete(client, v2, gone[start : start + batch * 5], report)
+                done += len(gone[start : start + batch * 5])
+                self._progress(done, total)
+        self.progress = ""
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress = f"{done}/{total}"
+        log.debug("terminal %s: people sync %s writes", self.terminal.name, self.progress)
+
+    async def _put(
+        self,
+        client: terminals.TerminalClient,
+        v2: bool,
+        group: list[Change],
+        desired: Desired,
+        report: Report,
+    ) -> None:
+        kind = group[0].kind
+        bodies = []
+        for change in group:
+            assert change.body is not None
+            body = dict(change.body)
+            if kind == "user":
+                body["avatar"] = self._avatar(desired.faces.get(change.item_id))
+            bodies.append(body)
+        errors = await self._send_puts(client, v2, kind, bodies)
+        again = [c for c in group if "type" in errors.get(c.item_id, "") and not c.recreate]
+        if again:  # a type the terminal will not change: delete and re-create those
+            await self._delete(client, v2, [Change("-", kind, c.item_id) for c in again], report)
+            retry = [b for b in bodies if str(b[ID_KEYS[kind]]) in {c.item_id for c in again}]
+            for key in [c.item_id for c in again]:
+                errors.pop(key, None)
+            errors.update(await self._send_puts(client, v2, kind, retry))
+        rows = []
+        for change in group:
+            error = errors.get(change.item_id)
+            if error is not None:
+                report.errors[change.item_id] = error
+                log.debug(
+                    "terminal %s: %s %s refused: %s",
+                    self.terminal.name,
+                    kind,
+                    change.item_id,
+                    error,
+                )
+            else:
+                report.written += 1
+            rows.append(
+                Item(
+                    kind,
+                    change.item_id,
+                    change.person_id,
+                    change.sent,
+                    None,
+                    "error" if error else "in_step",
+                    error,
+                )
+            )
+        await asyncio.to_thread(self._record, rows, [])
+
+    def _avatar(self, face: str | None) -> str:
+        if face is None:
+            return ""
+        try:
+            return base64.b64encode(self.faces.read(face)).decode("ascii")
+        except OSError:
+            return ""  # the file is gone: no face (people show says MISSING)
+
+    async def _send_puts(
+        self, client: terminals.TerminalClient, v2: bool, kind: str, bodies: list[dict[str, Any]]
+    ) -> dict[str, str]:
+        """Write bodies; the refused ones by id, with the terminal's code and message."""
+        if not bodies:
+            return {}
+        if v2:
+            data = await client.call("POST", f"/v2/{kind}", {f"{kind}_list": bodies})
+            return _batch_errors(data)
+        errors = {}
+        for body in bodies:
+            try:
+                await client.call("POST", f"/v1/{kind}", body)
+            except TerminalError as exc:
+                refused = _refusal(exc)
+                if refused is None:
+                    raise
+                errors[str(body[ID_KEYS[kind]])] = refused
+        return errors
+
+    async def _delete(
+        self, client: terminals.TerminalClient, v2: bool, gone: list[Change], report: Report
+    ) -> None:
+        if not gone:
+            return
+        kind = gone[0].kind
+        ids = [c.item_id for c in gone]
+        errors: dict[str, str] = {}
+        if v2:
+            data = await client.call("DELETE", f"/v2/{kind}", {"ids": ids})
+            errors = _batch_errors(data)
+        else:
+            for key in ids:
+                try:
+                    await client.call("DELETE", f"/v1/{kind}/id/{key}")
+                except TerminalError as exc:
+                    refused = _refusal(exc)
+                    if refused is None:
+                        raise
+                    errors[key] = refused
+        errors = {k: v for k, v in errors.items() if not v.startswith("404")}  # already gone
+        for key, error in errors.items():
+            log.debug("terminal %s: delete %s %s refused: %s", self.terminal.name, kind, key, error)
+        report.written += len(ids) - len(errors)
+        await asyncio.to_thread(self._record, [], [(kind, k) for k in ids if k not in errors])
+
+    def _record(self, rows: list[Item], removed: list[tuple[str, str]]) -> None:
+        conn = self._connect()
+        try:
+            terminalstate.record(conn, self.terminal.serial, rows, removed, self.clock.time())
+        finally:
+            conn.close()
+
+    async def _note_update_times(self, client: terminals.TerminalClient) -> None:
+        held = await self._held(client, True)
+
+        def work() -> None:
+            conn = self._connect()
+            try:
+                recorded = terminalstate.items(conn, self.terminal.serial)
+                rows = [
+                    Item(
+                        i.kind,
+                        i.item_id,
+                        i.person_id,
+                        i.sent,
+                        held[i.kind][i.item_id].update_at,
+                        i.state,
+                        i.error,
+                    )
+                    for i in recorded.values()
+                    if i.item_id in held.get(i.kind, {})
+                    and held[i.kind][i.item_id].update_at != i.update_at
+                ]
+                terminalstate.record(conn, self.terminal.serial, rows, [], self.clock.time())
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(work)
+
+    def _save_summary(self, report: Report, now: float) -> None:
+        conn = self._connect()
+        try:
+            terminalstate.save_summary(
+                conn,
+                self.terminal.serial,
+                {
+                    "synced_at": now,
+                    "checked_at": now,
+                    "desired": report.desired,
+                    "in_step": report.desired - len(report.errors),
+                    "errors": len(report.errors),
+                    "written": report.written,
+                    "progress": "",
+                    "last_error": None,
+                    "limits": report.limits,
+                },
+            )
+        finally:
+            conn.close()
+
+    # ----- the task -------------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Sync soon (the terminal was reconciled, or an operator asked)."""
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Sync, then wait for a change, a wake-up, the next edge or the interval; forever."""
+        ps = self.cfg.people_sync
+        seen = -1
+        delay = ps.retry_initial
+        try:
+            while True:
+                self.wake.clear()
+                seen = await asyncio.to_thread(self._version)
+                next_change = await self._sync_logged()
+                if self.failing:
+                    wait = delay
+                    delay = min(delay * 2, ps.retry_max)
+                else:
+                    delay = ps.retry_initial
+                    wait = ps.interval
+                    if next_change is not None:
+                        wait = max(0.0, min(wait, next_change - self.clock.time()))
+                await self._wait(wait, seen)
+        finally:
+            if self.client is not None:
+                await self.client.aclose()
+
+    def _version(self) -> int:
+        conn = self._connect()
+        try:
+            return doorpeople.version(conn)
+        finally:
+            conn.close()
+
+    async def _sync_logged(self) -> float | None:
+        try:
+            report = await self.sync_once()
+        except (TerminalError, OSError) as exc:
+            if not self.failing:
+                log.warning("terminal %s: people sync failed, retried: %s", self.terminal.name, exc)
+            else:
+                log.debug("terminal %s: people sync failed again: %s", self.terminal.name, exc)
+            self.failing = True
+            return None
+        if self.failing:
+            log.info("terminal %s: people sync works again", self.terminal.name)
+        self.failing = False
+        if report.written:
+            log.info(
+                "terminal %s: people in step: %d written, %d people, %d refused",
+                self.terminal.name,
+                report.written,
+                report.desired,
+                len(report.errors),
+            )
+        return report.next_change
+
+    async def _wait(self, seconds: float, seen: int) -> None:
+        """Until woken, the access model changes, or ``seconds`` pass."""
+        poll = self.cfg.people_sync.poll_interval
+        deadline = self.clock.monotonic() + seconds
+        while True:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                return
+            if await self.clock.wait(self.wake, min(poll, left)):
+                return
+            if doorpeople.version(self.store.reader) != seen:
+                return
+
+    def report(self) -> dict[str, Any]:
+        """What ``terminals show`` and the admin API say of this terminal's people."""
+        out = terminalstate.summary(self.store.reader, self.terminal.serial) or {}
+        return {**out, "progress": self.progress, "failing": self.failing}
+
+
+def _batches(changes: list[Change], size: int, budget: int, desired: Desired) -> list[list[Change]]:
+    """Changes in groups of at most ``size`` items and about ``budget`` bytes of faces."""
+    out: list[list[Change]] = []
+    current: list[Change] = []
+    used = 0
+    for change in changes:
+        cost = 0
+        if change.kind == "user" and change.item_id in desired.faces:
+            cost = 30_000  # a typical face as base64; the real size is read with the photo
+        if current and (len(current) >= size or used + cost > budget):
+            out.append(current)
+            current, used = [], 0
+        current.append(change)
+        used += cost
+    if current:
+        out.append(current)
+    return out
+
+
+def _batch_errors(data: Any) -> dict[str, str]:
+    errors = (data or {}).get("errors") if isinstance(data, dict) else None
+    out = {}
+    for item in errors or []:
+        if isinstance(item, dict):
+            out[str(item.get("id"))] = f"{item.get('code')}: {item.get('msg') or ''}".rstrip(": ")
+    return out
+
+
+def _refusal(exc: TerminalError) -> str | None:
+    """The terminal's business refusal (``code: msg``) of one call, None for a transport error."""
+    found = REFUSED.search(str(exc))
+    if found is None:
+        return None
+    return f"{found.group(1)}: {found.group(2) or ''}".rstrip(": ")
+
+
+class PeopleSyncs:
+    """Every managed terminal's people sync (``[people_sync] enabled``)."""
+
+    def __init__(self, cfg: Config, store_: Store, clock: Clock = SYSTEM) -> None:
+        self.items = {
+            t.name: PeopleSync(cfg, t, store_, clock)
+            for t in cfg.terminals
+            if t.host and cfg.people_sync.enabled
+        }
+
+    def hooks(self) -> Hooks:
+        """The daemon's service running the terminals' syncs."""
+        return Hooks(services=(self.run,) if self.items else ())
+
+    def trigger(self, name: str) -> None:
+        """Sync terminal ``name`` soon (the reconciler's hook after a reconcile)."""
+        sync = self.items.get(name)
+        if sync is not None:
+            sync.trigger()
+
+    async def run(self) -> None:
+        """Run every terminal's sync until cancelled (a daemon service)."""
+        tasks = [asyncio.create_task(s.run(), name=f"people-{n}") for n, s in self.items.items()]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        """Each terminal's people report, by serial."""
+        return {s.terminal.serial: s.report() for s in self.items.values()}
+
+
+Trigger = Callable[[str], None]
