@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 KINDS = ("rule", "group", "user")  # the order of writes; deletes go the other way
 ID_KEYS = {"rule": "rule_id", "group": "group_id", "user": "user_id"}
 PAGE = 100
-REFUSED = re.compile(r", HTTP 200, code (\d+)(?:: (.*))?$")
+REFUSED = re.compile(r": HTTP 200, code (\d+)(?:: (.*))?$")
 
 
 @dataclass
@@ -129,8 +129,13 @@ def plan(
     desired: Desired,
     held: dict[str, dict[str, Held]],
     recorded: dict[tuple[str, str], Item],
+    retry_errors: bool = False,
 ) -> list[Change]:
-    """The writes that bring the terminal to ``desired``: puts in order, then deletes reversed."""
+    """The writes that bring the terminal to ``desired``: puts in order, then deletes reversed.
+
+    An item the terminal refused is not sent again while it is the same (unless
+    ``retry_errors``): a photo without a face stays refused until a new photo comes.
+    """
     puts: list[Change] = []
     for kind in KINDS:
         wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}[kind]
@@ -141,6 +146,9 @@ def plan(
             before = recorded.get((kind, key))
             person = desired.person_of.get(key) if kind == "user" else None
             change = Change("~", kind, key, person, body, sent)
+            refused = before is not None and before.state == "error" and before.sent == sent
+            if refused and not retry_errors:
+                continue
             if on is None:
                 change.sign = "+"
             elif before is None or before.sent != sent:
@@ -241,8 +249,11 @@ class PeopleSync:
             self.client = terminals.client_for(self.cfg, self.terminal, self.store.reader)
         return self.client
 
-    async def sync_once(self, dry_run: bool = False) -> Report:
-        """Compare and (unless ``dry_run``) write the difference; a transport error raises."""
+    async def sync_once(self, dry_run: bool = False, retry_errors: bool = False) -> Report:
+        """Compare and (unless ``dry_run``) write the difference; a transport error raises.
+
+        ``retry_errors``: send again what the terminal refused before, unchanged or not.
+        """
         client = await self._client()
         await client.device_info()
         profile, v2 = profile_of(client.version)
@@ -251,13 +262,22 @@ class PeopleSync:
         held = await self._held(client, v2)
         recorded = await asyncio.to_thread(self._recorded)
         report = Report(
-            changes=plan(desired, held, recorded),
+            changes=plan(desired, held, recorded, retry_errors),
             refused=dict(desired.refused),
             limits=list(desired.limits),
             notes=list(desired.notes),
             desired=len(desired.users),
             next_change=desired.next_change,
         )
+        planned = {c.item_id for c in report.changes if c.kind == "user"}
+        report.errors = {  # refused before, the same again: still refused
+            key: item.error or "refused"
+            for (kind, key), item in recorded.items()
+            if kind == "user"
+            and item.state == "error"
+            and key in desired.users
+            and key not in planned
+        }
         if dry_run:
             return report
         await self._write(client, v2, desired, report)

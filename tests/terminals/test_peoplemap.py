@@ -47,7 +47,8 @@ def site(**kw: Any) -> Site:
     return Site(**base)
 
 
-def load(desired: peoplemap.Desired, profile: Profile = Profile()) -> Library:
+def load(desired: peoplemap.Desired, profile: Profile | None = None) -> Library:
+    profile = profile or Profile()
     library = Library(profile.blacklist_type, profile.int_ids)
     for body in desired.rules.values():
         library.put_rule(body, 1)

@@ -1,0 +1,157 @@
+"""The people sync against the simulator over real HTTPS, on every firmware."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import sqlite3
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edged import config
+from edged.access import people, terminalstate
+from edged.access.faces import FaceStore
+from edged.config.schema import PeopleSyncConfig
+from edged.sim.library import NO_FACE
+from edged.sim.terminal import SimulatedTerminal
+from edged.store import events as store
+from edged.terminals.peoplesync import PeopleSync
+from tests.conftest import face_jpeg
+from tests.simfix import managed_config
+
+pytestmark = pytest.mark.anyio
+UTC = ZoneInfo("UTC")
+
+
+def configured(tmp_path: Path, sim: SimulatedTerminal) -> config.Config:
+    cfg = managed_config(tmp_path / "state", sim)
+    return dataclasses.replace(cfg, people_sync=PeopleSyncConfig(enabled=True, batch_size=3))
+
+
+def person(pid: str, uid: str, **extra: Any) -> dict[str, Any]:
+    return {"id": pid, "name": pid.upper(), "user_id": uid, "groups": ["staff"], **extra}
+
+
+def photo(seed: int, marker: bytes = b"") -> str:
+    return base64.b64encode(face_jpeg(seed)[:-2] + marker + b"\xff\xd9").decode()
+
+
+def apply(cfg: config.Config, doc: dict[str, Any], replace: bool = True) -> None:
+    conn = store.open_connection(cfg.storage.database_path)
+    try:
+        parsed = people.parse_document(doc, UTC)
+        people.apply_document(conn, parsed, replace, faces=FaceStore(cfg.storage.faces_path))
+    finally:
+        conn.close()
+
+
+def site_doc(extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "people": [
+            person("e-1", "101", face_base64=photo(1)),
+            person("e-2", "102"),
+            person("e-3", "103", blocked=True),
+            *(extra or []),
+        ],
+        "schedules": [
+            {"id": "office", "periods": [{"days": ["mon"], "start": "08:00", "end": "18:00"}]}
+        ],
+        "permissions": [{"group": "staff", "door": "lobby", "schedule": "office"}],
+    }
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, sim: SimulatedTerminal) -> Any:
+    cfg = configured(tmp_path, sim)
+    db = store.Store(cfg.storage.database_path)
+    sync = PeopleSync(cfg, cfg.terminals[0], db)
+    yield cfg, sync
+    if sync.client is not None:
+        await sync.client.aclose()
+    db.close()
+
+
+async def test_first_sync_then_nothing_then_only_the_change(
+    rig: Any, sim: SimulatedTerminal
+) -> None:
+    cfg, sync = rig
+    apply(cfg, site_doc())
+    planned = await sync.sync_once(dry_run=True)
+    assert [c.text() for c in planned.changes if c.kind == "user"] == [
+        "+ user 101 (person e-1)",
+        "+ user 102 (person e-2)",
+    ]
+    assert not sim.library.users  # a dry run writes nothing
+    report = await sync.sync_once()
+    assert report.in_step and report.written == 4  # a rule, a group, two users
+    assert sorted(sim.library.users) == ["101", "102"]  # the blocked one is not there
+    ann = sim.library.users["101"]
+    assert base64.b64decode(ann["avatar"]) == base64.b64decode(photo(1))
+    group = sim.library.groups[ann["groups"][0]]
+    assert sim.library.rules[group["rule_id"]]["schedule"]["mon_period"]
+    writes = sim.library.writes
+    again = await sync.sync_once()
+    assert again.written == 0 and again.changes == [] and sim.library.writes == writes
+    apply(cfg, {"people": [person("e-2", "102", name="Bob Renamed")]}, replace=False)
+    third = await sync.sync_once()
+    assert [c.text() for c in third.changes] == ["~ user 102 (person e-2)"]
+    assert sim.library.users["102"]["name"] == "Bob Renamed"
+    assert sim.library.writes == writes + 1
+    apply(cfg, {"people": [person("e-1", "101", face_base64=photo(1))]})  # e-2 removed
+    fourth = await sync.sync_once()
+    assert [c.text() for c in fourth.changes] == ["- user 102"]
+    assert sorted(sim.library.users) == ["101"]
+
+
+async def test_a_wiped_terminal_is_filled_again(rig: Any, sim: SimulatedTerminal) -> None:
+    cfg, sync = rig
+    apply(cfg, site_doc())
+    await sync.sync_once()
+    sim.library.clear()  # a factory reset
+    report = await sync.sync_once()
+    assert report.written == 4 and sorted(sim.library.users) == ["101", "102"]
+
+
+async def test_a_refused_photo_is_recorded_for_its_person_and_blocks_nobody(
+    rig: Any, sim: SimulatedTerminal
+) -> None:
+    cfg, sync = rig
+    extra = [person("e-4", "104", face_base64=photo(4, NO_FACE)), person("e-5", "105")]
+    apply(cfg, site_doc(extra))
+    report = await sync.sync_once()
+    assert report.errors == {"104": "80202: no face found in the photo"}
+    assert sorted(sim.library.users) == ["101", "102", "105"]
+    conn = sqlite3.connect(cfg.storage.database_path)
+    try:
+        states = terminalstate.of_person(conn, "e-4")
+        summary = terminalstate.summary(conn, sim.settings.serial)
+    finally:
+        conn.close()
+    assert states[0]["state"] == "error" and "no face" in states[0]["error"]
+    assert summary is not None and summary["errors"] == 1 and summary["in_step"] == 3
+    assert summary["people_errors"][0]["person_id"] == "e-4"
+    again = await sync.sync_once()  # not retried while the photo is the same
+    assert again.changes == [] and again.errors == {"104": "80202: no face found in the photo"}
+    retried = await sync.sync_once(retry_errors=True)
+    assert [c.text() for c in retried.changes] == ["+ user 104 (person e-4)"]
+    extra[0]["face_base64"] = photo(5)
+    apply(cfg, site_doc(extra))
+    fixed = await sync.sync_once()
+    assert fixed.errors == {} and "104" in sim.library.users
+
+
+async def test_a_type_change_is_a_delete_and_re_create(rig: Any, sim: SimulatedTerminal) -> None:
+    cfg, sync = rig
+    apply(cfg, site_doc())
+    await sync.sync_once()
+    doc = site_doc()
+    doc["people"][1]["type"] = "visitor"
+    apply(cfg, doc)
+    report = await sync.sync_once()
+    assert report.errors == {}
+    assert sim.library.users["102"]["type"] == 2
+    group = sim.library.groups[sim.library.users["102"]["groups"][0]]
+    assert group["type"] == 2
