@@ -45,10 +45,21 @@ def record(
     written: Iterable[Item],
     removed: Iterable[tuple[str, str]],
     now: float,
+    progress: str | None = None,
 ) -> None:
-    """Keep what a batch wrote (or failed to write) and forget what it removed; one transaction."""
+    """Keep what a batch wrote (or failed to write) and forget what it removed; one transaction.
+
+    ``progress`` (``"40/200"``) is kept in the terminal's summary for ``terminals show``.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if progress is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO terminal_people_sync (serial) VALUES (?)", (serial,)
+            )
+            conn.execute(
+                "UPDATE terminal_people_sync SET progress = ? WHERE serial = ?", (progress, serial)
+            )
         conn.executemany(
             "INSERT OR REPLACE INTO terminal_people (serial, kind, item_id, person_id, sent, "
             "update_at, state, error, at) VALUES (?,?,?,?,?,?,?,?,?)",

@@ -31,6 +31,7 @@ from edged.ops import daemon as serving
 from edged.ops.daemon import Daemon
 from edged.receive.receiver import Receiver
 from edged.store.events import Store
+from edged.terminals.peoplesync import PeopleSyncs
 from edged.terminals.reconciler import Reconcilers
 from edged.upstream import client as upstream
 from edged.upstream import outbox
@@ -53,7 +54,8 @@ def build(cfg: config.Config) -> Daemon:
         receiver_sockets = [_listen(opened, a) for a in cfg.receiver.listen]
         admin_sockets = [_listen(opened, a) for a in cfg.admin.listen]
         seen = Receiver.load_seen(store)
-        managed = Reconcilers(cfg, store, seen)
+        people_syncs = PeopleSyncs(cfg, store)  # with [people_sync] enabled
+        managed = Reconcilers(cfg, store, seen, on_reconciled=people_syncs.trigger)
         reconcilers = managed if managed.items else None
         # doors: outputs claimed at their locked level before serving
         site = doors.build(cfg, store, relay=reconcilers.open_door if reconcilers else None)
@@ -65,6 +67,7 @@ def build(cfg: config.Config) -> Daemon:
                 _door_hooks(cfg, store, site),
                 up.hooks() if up is not None else Hooks(),
                 reconcilers.hooks() if reconcilers is not None else Hooks(),
+                people_syncs.hooks(),
             ]
         )
         recv = Receiver(

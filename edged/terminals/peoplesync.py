@@ -193,6 +193,7 @@ class PeopleSync:
         self.wake = asyncio.Event()
         self.last: Report | None = None
         self.progress = ""
+        self.total = 0
         self.failing = False
 
     # ----- reading --------------------------------------------------------------------------
@@ -302,6 +303,7 @@ class PeopleSync:
         budget = self.cfg.people_sync.batch_bytes
         changes = report.changes
         total = len(changes)
+        self.total = total
         done = 0
         recreate = [c for c in changes if c.recreate]
         if recreate:
@@ -311,15 +313,15 @@ class PeopleSync:
         for kind in KINDS:
             puts = [c for c in changes if c.sign != "-" and c.kind == kind]
             for group in _batches(puts, batch, budget, desired):
-                await self._put(client, v2, group, desired, report)
                 done += len(group)
                 self._progress(done, total)
+                await self._put(client, v2, group, desired, report)
         for kind in reversed(KINDS):
             gone = [c for c in changes if c.sign == "-" and c.kind == kind]
             for start in range(0, len(gone), batch * 5):
-                await self._delete(client, v2, gone[start : start + batch * 5], report)
                 done += len(gone[start : start + batch * 5])
                 self._progress(done, total)
+                await self._delete(client, v2, gone[start : start + batch * 5], report)
         self.progress = ""
 
     def _progress(self, done: int, total: int) -> None:
@@ -375,7 +377,7 @@ class PeopleSync:
                     error,
                 )
             )
-        await asyncio.to_thread(self._record, rows, [])
+        await asyncio.to_thread(self._record, rows, [], self.progress)
 
     def _avatar(self, face: str | None) -> str:
         if face is None:
@@ -429,12 +431,16 @@ class PeopleSync:
         for key, error in errors.items():
             log.debug("terminal %s: delete %s %s refused: %s", self.terminal.name, kind, key, error)
         report.written += len(ids) - len(errors)
-        await asyncio.to_thread(self._record, [], [(kind, k) for k in ids if k not in errors])
+        gone_ids = [(kind, k) for k in ids if k not in errors]
+        await asyncio.to_thread(self._record, [], gone_ids, self.progress)
 
-    def _record(self, rows: list[Item], removed: list[tuple[str, str]]) -> None:
+    def _record(
+        self, rows: list[Item], removed: list[tuple[str, str]], progress: str | None = None
+    ) -> None:
         conn = self._connect()
         try:
-            terminalstate.record(conn, self.terminal.serial, rows, removed, self.clock.time())
+            serial = self.terminal.serial
+            terminalstate.record(conn, serial, rows, removed, self.clock.time(), progress)
         finally:
             conn.close()
 

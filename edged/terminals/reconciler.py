@@ -81,9 +81,11 @@ class TerminalReconciler:
         seen: dict[str, TerminalSeen],
         sleep: Sleep | None = None,
         clock: Clock = SYSTEM,
+        on_reconciled: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.terminal = terminal
+        self.on_reconciled = on_reconciled  # the people sync follows (terminals/peoplesync.py)
         self.store = store
         self.seen = seen
         self.clock = clock
@@ -251,6 +253,8 @@ class TerminalReconciler:
                 return
         self._gap = False
         await self._mark_synced(now, wrote)
+        if self.on_reconciled is not None:
+            self.on_reconciled(self.terminal.name)
 
     async def _backfill(self, client: terminals.TerminalClient, now: float) -> None:
         synced = presence.synced_until(self.store.reader, self.terminal.serial)
@@ -442,9 +446,12 @@ class Reconcilers:
         store: Store,
         seen: dict[str, TerminalSeen],
         sleep: Sleep | None = None,
+        on_reconciled: Callable[[str], None] | None = None,
     ) -> None:
         self.items = {
-            t.name: TerminalReconciler(cfg, t, store, seen, sleep=sleep)
+            t.name: TerminalReconciler(
+                cfg, t, store, seen, sleep=sleep, on_reconciled=on_reconciled
+            )
             for t in cfg.terminals
             if t.host
         }
