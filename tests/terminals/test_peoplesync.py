@@ -155,3 +155,35 @@ async def test_a_type_change_is_a_delete_and_re_create(rig: Any, sim: SimulatedT
     assert sim.library.users["102"]["type"] == 2
     group = sim.library.groups[sim.library.users["102"]["groups"][0]]
     assert group["type"] == 2
+
+
+async def test_a_change_committed_elsewhere_reaches_the_terminal_within_a_poll(
+    tmp_path: Path, sim: SimulatedTerminal
+) -> None:
+    import asyncio
+
+    from tests.timefix import FakeClock, until
+
+    cfg = configured(tmp_path, sim)
+    clock = FakeClock()
+    db = store.Store(cfg.storage.database_path)
+    sync = PeopleSync(cfg, cfg.terminals[0], db, clock=clock)
+    apply(cfg, site_doc())
+    task = asyncio.create_task(sync.run())
+    try:
+        await until(lambda: "102" in sim.library.users, 10)
+        await until(lambda: clock.pending > 0)  # waiting for a change, the interval, or a wake
+        started = clock.monotonic()
+        apply(cfg, {"people": [person("e-2", "102", name="Bob Again")]}, replace=False)
+        clock.advance(cfg.people_sync.poll_interval)  # one look at the change counter
+        await until(lambda: sim.library.users["102"]["name"] == "Bob Again", 10)
+        assert clock.monotonic() - started <= 5
+        await until(lambda: clock.pending > 0)
+        sim.library.clear()  # a factory reset, then the reconciler's hook after it came back
+        sync.trigger()
+        await until(lambda: sorted(sim.library.users) == ["101", "102"], 10)
+        assert sync.report()["in_step"] == 2 and sync.report()["errors"] == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        db.close()
