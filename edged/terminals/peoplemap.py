@@ -312,8 +312,9 @@ def derive(site: Site, now: float, tz: tzinfo, profile: Profile = Profile()) -> 
     _users(site, now, profile, terminal_group, out)
     if expiry is not None:
         out.next_change = min(out.next_change or 1e18, _midnight_ms(expiry, tz) / 1000 - 60)
-    tomorrow = _midnight_ms(local.date() + timedelta(days=1), tz) / 1000
-    out.next_change = min(out.next_change or tomorrow, tomorrow)  # special days slide daily
+    if site.holidays:  # the special days slide with the date: derived again each midnight
+        tomorrow = _midnight_ms(local.date() + timedelta(days=1), tz) / 1000
+        out.next_change = min(out.next_change or tomorrow, tomorrow)
     return out
 
 

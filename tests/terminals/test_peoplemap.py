@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -145,3 +146,185 @@ def test_old_firmware_takes_numbers_only() -> None:
     assert "not a number" in desired.refused["e-1"]
     assert all(isinstance(g, int) for g in desired.users["1005"]["groups"])
     load(desired, Profile(int_ids=True, blacklist_type=3))
+
+
+# ----- the property: the terminal decides as edged does, or denies where it cannot ----------
+
+FIRMWARE_PROFILES = {  # what each simulated firmware takes (edged.sim.state.FIRMWARES)
+    "1.0": Profile(int_ids=True, blacklist_type=3),
+    "1.1": Profile(int_ids=True, blacklist_type=3),
+    "1.2.1": Profile(int_ids=False, blacklist_type=3),
+    "1.3.0": Profile(int_ids=False, blacklist_type=5),
+}
+
+
+def _documents() -> Any:
+    from hypothesis import strategies as st
+
+    minute = st.integers(0, 95).map(lambda q: q * 15)
+    period = st.builds(
+        lambda day, start, length: {
+            "days": [day],
+            "start": f"{start // 60:02d}:{start % 60:02d}",
+            "end": f"{(start + length) % 1440 // 60:02d}:{(start + length) % 60:02d}"
+            if (start + length) % 1440
+            else "24:00",
+        },
+        st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]),
+        minute,
+        st.integers(1, 95).map(lambda q: q * 15),
+    )
+    schedules = st.lists(period, max_size=4).map(
+        lambda ps: [{"id": "s1", "periods": ps[:2]}, {"id": "s2", "periods": ps[2:]}]
+    )
+    groups = st.sets(st.sampled_from(["g1", "g2", "g3", "sec"]), min_size=1, max_size=3)
+    window = st.sampled_from([None, None, None, "before", "around", "after"])
+    blocked = st.sampled_from([False, False, False, False, False, True])
+    person = st.tuples(st.sampled_from(["employee", "visitor"]), blocked, window, groups)
+    grant = st.tuples(st.sampled_from(["g1", "g2", "g3"]), st.sampled_from([None, "s1", "s2"]))
+    return st.fixed_dictionaries(
+        {
+            "schedules": schedules,
+            "people": st.lists(person, min_size=1, max_size=5),
+            "permissions": st.lists(grant, min_size=1, max_size=4, unique=True),
+            "holidays": st.lists(st.integers(10, 20), max_size=2, unique=True),
+            "anti_passback": st.sampled_from([0, 0, 0, 0, 0, 60]),
+            "lockdown": st.sampled_from([None, None, None, None, "sec", ""]),
+            "start": st.tuples(st.integers(0, 6), st.one_of(st.just(0), st.integers(0, 95))).map(
+                lambda dq: dq[0] * 86400 + dq[1] * 900
+            ),
+            "later": st.lists(  # minutes after the sync's midnight, often at a period's edge
+                st.tuples(
+                    st.integers(0, 2),
+                    st.one_of(
+                        st.integers(0, 1439),
+                        st.integers(0, 96).map(lambda q: q * 15),
+                        st.integers(1, 96).map(lambda q: q * 15 - 1),
+                    ),
+                ),
+                min_size=1,
+                max_size=8,
+            ),
+            "firmware": st.sampled_from(sorted(FIRMWARE_PROFILES)),
+        }
+    )
+
+
+def _import(conn: Any, case: dict[str, Any], t0: float) -> None:
+    from edged.access import modes, people
+
+    spans = {"before": (t0 + 7200, None), "around": (t0 - 7200, t0 + 86400), "after": (None, t0)}
+    listed = []
+    for n, (kind, blocked, window, groups) in enumerate(case["people"]):
+        start, stop = spans.get(window or "", (None, None))
+        listed.append(
+            {
+                "id": f"p-{n}",
+                "name": f"P {n}",
+                "type": kind,
+                "blocked": blocked,
+                "valid_from": start,
+                "valid_until": stop,
+                "user_id": str(100 + n),
+                "groups": sorted(groups),
+            }
+        )
+    doc = {
+        "groups": [{"id": g} for g in ("g1", "g2", "g3", "sec")],
+        "people": listed,
+        "schedules": case["schedules"],
+        "holidays": [{"name": f"h{d}", "date": f"2026-12-{d:02d}"} for d in case["holidays"]],
+        "doors": [{"name": "lobby", "anti_passback": case["anti_passback"]}],
+        "permissions": [
+            {"group": g, "door": "lobby", **({"schedule": s} if s else {})}
+            for g, s in case["permissions"]
+        ],
+    }
+    people.apply_document(conn, people.parse_document(doc, TZ), replace=True)
+    if case["lockdown"] is not None:
+        modes.switch(conn, "*", "lockdown", True, "test", group=case["lockdown"] or None)
+
+
+def _edges(case: dict[str, Any], midnight: datetime) -> list[tuple[int, int]]:
+    """(day, minute) a minute either side of every period's start and end, on its own days."""
+    from edged.decide.schedule import DAYS
+
+    out = set()
+    for offset in range(8):
+        date = midnight + timedelta(days=offset)
+        kind = "holiday" if date.day in case["holidays"] else DAYS[date.weekday()]
+        for sched in case["schedules"]:
+            for p in sched["periods"]:
+                if p["days"] != [kind]:
+                    continue
+                start = int(p["start"][:2]) * 60 + int(p["start"][3:])
+                stop = int(p["end"][:2]) * 60 + int(p["end"][3:])
+                over = 1 if stop <= start else 0  # wraps into the next day
+                for day, minute in ((0, start - 1), (0, start), (over, stop - 1), (over, stop)):
+                    out.add((offset + day + minute // 1440, minute % 1440))
+    return sorted(out)
+
+
+def test_after_a_sync_the_terminal_decides_as_edged_or_denies() -> None:
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from edged.access import doorpeople, lookup
+    from edged.decide import policy
+    from edged.model import Event, Kind, User
+    from edged.store import events as store
+    from edged.terminals.peoplesync import Held, plan
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_documents(), st.data())
+    def check(case: dict[str, Any], data: Any) -> None:
+        t0 = datetime(2026, 12, 7, tzinfo=TZ).timestamp() + case["start"]
+        profile = FIRMWARE_PROFILES[case["firmware"]]
+        with tempfile.TemporaryDirectory() as folder:
+            db = store.open_database(Path(folder) / "edged.db")
+            conn = db.conn
+            try:
+                _import(conn, case, t0)
+                desired = peoplemap.derive(doorpeople.load(conn, "lobby"), t0, TZ, profile)
+                library = Library(profile.blacklist_type, profile.int_ids)
+                empty: dict[str, dict[str, Held]] = {k: {} for k in ("rule", "group", "user")}
+                for change in plan(desired, empty, {}):  # in order: every reference exists
+                    assert change.body is not None
+                    put = getattr(library, f"put_{change.kind}")
+                    put(change.body, 1)
+                midnight = datetime.fromtimestamp(t0, TZ).replace(hour=0, minute=0)
+                moments = _edges(case, midnight)
+                if moments:
+                    case["later"] += data.draw(st.lists(st.sampled_from(moments), max_size=12))
+                for days, minute in case["later"]:
+                    t = (midnight + timedelta(days=days, minutes=minute)).timestamp()
+                    if t < t0:
+                        continue
+                    if desired.next_change is not None and t >= desired.next_change:
+                        continue  # the sync runs again then
+                    for n in range(len(case["people"])):
+                        uid = str(100 + n)
+                        event = Event(
+                            Kind.AUTH,
+                            "S",
+                            f"k{n}",
+                            user=User(user_id=uid),
+                            entry_mode=1,
+                            score=0.99,
+                        )
+                        settings_, view = lookup.load(conn, event, "lobby", t, TZ)
+                        edged = policy.decide(event, settings_, view, t).granted
+                        local = datetime.fromtimestamp(t, TZ).replace(tzinfo=None)
+                        terminal = library.decide(uid, local, int(t * 1000))
+                        )
+                        where = f"person {n} at {local} ({case['firmware']})"
+                        if terminal:
+                            assert edged, f"the terminal lets in whom edged refuses: {where}"
+                        elif desired.exact:
+                            assert not edged, f"the terminal refuses whom edged lets in: {where}"
+            finally:
+                conn.close()
+
+    check()
