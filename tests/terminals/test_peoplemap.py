@@ -318,7 +318,6 @@ def test_after_a_sync_the_terminal_decides_as_edged_or_denies() -> None:
                         edged = policy.decide(event, settings_, view, t).granted
                         local = datetime.fromtimestamp(t, TZ).replace(tzinfo=None)
                         terminal = library.decide(uid, local, int(t * 1000))
-                        )
                         where = f"person {n} at {local} ({case['firmware']})"
                         if terminal:
                             assert edged, f"the terminal lets in whom edged refuses: {where}"
