@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from edged.access import doorpeople, peopledoc
+from edged.access import doorpeople, peopledoc, terminalstate
 from edged.access import model as access
 from edged.access.faces import FaceStore
 from edged.access.peopledoc import COLUMNS, CREDENTIAL_COLUMNS, Document, PersonRow, mask
@@ -401,7 +401,11 @@ def export_csv(
 def show(
     conn: sqlite3.Connection, person_id: str, tz: ZoneInfo, faces: FaceStore | None = None
 ) -> dict[str, Any] | None:
-    """One person with credentials and groups, or None; ``face`` says what is on file."""
+    """One person with credentials and groups, or None.
+
+    ``face`` says what is on file; ``terminals`` where the person is on the terminals (one entry
+    per terminal the people sync wrote them to, or tried to: its state and refusal).
+    """
     found = list(_person_dicts(conn, tz, person_id))
     if not found:
         return None
@@ -410,6 +414,7 @@ def show(
     if name is not None:
         size = faces.size(name) if faces is not None else None
         person["face"] = {"sha256": name, "bytes": size, "on_file": size is not None}
+    person["terminals"] = terminalstate.of_person(conn, person_id)
     return person
 
 

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edged import config
+from edged.access import terminalstate
 from edged.admin import access_api, params
 from edged.config import Config
 from edged.decide import explain
@@ -196,7 +197,7 @@ class Admin:
         for serial in serials:
             seen = self.receiver.seen.get(serial)
             term = configured.get(serial)
-            entry = {
+            entry: dict[str, Any] = {
                 "name": term.name if term else None,
                 "serial": serial,
                 "configured": term is not None,
@@ -206,6 +207,7 @@ class Admin:
                 "last_heartbeat": _iso(seen.last_heartbeat) if seen else None,
             }
             entry.update(_terminal_health(health.get(serial)))
+            entry["people"] = terminalstate.summary(self.store.reader, serial)  # people sync
             out.append(entry)
         return json_response({"terminals": out})
 

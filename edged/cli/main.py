@@ -180,6 +180,15 @@ def _terminal_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     resub.add_argument("name", nargs="?", help="one terminal (default: all)")
     resub.set_defaults(func=terminal_cli.cmd_resubscribe)
+    sync = tsub.add_parser(
+        "sync", parents=[common], help="bring terminals' people, groups and rules in step now"
+    )
+    sync.add_argument("name", nargs="?", help="one terminal (default: every managed one)")
+    sync.add_argument("--dry-run", action="store_true", help="show what would be written")
+    sync.add_argument(
+        "--check", action="store_true", help="show what differs; exit 1 when anything does"
+    )
+    sync.set_defaults(func=terminal_cli.cmd_sync)
     disc = tsub.add_parser("discover", parents=[common], help="list terminals found by mDNS")
     disc.add_argument("--timeout", type=float, default=5.0, help="seconds to listen")
     disc.set_defaults(func=terminal_cli.cmd_discover)

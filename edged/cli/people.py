@@ -120,6 +120,7 @@ def cmd_people_show(args: argparse.Namespace) -> int:
         print(json.dumps(person, ensure_ascii=False))
         return 0
     person["face"] = face_text(person["face"])
+    person["terminals"] = terminals_text(person["terminals"])
     for key, value in person.items():
         print(f"{key:<12} {common.text(value)}")
     return 0
@@ -148,3 +149,14 @@ def face_text(face: dict[str, Any] | None) -> str:
     if not face["on_file"]:
         return f"MISSING (sha256 {face['sha256'][:12]}…, its file is gone)"
     return f"on file ({face['bytes']} bytes, sha256 {face['sha256'][:12]}…)"
+
+
+def terminals_text(entries: list[dict[str, Any]]) -> str:
+    """Where ``people show`` says the person is on the terminals: each one's state."""
+    if not entries:
+        return "not on any terminal"
+    return "; ".join(
+        f"{e['serial']} user {e['user_id']}: "
+        + ("in step" if e["state"] == "in_step" else f"REFUSED ({e['error']})")
+        for e in entries
+    )

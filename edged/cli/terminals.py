@@ -1,4 +1,4 @@
-"""``edged terminals show|trust|resubscribe|discover``: trust, re-pin and find terminals."""
+"""``edged terminals show|trust|resubscribe|sync|discover``: trust, re-pin, fill, find terminals."""
 
 from __future__ import annotations
 
@@ -117,6 +117,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         for terminal in chosen:
             print("\n".join(_address_lines(conn, terminal)))
+            print("\n".join(_people_lines(conn, terminal)))
     finally:
         conn.close()
     return 0
@@ -144,6 +145,99 @@ def _address_lines(conn: Any, terminal: config.TerminalConfig) -> list[str]:
         lines.append(
             f"  FORGED:    {refused[terminal.serial]} requests from other addresses in 24 h"
         )
+    return lines
+
+
+def _people_lines(conn: Any, terminal: config.TerminalConfig) -> list[str]:
+    """The people part of ``terminals show``: the last sync, people in step, refusals."""
+    from edged.access import terminalstate
+
+    found = terminalstate.summary(conn, terminal.serial)
+    if found is None:
+        return ["  people:    never synced"] if terminal.host else []
+    lines = [
+        f"  people:    {found['in_step']} of {found['desired']} in step, "
+        f"{found['errors']} refused; last sync {_when(found['synced_at'])}"
+    ]
+    if found["progress"]:
+        lines.append(f"  syncing:   {found['progress']} writes done")
+    for item in found["people_errors"][:10]:
+        lines.append(
+            f"  REFUSED:   user {item['user_id']} (person {item['person_id']}): {item['error']}"
+        )
+    lines += [f"  offline:   {text}" for text in found["limits"]]
+    return lines
+
+
+def _when(ts: float | None) -> str:
+    import time
+
+    if ts is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Bring terminals' people, groups and rules in step now (or show what differs)."""
+    from edged.store import events as store
+
+    cfg = config.load(getattr(args, "config", None))
+    chosen = [_terminal(cfg, args.name)] if args.name else [t for t in cfg.terminals if t.host]
+    if not chosen:
+        raise ConfigError("no terminal is managed (none has a host)")
+    compare = args.dry_run or args.check
+    if not compare and not cfg.people_sync.enabled:
+        raise ConfigError(
+            "people_sync.enabled is false: edged does not own the terminals' people "
+            "(--dry-run and --check only compare)"
+        )
+    conn = store.open_connection(cfg.storage.database_path)
+    differs = False
+    try:
+        for terminal in chosen:
+            report = asyncio.run(_sync_one(cfg, terminal, conn, compare))
+            print("\n".join(_report_lines(terminal.name, report, compare)))
+            differs |= bool(report.changes or report.errors or report.refused or report.limits)
+    finally:
+        conn.close()
+    return 1 if args.check and differs else 0
+
+
+class _Local:
+    """The state database as the people sync reads it, from a command."""
+
+    def __init__(self, path: Any, conn: Any) -> None:
+        self.path = path
+        self.reader = conn
+
+
+async def _sync_one(
+    cfg: config.Config, terminal: config.TerminalConfig, conn: Any, compare: bool
+) -> Any:
+    from edged.terminals.peoplesync import PeopleSync
+
+    sync = PeopleSync(cfg, terminal, _Local(cfg.storage.database_path, conn))
+    try:
+        return await sync.sync_once(dry_run=compare, retry_errors=not compare)
+    finally:
+        if sync.client is not None:
+            await sync.client.aclose()
+
+
+def _report_lines(name: str, report: Any, compare: bool) -> list[str]:
+    verb = "would write" if compare else "wrote"
+    signs = [c.sign for c in report.changes]
+    count = len(signs) if compare else report.written
+    lines = [
+        f"{name}: {report.desired} people for the terminal; {verb} {count} "
+        f"(add {signs.count('+')}, replace {signs.count('~')}, remove {signs.count('-')})"
+    ]
+    if compare:
+        lines += [f"  {c.text()}" for c in report.changes]
+    lines += [f"  refused: user {k}: {v}" for k, v in sorted(report.errors.items())]
+    lines += [f"  not on the terminal: person {k}: {v}" for k, v in sorted(report.refused.items())]
+    lines += [f"  cannot express: {text}" for text in report.limits]
+    lines += [f"  note: {text}" for text in report.notes]
     return lines
 
 

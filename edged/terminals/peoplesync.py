@@ -24,9 +24,11 @@ import asyncio
 import base64
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from edged.access import doorpeople, terminalstate
@@ -37,7 +39,6 @@ from edged.config import Config, TerminalConfig
 from edged.errors import TerminalError
 from edged.hooks import Hooks
 from edged.store import events as store
-from edged.store.events import Store
 from edged.terminals import client as terminals
 from edged.terminals import peoplemap
 from edged.terminals.peoplemap import Desired, Profile
@@ -48,6 +49,19 @@ KINDS = ("rule", "group", "user")  # the order of writes; deletes go the other w
 ID_KEYS = {"rule": "rule_id", "group": "group_id", "user": "user_id"}
 PAGE = 100
 REFUSED = re.compile(r": HTTP 200, code (\d+)(?:: (.*))?$")
+
+
+class Source(Protocol):
+    """Where the sync reads and records: the state database (the daemon's ``Store``, or a
+    command's own connection)."""
+
+    @property
+    def path(self) -> Path:
+        """The database file (the sync's worker threads open their own connections)."""
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """A connection for quick reads on the caller's thread."""
 
 
 @dataclass
@@ -178,7 +192,7 @@ class PeopleSync:
         self,
         cfg: Config,
         terminal: TerminalConfig,
-        store_: Store,
+        store_: Source,
         clock: Clock = SYSTEM,
         client: terminals.TerminalClient | None = None,
     ) -> None:
@@ -609,7 +623,7 @@ def _refusal(exc: TerminalError) -> str | None:
 class PeopleSyncs:
     """Every managed terminal's people sync (``[people_sync] enabled``)."""
 
-    def __init__(self, cfg: Config, store_: Store, clock: Clock = SYSTEM) -> None:
+    def __init__(self, cfg: Config, store_: Source, clock: Clock = SYSTEM) -> None:
         self.items = {
             t.name: PeopleSync(cfg, t, store_, clock)
             for t in cfg.terminals

@@ -127,3 +127,67 @@ def test_discover_without_zeroconf_says_what_to_install(
     path.write_text("")
     assert cli.main(["terminals", "discover", "-c", str(path)]) == 1
     assert "python3-zeroconf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("firmware", ["1.0", "1.3.0"])
+async def test_the_daemon_keeps_the_terminals_people_and_the_commands_show_it(
+    firmware: str,
+    tmp_path: Path,
+    start_live: Callable[[config.Config], LiveDaemon],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import dataclasses
+    import json
+    import time
+
+    from edged.config.schema import PeopleSyncConfig
+    from tests.simfix import make_sim
+
+    sim = make_sim(tmp_path, firmware=firmware)
+    await sim.start()
+    try:
+        cfg = managed_config(
+            tmp_path / "state", sim, gateway_port=free_port(), admin_port=free_port()
+        )
+        cfg = dataclasses.replace(cfg, people_sync=PeopleSyncConfig(enabled=True))
+        path = write_config(tmp_path, cfg)
+        doc = tmp_path / "people.json"
+        doc.write_text(
+            json.dumps(
+                {
+                    "people": [
+                        {"id": "e-1", "name": "Ann", "user_id": "101", "groups": ["staff"]},
+                        {"id": "e-2", "name": "Bob", "user_id": "102", "groups": ["staff"]},
+                    ],
+                    "permissions": [{"group": "staff", "door": "lobby"}],
+                }
+            )
+        )
+        live = await asyncio.to_thread(start_live, cfg)
+        await until(lambda: sim.registered, 10)
+        await asyncio.to_thread(cli.main, ["people", "import", str(doc), "-c", path])
+        committed = time.monotonic()
+        await until(lambda: sorted(sim.library.users) == ["101", "102"], 10)
+        assert time.monotonic() - committed < 5  # committed by another process, on the terminal
+        capsys.readouterr()
+        code = await asyncio.to_thread(cli.main, ["terminals", "sync", "--check", "-c", path])
+        out = capsys.readouterr().out
+        assert code == 0 and "lobby: 2 people for the terminal; would write 0" in out
+        sim.library.delete_user("102")  # someone deleted a user at the device
+        code = await asyncio.to_thread(cli.main, ["terminals", "sync", "--check", "-c", path])
+        out = capsys.readouterr().out
+        assert code == 1 and "  + user 102 (person e-2)" in out
+        code = await asyncio.to_thread(cli.main, ["terminals", "sync", "lobby", "-c", path])
+        out = capsys.readouterr().out
+        assert code == 0 and "wrote 1 (add 1" in out and "102" in sim.library.users
+        await asyncio.to_thread(cli.main, ["terminals", "show", "lobby", "-c", path])
+        out = capsys.readouterr().out
+        assert "people:    2 of 2 in step, 0 refused" in out
+        await asyncio.to_thread(cli.main, ["people", "show", "e-1", "-c", path])
+        out = capsys.readouterr().out
+        assert f"{sim.settings.serial} user 101: in step" in out
+        async with httpx.AsyncClient(base_url=live.admin_url) as admin:
+            listed = (await admin.get("/api/v1/terminals")).json()["terminals"]
+        assert listed[0]["people"]["in_step"] == 2 and listed[0]["people"]["errors"] == 0
+    finally:
+        await sim.stop()
