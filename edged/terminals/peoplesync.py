@@ -296,6 +296,14 @@ class PeopleSync:
         if dry_run:
             return report
         await self._write(client, v2, desired, report)
+        wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}
+        stale = [  # refused once, then no longer wanted: nothing to remember
+            (kind, key)
+            for kind, key in recorded
+            if key not in wanted.get(kind, {}) and key not in held.get(kind, {})
+        ]
+        if stale:
+            await asyncio.to_thread(self._record, [], stale)
         if v2 and report.written:
             await self._note_update_times(client)
         report.done = True

@@ -187,3 +187,17 @@ async def test_a_change_committed_elsewhere_reaches_the_terminal_within_a_poll(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         db.close()
+
+
+async def test_a_refusal_is_forgotten_with_its_person(rig: Any, sim: SimulatedTerminal) -> None:
+    cfg, sync = rig
+    apply(cfg, site_doc([person("e-4", "104", face_base64=photo(4, NO_FACE))]))
+    await sync.sync_once()
+    apply(cfg, site_doc())
+    await sync.sync_once()
+    conn = sqlite3.connect(cfg.storage.database_path)
+    try:
+        assert terminalstate.of_person(conn, "e-4") == []
+        assert [s["user_id"] for s in terminalstate.of_person(conn, "e-1")] == ["101"]
+    finally:
+        conn.close()
