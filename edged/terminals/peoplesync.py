@@ -334,7 +334,7 @@ class PeopleSync:
             )
         for kind in KINDS:
             puts = [c for c in changes if c.sign != "-" and c.kind == kind]
-            for group in _batches(puts, batch, budget, desired):
+            for group in _batches(puts, batch, budget, self._face_cost(desired)):
                 done += len(group)
                 self._progress(done, total)
                 await self._put(client, v2, group, desired, report)
@@ -400,6 +400,16 @@ class PeopleSync:
                 )
             )
         await asyncio.to_thread(self._record, rows, [], self.progress)
+
+    def _face_cost(self, desired: Desired) -> Callable[[Change], int]:
+        """The bytes of base64 a change's face adds to a batch (its file's size, by a stat)."""
+
+        def cost(change: Change) -> int:
+            face = desired.faces.get(change.item_id) if change.kind == "user" else None
+            size = self.faces.size(face) if face else None
+            return (size or 0) * 4 // 3
+
+        return cost
 
     def _avatar(self, face: str | None) -> str:
         if face is None:
@@ -592,15 +602,15 @@ class PeopleSync:
         return {**out, "progress": self.progress, "failing": self.failing}
 
 
-def _batches(changes: list[Change], size: int, budget: int, desired: Desired) -> list[list[Change]]:
+def _batches(
+    changes: list[Change], size: int, budget: int, cost_of: Callable[[Change], int]
+) -> list[list[Change]]:
     """Changes in groups of at most ``size`` items and about ``budget`` bytes of faces."""
     out: list[list[Change]] = []
     current: list[Change] = []
     used = 0
     for change in changes:
-        cost = 0
-        if change.kind == "user" and change.item_id in desired.faces:
-            cost = 30_000  # a typical face as base64; the real size is read with the photo
+        cost = cost_of(change)
         if current and (len(current) >= size or used + cost > budget):
             out.append(current)
             current, used = [], 0
