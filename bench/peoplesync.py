@@ -7,9 +7,11 @@ face paths: the photos are written under the state directory). This process then
 ``PeopleSync.sync_once`` (the first sync: every rule, group and user written), a second one (in
 step: nothing written), one after renaming one person (one user written), and prints the time of
 each, people per second, where the first sync's time went (reading the model, reading the
-terminal, writing), and this process's peak RSS before and after the syncs.
+terminal, writing), this process's peak RSS before (after the login) and after the first sync,
+and with ``--heap`` the peak of the Python heap during it (tracemalloc: slower, and its own
+bookkeeping adds to the RSS).
 
-    .venv/bin/python bench/peoplesync.py [--people 10000] [--face-bytes 20000] [--firmware 1.3.0]
+    .venv/bin/python bench/peoplesync.py [--people 10000] [--face-bytes 20000] [--heap]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import multiprocessing
 import resource
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +78,7 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def measure(cfg: Any, state: Path) -> None:
+async def measure(cfg: Any, state: Path, heap_too: bool) -> None:
     """The three syncs, timed, with the first one's phases."""
     from edged.access import people as access
     from edged.store import events as store
@@ -95,10 +98,16 @@ async def measure(cfg: Any, state: Path) -> None:
                 phases[_name] = phases.get(_name, 0.0) + time.perf_counter() - start
 
         setattr(sync, name, timed)
+    client = await sync._client()
+    await client.device_info()  # TLS, the login: not part of what a sync holds
     before = peak_mb()
+    if heap_too:
+        tracemalloc.start()
     start = time.perf_counter()
     first = await sync.sync_once()
     took = time.perf_counter() - start
+    heap = tracemalloc.get_traced_memory()[1] / 1e6 if heap_too else 0.0
+    tracemalloc.stop()
     after = peak_mb()
     print(
         f"first sync: {first.written} writes, {first.desired} people in {took:.1f} s "
@@ -107,7 +116,7 @@ async def measure(cfg: Any, state: Path) -> None:
     print("  where: " + ", ".join(f"{k.strip('_')} {v:.1f} s" for k, v in phases.items()))
     print(
         f"  peak RSS of the syncing process: {before:.0f} MB before, {after:.0f} MB after "
-        f"(+{after - before:.0f} MB)"
+        f"(+{after - before:.0f} MB; Python heap peak {heap:.0f} MB)"
     )
     start = time.perf_counter()
     again = await sync.sync_once()
@@ -136,6 +145,9 @@ def main() -> None:
     parser.add_argument("--face-bytes", type=int, default=20_000)
     parser.add_argument("--firmware", default="1.3.0", choices=["1.0", "1.1", "1.2.1", "1.3.0"])
     parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument(
+        "--heap", action="store_true", help="also trace the Python heap (slower, more RSS)"
+    )
     args = parser.parse_args()
 
     from edged import config
@@ -169,7 +181,7 @@ def main() -> None:
             cfg = dataclasses.replace(
                 cfg, people_sync=PeopleSyncConfig(enabled=True, batch_size=args.batch_size)
             )
-            asyncio.run(measure(cfg, state))
+            asyncio.run(measure(cfg, state, args.heap))
         finally:
             stop.set()
             sim.join(30)
