@@ -81,13 +81,14 @@ class FaceStore:
         target = self.path(name)
         if target.is_file() and target.stat().st_size == len(data):
             return name, False
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(target.parent)
         fd, temp = tempfile.mkstemp(prefix=".face-", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
+            self._own(temp, 0o644)
             os.replace(temp, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -95,6 +96,22 @@ class FaceStore:
             raise
         _sync_dir(target.parent)
         return name, True
+
+    def _folder(self, folder: Path) -> None:
+        """Make the face folders, owned like the state directory (``sudo edged people import``)."""
+        for path in (self.root, folder):
+            if not path.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                self._own(path, 0o755)
+
+    def _own(self, path: Path | str, mode: int) -> None:
+        """Readable by the daemon: root's files get the state directory's owner (the daemon's
+        account); the state directory itself (0750) keeps others out."""
+        os.chmod(path, mode)
+        if os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                owner = self.root.parent.stat()
+                os.chown(path, owner.st_uid, owner.st_gid)
 
     def read(self, name: str) -> bytes:
         """The photo's bytes (OSError when it is missing)."""

@@ -73,3 +73,16 @@ def test_a_name_that_is_not_a_digest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         store.path("../../etc/passwd")
     assert not faces.is_digest("A" * 64) and faces.is_digest("a" * 64)
+
+
+def test_a_face_written_by_root_belongs_to_the_state_directorys_owner(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    if os.geteuid() == 0:
+        os.chown(state, 4321, 4321)  # the daemon's account, as the package makes it
+    store = FaceStore(state / "faces")
+    name, _ = store.put(face_jpeg(6))
+    info = store.path(name).stat()
+    assert info.st_mode & 0o777 == 0o644
+    expected = 4321 if os.geteuid() == 0 else os.geteuid()
+    assert info.st_uid == expected and store.path(name).parent.stat().st_uid == expected
