@@ -147,3 +147,26 @@ async def test_anti_passback_reads_the_stored_passes(stack: Stack) -> None:
     first, second = await stack.auth(), await stack.auth()
     assert first["pass"] is True
     assert second["pass"] is False and second["customtips"] == "Already in"
+
+
+async def test_a_face_sent_as_base64_is_kept_shown_exported_and_removed(stack: Stack) -> None:
+    import base64
+
+    from tests.conftest import face_jpeg
+
+    photo = base64.b64encode(face_jpeg(3)).decode()
+    body = {"people": [{"id": "e-1", "name": "Ann", "face_base64": photo}]}
+    async with stack.admin_client() as client:
+        done = await client.post("/api/v1/people", json=body, headers=AUTH)
+        assert done.status_code == 200 and done.json()["added"] == ["e-1"]
+        shown = (await client.get("/api/v1/people/e-1")).json()
+        assert shown["face"]["on_file"] is True and shown["face"]["bytes"] == len(face_jpeg(3))
+        assert shown["terminals"] == []
+        exported = (await client.get("/api/v1/export", headers=AUTH)).json()
+        assert exported["people"][0]["face_base64"] == photo
+        path = {"people": [{"id": "e-2", "name": "Bob", "face": "/etc/hostname"}]}
+        refused = await client.post("/api/v1/people", json=path, headers=AUTH)
+        assert refused.status_code == 422 and "only from an import file" in str(refused.json())
+        gone = await client.delete("/api/v1/people/e-1", headers=AUTH)
+        assert gone.status_code == 200
+    assert list(stack.admin.cfg.storage.faces_path.glob("*/*.jpg")) == []
