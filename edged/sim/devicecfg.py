@@ -148,7 +148,7 @@ class DeviceConfig:
         }
         self.manual_mode = False
         self.time_zone = 8
-        self.server_address = NTP_DEFAULT
+        self.server_address = f"http://{NTP_DEFAULT}" if self.old else NTP_DEFAULT
         self.posts: dict[str, int] = {"time": 0, "access": 0, "system": 0, "recognize": 0}
 
     def now(self) -> float:

@@ -126,7 +126,7 @@ class ClockSync:
 
     def zone_due(self, now: float) -> bool:
         """The site's offset moved away from the one asserted (a DST change): set it again."""
-        if self.settings.mode == "off" or not self.settings.time_zone:
+        if self.settings.mode not in ("ntp", "manual") or not self.settings.time_zone:
             return False
         if self._asserted_zone is None:
             return False
@@ -178,12 +178,20 @@ class ClockSync:
         h.ntp_server = _bare(data.get("server_address")) or None
         return data
 
-    def _wanted(self, data: dict[str, Any], now: float) -> tuple[dict[str, Any], list[str]]:
-        """The changes to write (without ``local_time``) and what they are, for the log."""
+    def _wanted(
+        self, data: dict[str, Any], now: float, trusted: bool
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The changes to write (without ``local_time``) and what they are, for the log.
+
+        ``trusted``: the gateway's clock is plausible; the zone (an offset at an instant) is
+        only worked out from a clock that is.
+        """
         changes: dict[str, Any] = {}
         said: list[str] = []
         h = self.health
-        if self.settings.time_zone:
+        if self.settings.mode == "measure":
+            return changes, said
+        if self.settings.time_zone and trusted:
             hours, residual = zone_for(self.tz, now)
             h.wanted_zone, h.zone_residual_minutes = hours, residual
             if h.time_zone != hours:
@@ -202,13 +210,14 @@ class ClockSync:
         self._version = client.version
         data = await self._measure(client)
         now = self.clock.time()
-        changes, said = self._wanted(data, now)
+        trusted = self.plausible(now)
+        changes, said = self._wanted(data, now, trusted)
         h = self.health
         drift = h.drift or 0.0
         set_time = self.settings.mode == "manual" and (
             abs(drift) > self.settings.set_above or h.manual_mode is not True
         )
-        if set_time and not self.plausible(now):
+        if self.settings.mode in ("ntp", "manual") and not trusted:
             set_time = False
             if not self._implausible_logged:
                 log.error(
@@ -217,7 +226,7 @@ class ClockSync:
                     self.name,
                 )
                 self._implausible_logged = True
-        elif set_time:
+        elif trusted:
             self._implausible_logged = False
         if changes or set_time:
             body = {k: v for k, v in data.items() if k != "local_time"}
