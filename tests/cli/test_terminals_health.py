@@ -107,3 +107,10 @@ def test_show_lines_for_a_drifting_clock_and_a_stopped_daemon() -> None:
         "  clock:     not managed (terminal_clock.mode = off)",
         "  settings:  none chosen",
     ]
+
+
+def test_simulate_takes_a_clock_skew() -> None:
+    from edged.cli import simulate as simulate_cli
+
+    args = cli.parser().parse_args(["simulate", "--clock-skew", "-40", "--count", "2"])
+    assert [s.skew for s in simulate_cli._settings_from_args(args)] == [-40.0, -40.0]

@@ -232,3 +232,25 @@ async def test_round_trip_is_accounted_for(tmp_path: Path) -> None:
         await client.aclose()
         st.close()
         await sim.stop()
+
+
+async def test_a_reboot_is_followed_by_a_clock_check(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path)
+    await sim.start()
+    run = Running(managed_config(tmp_path / "state", sim, extra=clock_table("manual")))
+    try:
+        await until(lambda: run.rec.health.state == "registered")
+        sim.config.skew = 100.0  # its RTC lost time while it was away
+        await sim.reboot(0.3)
+        await until(lambda: run.rec.clock_sync.health.sets == 2)
+        assert abs(sim.config.skew) < 1.0
+    finally:
+        await run.stop()
+        await sim.stop()
+
+
+def test_status_names_a_drifting_clock() -> None:
+    line = {"serial": "S1", "name": "lobby", "state": "registered"}
+    drifting = {**line, "clock": {"state": "drifting", "drift": -20.26}}
+    assert "CLOCK" not in "\n".join(terminals.status_section([line]))
+    assert "CLOCK -20.3 s" in "\n".join(terminals.status_section([drifting]))
