@@ -118,6 +118,8 @@ class ClockSync:
         self._implausible_logged = False
         self._error_logged: str | None = None
         self._version: tuple[int, ...] | None = None  # the terminal's firmware
+        self._zone_tried: int | None = None  # the offset the last check wanted
+        self._fresh = False  # measured during the current check
 
     @property
     def alarm(self) -> bool:
@@ -128,9 +130,11 @@ class ClockSync:
         """The site's offset moved away from the one asserted (a DST change): set it again."""
         if self.settings.mode not in ("ntp", "manual") or not self.settings.time_zone:
             return False
-        if self._asserted_zone is None:
+        if self._asserted_zone is None or not self.plausible(now):
             return False
-        return zone_for(self.tz, now)[0] != self._asserted_zone
+        wanted = zone_for(self.tz, now)[0]
+        # once per new offset: a terminal refusing it is not asked again at every probe
+        return wanted != self._asserted_zone and wanted != self._zone_tried
 
     async def check(self, client: TerminalClient) -> None:
         """Measure, set what differs, measure again; errors recorded, not raised.
@@ -141,6 +145,7 @@ class ClockSync:
         """
         if self.settings.mode == "off":
             return
+        self._fresh = False
         try:
             await self._check(client)
         except (TerminalAuthError, TerminalUntrusted):
@@ -148,7 +153,10 @@ class ClockSync:
         except TerminalError as exc:
             text = str(exc)
             self.health.error = text
-            self.health.state = "unknown"
+            if self._fresh:  # measured, then a write refused: the drift still counts
+                self._judge()
+            else:
+                self.health.state = "unknown"
             if self._error_logged != text:
                 log.warning("terminal %s: clock not checked: %s", self.name, text)
                 self._error_logged = text
@@ -169,6 +177,7 @@ class ClockSync:
         if local_ms is None:
             raise TerminalError(f"terminal {self.name}: {PATH}: no local_time in the answer")
         h = self.health
+        self._fresh = True
         h.drift = round(local_ms / 1000 - (sent_wall + rtt / 2), 3)
         h.round_trip = round(rtt, 3)
         h.measured_at = sent_wall
@@ -194,6 +203,7 @@ class ClockSync:
         if self.settings.time_zone and trusted:
             hours, residual = zone_for(self.tz, now)
             h.wanted_zone, h.zone_residual_minutes = hours, residual
+            self._zone_tried = hours
             if h.time_zone != hours:
                 changes["time_zone"] = hours
                 said.append(f"time zone UTC{hours:+d} (was {h.time_zone})")
@@ -221,8 +231,8 @@ class ClockSync:
             set_time = False
             if not self._implausible_logged:
                 log.error(
-                    "terminal %s: clock not set: the gateway's own clock is implausible "
-                    "(check NTP on the gateway)",
+                    "terminal %s: neither clock nor time zone set from the gateway: its own "
+                    "clock is implausible (check NTP on the gateway)",
                     self.name,
                 )
                 self._implausible_logged = True

@@ -153,8 +153,8 @@ async def test_an_implausible_gateway_clock_is_never_copied(
         await sim.stop()
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
-        "terminal lobby: clock not set: the gateway's own clock is implausible "
-        "(check NTP on the gateway)"
+        "terminal lobby: neither clock nor time zone set from the gateway: its own clock is "
+        "implausible (check NTP on the gateway)"
     ]
 
 
@@ -254,3 +254,33 @@ def test_status_names_a_drifting_clock() -> None:
     drifting = {**line, "clock": {"state": "drifting", "drift": -20.26}}
     assert "CLOCK" not in "\n".join(terminals.status_section([line]))
     assert "CLOCK -20.3 s" in "\n".join(terminals.status_section([drifting]))
+
+
+async def test_a_refused_write_still_alarms_and_is_not_retried_at_every_probe(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(wall=at("2027-03-28T00:59:00"))
+    sim = make_sim(tmp_path, clock=clock)
+    await sim.start()
+    cfg = managed_config(tmp_path / "state", sim, extra=clock_table("manual"))
+    st = store.Store(cfg.storage.database_path)
+    client = terminals.client_for(cfg, cfg.terminals[0], st.reader)
+    try:
+        sync = ClockSync(cfg, "lobby", clock)
+        await sync.check(client)
+        assert sim.config.time_zone == 1 and sync.health.state == "in-step"
+        sim.config.post_time = lambda body: (None, 500, "busy")  # type: ignore[method-assign]
+        sim.config.skew = 60.0
+        clock.advance(120.0)  # summer time, and a clock a minute ahead
+        assert sync.zone_due(clock.time())
+        await sync.check(client)
+        assert sync.alarm and "busy" in (sync.health.error or "")
+        assert not sync.zone_due(clock.time())  # asked once for this offset, not at every probe
+        assert not sync.zone_due(clock.time() + 3600)
+        del sim.config.post_time
+        await sync.check(client)  # the periodic check tries again
+        assert sim.config.time_zone == 2 and not sync.alarm and sync.health.error is None
+    finally:
+        await client.aclose()
+        st.close()
+        await sim.stop()
