@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
+from edged import config
+from edged.sim import api as simapi
 from edged.sim.terminal import SimulatedTerminal
 from edged.store import events as store
 from edged.terminals import client as terminals
 from edged.terminals.clocksync import ClockSync, zone_for
 from edged.terminals.reconciler import Reconcilers, TerminalReconciler
-from tests.simfix import Running, make_sim, managed_config
+from tests.conftest import LiveDaemon, grant_person
+from tests.simfix import Running, free_port, make_sim, managed_config
 from tests.timefix import FakeClock, until
 
 pytestmark = pytest.mark.anyio
@@ -283,4 +288,45 @@ async def test_a_refused_write_still_alarms_and_is_not_retried_at_every_probe(
     finally:
         await client.aclose()
         st.close()
+        await sim.stop()
+
+
+async def test_a_drifting_terminal_is_denied_until_its_clock_is_right(
+    tmp_path: Path, start_live: Callable[[config.Config], LiveDaemon]
+) -> None:
+    sim = make_sim(tmp_path, skew=-60.0)  # a minute behind: past receiver.stale_after (30 s)
+    await sim.start()
+    try:
+        cfg = managed_config(
+            tmp_path / "state",
+            sim,
+            gateway_port=free_port(),
+            admin_port=free_port(),
+            extra=clock_table("measure"),
+        )
+        live = await asyncio.to_thread(start_live, cfg)
+        grant_person(cfg.storage.database_path)
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=fresh) as http:
+
+            async def clocks_ready() -> bool | None:
+                checks = (await http.get(f"{live.admin_url}/readyz")).json()["checks"]
+                check = checks.get("terminal_clocks", {})
+                measured = (check.get("drift") or {}).get("lobby") is not None
+                return bool(check["ok"]) if measured else None
+
+            async def asks() -> bool:
+                body = simapi.auth_request(sim.settings.serial, "e-1", "Ann", sim.config.now())
+                answer = (await http.post(f"{live.url}/auth", json=body)).json()
+                return bool(answer["data"]["pass"])
+
+            for _ in range(250):
+                if (await clocks_ready()) is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert await clocks_ready() is False  # the alarm ...
+            assert await asks() is False  # ... is what the person at the door meets
+            sim.config.skew = 0.0  # its clock put right
+            assert await asks() is True
+    finally:
         await sim.stop()
