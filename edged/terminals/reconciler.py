@@ -2,10 +2,12 @@
 
 A reconcile is: log in, read device info (the serial must match), read the push registration,
 write ``{event_dest, enabled}`` when it differs or cannot be read, optionally set remote
-authentication by read-modify-write of ``/v1/device/functions``, verify, back-fill a gap. It is
+authentication by read-modify-write of ``/v1/device/functions``, verify, check the terminal's
+clock (``clocksync``) and settings (``settings``), back-fill a gap. It is
 retried with exponential backoff and full jitter (capped), forever; cancellation goes through.
 Between reconciles the task watches: a ping every ``probe_interval`` (failing then answering
-means a reboot), missing heartbeats, the first push after a silence, a periodic check, and
+means a reboot), missing heartbeats, the first push after a silence, a DST change of the site's
+offset (with ``[terminal_clock]``), a periodic check, and
 on-demand requests (``edged terminals resubscribe``). Logs: one ERROR when a terminal goes down,
 one INFO when it is back, per-attempt detail at DEBUG.
 """
