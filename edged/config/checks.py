@@ -157,6 +157,12 @@ def _terminal_clock(cfg: Config) -> list[str]:
         problems.append("terminal_clock.ntp_server: only used when mode is 'ntp'")
     if any(ch.isspace() for ch in clock.ntp_server.strip()):
         problems.append("terminal_clock.ntp_server: must be a host name or address")
+    limit = clock.max_drift or cfg.receiver.stale_after / 2
+    if clock.mode == "manual" and clock.set_above >= limit:
+        problems.append(
+            f"terminal_clock.set_above: must be below the drift alarm ({limit:g} s: max_drift, "
+            "or half of receiver.stale_after), or a drifting clock is alarmed and never set"
+        )
     for i, t in enumerate(cfg.terminals):
         if t.remote_auth_fallback_minutes and t.settings.remote_auth_fallback_minutes is not None:
             problems.append(

@@ -75,6 +75,10 @@ def test_clock_modes_and_their_server() -> None:
         "t.toml: terminal_clock.ntp_server: only used when mode is 'ntp'"
     ]
     assert "'sometimes' is not one of" in problems('[terminal_clock]\nmode = "sometimes"\n')[0]
+    assert problems('[terminal_clock]\nmode = "manual"\nmax_drift = 2\nset_above = 2\n') == [
+        "t.toml: terminal_clock.set_above: must be below the drift alarm (2 s: max_drift, or "
+        "half of receiver.stale_after), or a drifting clock is alarmed and never set"
+    ]
     cfg = config.parse('[terminal_clock]\nmode = "ntp"\nntp_server = "10.0.0.1"\nmax_drift = 5\n')
     assert cfg.terminal_clock.ntp_server == "10.0.0.1" and cfg.terminal_clock.max_drift == 5.0
 
