@@ -53,7 +53,7 @@ def build(cfg: config.Config) -> Daemon:
         receiver_sockets = [_listen(opened, a) for a in cfg.receiver.listen]
         admin_sockets = [_listen(opened, a) for a in cfg.admin.listen]
         seen = Receiver.load_seen(store)
-        managed = Reconcilers(cfg, store, seen)
+        managed = Reconcilers(cfg, store, seen, plausible=clockcheck.plausible)
         reconcilers = managed if managed.items else None
         # doors: outputs claimed at their locked level before serving
         site = doors.build(cfg, store, relay=reconcilers.open_door if reconcilers else None)
