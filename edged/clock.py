@@ -6,7 +6,9 @@ A part that reads the time, sleeps, or sets a timer does it through a ``Clock`` 
 down (epoch seconds); ``sleep``, ``wait`` (an event, at most so long) and ``call_later`` are what
 waiting needs, on the caller's loop.
 
-Not here: the plausibility check of the gateway's own wall clock (``edged.ops.clockcheck``).
+``plausible`` is the one rule for whether the gateway's wall clock can be believed at all
+(the daemon's report and /readyz entry are ``edged.ops.clockcheck``; the managed terminals'
+clocks are set from the gateway's only when it holds, ``edged.terminals.clocksync``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from __future__ import annotations
 import asyncio
 import time as _time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
-from edged import aio
+from edged import BUILD_DATE, aio
+
+BUILD_EPOCH = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=UTC).timestamp()
+
+
+def plausible(now: float) -> bool:
+    """A wall clock earlier than this build's date is certainly wrong (no RTC, no NTP yet)."""
+    return now >= BUILD_EPOCH
 
 
 class Timer(Protocol):

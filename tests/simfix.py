@@ -49,11 +49,13 @@ def managed_config(
     fast: bool = True,
     admin_port: int = 0,
     reconciler: dict[str, Any] | None = None,
+    extra: str = "",
     **keys: Any,
 ) -> config.Config:
     """A config managing one terminal (``lobby``) served by ``sim``.
 
-    ``fast`` shortens the reconciler's intervals (FAST); ``reconciler`` overrides single keys.
+    ``fast`` shortens the reconciler's intervals (FAST); ``reconciler`` overrides single keys;
+    ``extra`` is TOML text added before the terminal (``[site]`` is not in the rest).
     """
     terminal = {
         "name": "lobby",
@@ -82,6 +84,7 @@ state_dir = "{state}"
 [gateway]
 public_url = "http://127.0.0.1:{gateway_port}"
 {_reconciler_table(tuned) if tuned else ""}
+{extra}
 [[terminals]]
 {lines}
 """

@@ -310,6 +310,12 @@ def _terminal_health(health: dict[str, Any] | None) -> dict[str, Any]:
     out = {k: v for k, v in health.items() if k not in ("name", "serial")}
     for key in ("last_ok", "last_attempt", "since"):
         out[key] = _iso(out.get(key))
+    for part, keys in (
+        ("clock", ("measured_at", "last_set")),
+        ("settings", ("last_write", "last_check")),
+    ):
+        if isinstance(out.get(part), dict):
+            out[part] = {**out[part], **{k: _iso(out[part].get(k)) for k in keys}}
     return out
 
 

@@ -215,6 +215,9 @@ def _terminal_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     sim.add_argument("--event-dest", default="", help="registration at boot")
     sim.add_argument("--reboot-every", type=float, default=0.0, help="seconds (0: never)")
     sim.add_argument("--reboot-seconds", type=float, default=5.0, help="time away")
+    sim.add_argument(
+        "--clock-skew", type=float, default=0.0, help="seconds its clock runs ahead (<0: behind)"
+    )
     sim.add_argument("--cert-dir", default="var/simulator", help="keeps certificates stable")
     sim.add_argument("--for", dest="duration", type=float, default=0.0, help="stop after")
     sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])

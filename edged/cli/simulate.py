@@ -39,6 +39,7 @@ def _settings_from_args(args: Any) -> list[SimSettings]:
         "reboot_seconds": args.reboot_seconds,
         "cert_dir": args.cert_dir,
         "event_dest": args.event_dest,
+        "skew": args.clock_skew,
     }
     if args.from_config:
         cfg = config.load(getattr(args, "config", None))

@@ -113,14 +113,80 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     cfg = config.load(getattr(args, "config", None))
     chosen = [_named(cfg, args.name)] if args.name else cfg.terminals
+    health = _daemon_health(cfg, chosen)
     conn = store.open_connection(cfg.storage.database_path)
     try:
         for terminal in chosen:
             print("\n".join(_address_lines(conn, terminal)))
-            print("\n".join(_people_lines(conn, terminal)))
+            if terminal.host:
+                print("\n".join(clock_settings_lines(health, terminal.serial)))
+            people = _people_lines(conn, terminal)
+            if people:
+                print("\n".join(people))
     finally:
         conn.close()
     return 0
+
+
+def _daemon_health(
+    cfg: config.Config, chosen: list[config.TerminalConfig]
+) -> dict[str, Any] | None:
+    """The running daemon's view of the managed terminals, by serial; None if it does not answer."""
+    if not any(t.host for t in chosen):
+        return {}
+    try:
+        listing = adminclient.admin_get(cfg, "/api/v1/terminals")
+    except (AdminError, ConfigError) as exc:
+        log.debug("no running daemon asked: %s", exc)
+        return None
+    terminals_ = listing.get("terminals", []) if isinstance(listing, dict) else []
+    return {str(t.get("serial")): t for t in terminals_ if isinstance(t, dict)}
+
+
+def clock_settings_lines(health: dict[str, Any] | None, serial: str) -> list[str]:
+    """The clock and settings part of ``terminals show`` for a managed terminal."""
+    if health is None:
+        return ["  clock:     (the daemon is not running: not known)"]
+    entry = health.get(serial) or {}
+    lines = []
+    clock = entry.get("clock") or {}
+    mode = clock.get("mode") or "off"
+    if mode == "off":
+        lines.append("  clock:     not managed (terminal_clock.mode = off)")
+    elif clock.get("drift") is None:
+        lines.append(f"  clock:     {mode}, not measured yet{_error(clock)}")
+    else:
+        state = "DRIFTING" if clock.get("state") == "drifting" else clock.get("state")
+        zone = clock.get("time_zone")
+        zone_text = "-" if zone is None else f"UTC{int(zone):+d}"
+        residual = clock.get("zone_residual_minutes") or 0
+        if residual:
+            zone_text += f" ({residual} min behind the site)"
+        lines.append(
+            f"  clock:     {state} {clock['drift']:+.3f} s (round trip {clock.get('round_trip')} s,"
+            f" alarm past {clock.get('max_drift'):g} s), {mode}, zone {zone_text}, "
+            f"{clock.get('sets', 0)} set{_error(clock)}"
+        )
+    settings = entry.get("settings") or {}
+    wanted = settings.get("wanted") or {}
+    if not wanted:
+        lines.append("  settings:  none chosen")
+        return lines
+    lines.append(
+        f"  settings:  {settings.get('state')}, {len(wanted)} kept, "
+        f"{settings.get('writes', 0)} written{_error(settings)}"
+    )
+    for key, drift in (settings.get("drift") or {}).items():
+        lines.append(
+            f"    drift:   {key} was {drift.get('terminal')!r}, set {drift.get('wanted')!r}"
+        )
+    for key in settings.get("unsupported") or []:
+        lines.append(f"    unsupported by its firmware: {key}")
+    return lines
+
+
+def _error(part: dict[str, Any]) -> str:
+    return f"; error: {part['error']}" if part.get("error") else ""
 
 
 def _address_lines(conn: Any, terminal: config.TerminalConfig) -> list[str]:

@@ -147,6 +147,31 @@ def _upstream_cache_age(cfg: Config) -> list[str]:
     return []
 
 
+def _terminal_clock(cfg: Config) -> list[str]:
+    """``ntp`` needs a server; a server is only used by ``ntp``; one fallback setting a terminal."""
+    clock = cfg.terminal_clock
+    problems: list[str] = []
+    if clock.mode == "ntp" and not clock.ntp_server.strip():
+        problems.append("terminal_clock.ntp_server: required when mode is 'ntp'")
+    if clock.ntp_server and clock.mode != "ntp":
+        problems.append("terminal_clock.ntp_server: only used when mode is 'ntp'")
+    if any(ch.isspace() for ch in clock.ntp_server.strip()):
+        problems.append("terminal_clock.ntp_server: must be a host name or address")
+    limit = clock.max_drift or cfg.receiver.stale_after / 2
+    if clock.mode == "manual" and clock.set_above >= limit:
+        problems.append(
+            f"terminal_clock.set_above: must be below the drift alarm ({limit:g} s: max_drift, "
+            "or half of receiver.stale_after), or a drifting clock is alarmed and never set"
+        )
+    for i, t in enumerate(cfg.terminals):
+        if t.remote_auth_fallback_minutes and t.settings.remote_auth_fallback_minutes is not None:
+            problems.append(
+                f"terminals[{i}].settings.remote_auth_fallback_minutes: also set as "
+                f"terminals[{i}].remote_auth_fallback_minutes; set one"
+            )
+    return problems
+
+
 CROSS_CHECKS: list[Callable[[Config], list[str]]] = [
     _unique_terminals,
     _distinct_paths,
@@ -157,4 +182,5 @@ CROSS_CHECKS: list[Callable[[Config], list[str]]] = [
     _upstream_doors,
     _upstream_cache_age,
     _managed_terminals,
+    _terminal_clock,
 ]

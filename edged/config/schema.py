@@ -6,12 +6,15 @@ here (and documenting it in ``docs/config.md``: a test fails otherwise).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from edged.config.fields import (
+    Check,
     address_check,
     base_url_check,
     listen_check,
@@ -112,6 +115,87 @@ class LoggingConfig:
 
 
 # ----- terminals -----
+# The terminal's GPIO input functions (/v1/device/access gpio_b, gpio_c), by name.
+GPIO_INPUTS: dict[str, int] = {"none": 1, "door_contact": 2, "exit_button": 3, "fire": 4}
+
+
+def _between(low: float, high: float, unit: str = "", open_ends: bool = False) -> Check:
+    def check(value: float) -> str | None:
+        inside = low < value < high if open_ends else low <= value <= high
+        if inside:
+            return None
+        if open_ends:
+            return f"must be between {low:g} and {high:g} (both excluded)"
+        return f"must be {low:g}-{high:g}{unit}"
+
+    return check
+
+
+def gpio_input_check(value: str) -> str | None:
+    """A terminal input function name."""
+    if value in GPIO_INPUTS:
+        return None
+    return f"{value!r} is not one of {', '.join(map(repr, GPIO_INPUTS))}"
+
+
+def reboot_time_check(value: str) -> str | None:
+    """A time of day ``HH:MM:SS`` (or ``HH:MM``)."""
+    found = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)(:([0-5]\d))?", value)
+    return None if found else f"{value!r} is not a time of day such as '02:00:00'"
+
+
+@dataclass(frozen=True)
+class TerminalSettings:
+    """Settings edged keeps on managed terminals; an unset key leaves the terminal's own value.
+
+    Site-wide in ``[terminal_settings]``, per terminal in ``[terminals.settings]`` (which wins,
+    key by key). Applied by read-modify-write (docs/terminals.md, "Terminal settings").
+    """
+
+    gpio_b: str | None = field(default=None, metadata=meta(gpio_input_check))
+    gpio_c: str | None = field(default=None, metadata=meta(gpio_input_check))
+    keep_door_open_duration: int | None = field(default=None, metadata=meta(_between(1, 30, " s")))
+    door_sensor_timeout: int | None = field(default=None, metadata=meta(_between(1, 600, " s")))
+    tamper_alarm: bool | None = None
+    forced_open_alarm: bool | None = None
+    resign_interval: int | None = field(default=None, metadata=meta(_between(0, 1800, " s")))
+    auto_reboot: bool | None = None
+    reboot_time: str | None = field(default=None, metadata=meta(reboot_time_check))
+    remote_auth_fallback_minutes: int | None = field(
+        default=None, metadata=meta(_between(0, 60, " minutes (0: never)"))
+    )
+    liveness: bool | None = None
+    liveness_threshold: float | None = field(
+        default=None, metadata=meta(_between(0, 1, open_ends=True))
+    )
+    verify_threshold: float | None = field(
+        default=None, metadata=meta(_between(0, 1, open_ends=True))
+    )
+    certificate_threshold: float | None = field(
+        default=None, metadata=meta(_between(0, 1, open_ends=True))
+    )
+
+    def over(self, default: TerminalSettings) -> TerminalSettings:
+        """These settings, each unset key taken from ``default`` (the site's)."""
+        mine = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return dataclasses.replace(default, **mine)
+
+    def chosen(self) -> dict[str, object]:
+        """The keys set, with their values."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TerminalClockConfig:
+    """How edged keeps the managed terminals' clocks (docs/terminals.md, "Terminal clocks")."""
+
+    mode: Literal["off", "measure", "ntp", "manual"] = "off"
+    ntp_server: str = ""
+    time_zone: bool = True
+    max_drift: float = field(default=0.0, metadata=meta(not_negative))
+    set_above: float = field(default=1.0, metadata=meta(positive))
+
+
 @dataclass(frozen=True)
 class TerminalConfig:
     """One door terminal edged serves."""
@@ -135,6 +219,7 @@ class TerminalConfig:
     remote_auth: bool = False
     remote_auth_mode: Literal[1, 3] = 1
     remote_auth_fallback_minutes: int = 0
+    settings: TerminalSettings = field(default_factory=TerminalSettings)
 
 
 @dataclass(frozen=True)
@@ -342,6 +427,8 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
+    terminal_clock: TerminalClockConfig = field(default_factory=TerminalClockConfig)
+    terminal_settings: TerminalSettings = field(default_factory=TerminalSettings)
     people_sync: PeopleSyncConfig = field(default_factory=PeopleSyncConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 

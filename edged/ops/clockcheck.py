@@ -8,16 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edged import BUILD_DATE
+from edged.clock import BUILD_EPOCH as BUILD_EPOCH
+from edged.clock import plausible as plausible
 from edged.store.eventjson import iso
 
 log = logging.getLogger(__name__)
-
-BUILD_EPOCH = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=UTC).timestamp()
-
-
-def plausible(now: float) -> bool:
-    """A clock earlier than this build's date is certainly wrong (no RTC, no NTP yet)."""
-    return now >= BUILD_EPOCH
 
 
 def report(now: float) -> bool:

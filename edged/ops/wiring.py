@@ -55,7 +55,9 @@ def build(cfg: config.Config) -> Daemon:
         admin_sockets = [_listen(opened, a) for a in cfg.admin.listen]
         seen = Receiver.load_seen(store)
         people_syncs = PeopleSyncs(cfg, store)  # with [people_sync] enabled
-        managed = Reconcilers(cfg, store, seen, on_reconciled=people_syncs.trigger)
+        managed = Reconcilers(
+            cfg, store, seen, plausible=clockcheck.plausible, on_reconciled=people_syncs.trigger
+        )
         reconcilers = managed if managed.items else None
         # doors: outputs claimed at their locked level before serving
         site = doors.build(cfg, store, relay=reconcilers.open_door if reconcilers else None)

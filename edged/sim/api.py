@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edged.sim import peopleapi
+from edged.sim import devicecfg, peopleapi
 from edged.sim.state import FIRMWARES as FIRMWARES
 from edged.sim.state import Device, Firmware, default_functions
 from edged.sim.state import firmware as firmware
@@ -152,7 +152,7 @@ class Api:
         if fw.identity_headers:
             response.headers["model"] = s.model
             response.headers["sn"] = s.serial
-            response.headers["timestamp"] = str(int(self.sim.clock.time()))
+            response.headers["timestamp"] = str(int(self.sim.config.now()))
             response.headers["account"] = s.username
         return response
 
@@ -302,7 +302,20 @@ class Api:
         return answer(None)
 
 
+def _device(handler: devicecfg.Handler) -> Any:
+    """A route of the terminal's clock and settings (edged.sim.devicecfg)."""
+
+    async def route(api: Api, request: Request) -> Response:
+        body = await api.body(request) if request.method == "POST" else {}
+        # looked up on the instance: a test may replace one terminal's handler
+        data, code, msg = getattr(api.sim.config, handler.__name__)(body)
+        return answer(data, code, msg)
+
+    return route
+
+
 ROUTES = {
+    **{key: _device(handler) for key, handler in devicecfg.ROUTES.items()},
     "POST /v1/auth/login": Api.login,
     "GET /v2/datasync/ping": Api.ping,
     "GET /v1/device/info": Api.info,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edged.clock import Clock
+from edged.sim.devicecfg import DeviceConfig
 from edged.sim.library import Library
 
 BUFFER_CAP = 50_000
@@ -88,6 +89,8 @@ class SimSettings:
     buffer_cap: int = BUFFER_CAP
     cert_dir: str = ""  # keep the certificate here (stable fingerprint); "": a temporary folder
     event_dest: str = ""  # registration at first boot (as if set earlier); "": none
+    skew: float = 0.0  # seconds the terminal's own clock is ahead of the simulator's clock
+    ntp_reachable: bool = True  # an NTP server_address, once set, puts the clock right
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Device(Protocol):
     history: list[dict[str, Any]]
     door_log: list[int]
     cert_path: str
+    config: DeviceConfig  # clock and settings (/v1/device/time, access, system, recognize)
     library: Library  # users, groups, rules: kept across reboots, wiped by a factory reset
 
     def subscribe(self, event_dest: str, enabled: bool) -> None:

@@ -35,6 +35,7 @@ import httpx
 from edged.clock import SYSTEM, Clock
 from edged.sim import api as simapi
 from edged.sim import cert as simcert
+from edged.sim.devicecfg import DeviceConfig
 from edged.sim.library import Library
 from edged.sim.push import PushConnection, PushError
 from edged.sim.state import SimSettings, SimState, firmware
@@ -52,6 +53,8 @@ class SimulatedTerminal:
         self.clock = clock
         self.firmware = firmware(self.settings.firmware)
         self.state = SimState()
+        s = self.settings
+        self.config = DeviceConfig(self.firmware.version, clock, s.ntp_reachable, s.skew)
         self.library = Library(self.firmware.blacklist_type, int_ids=not self.firmware.v2)
         if self.settings.event_dest:
             self.state.subscription = {"event_dest": self.settings.event_dest, "enabled": True}
@@ -266,7 +269,7 @@ class SimulatedTerminal:
         """
         if not self.firmware.alarms:
             raise ValueError(f"firmware {self.firmware.version} pushes no alarms")
-        made = simapi.alarm_record(code, status, int(self.clock.time() * 1000))
+        made = simapi.alarm_record(code, status, int(self.config.now() * 1000))
         if self.registered:
             if self._loop is not None and self._loop.is_running():
                 self._loop.call_soon_threadsafe(self._enqueue, made)
@@ -312,7 +315,7 @@ class SimulatedTerminal:
     def _record(self, n: int | None = None, passed: bool | None = None) -> dict[str, Any]:
         n = next(self._counter) if n is None else n
         user_id, name = PEOPLE[n % len(PEOPLE)]
-        now = int(self.clock.time())
+        now = int(self.config.now())  # the terminal stamps its records with its own clock
         fw = self.firmware
         make = simapi.new_record if fw.new_records else simapi.old_record
         record = make(
@@ -371,7 +374,7 @@ class SimulatedTerminal:
         return {
             "model": self.settings.model,
             "sn": self.settings.serial,
-            "timestamp": str(int(self.clock.time())),
+            "timestamp": str(int(self.config.now())),
             "account": self.settings.username,
         }
 
@@ -415,7 +418,7 @@ class SimulatedTerminal:
             return None
         n = next(self._counter) if n is None else n
         user_id, name = PEOPLE[n % len(PEOPLE)]
-        body = simapi.auth_request(self.settings.serial, user_id, name, self.clock.time())
+        body = simapi.auth_request(self.settings.serial, user_id, name, self.config.now())
         try:
             response = await self._client.post(address, json=body, headers=self._headers())
             answer: dict[str, Any] = response.json()

@@ -47,8 +47,10 @@ MAX_PENDING_ITEMS = 4096
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 BATCH_LIMIT = 512
 COMMIT_SAMPLES = 128  # record commits kept for commit_estimate()
-# A bulk save (back-fill) is stored this many records per commit, in the live records' commit:
-# a live request waits for at most one chunk's inserts.
+# A bulk save (back-fill) is stored this many records per commit. A live record that finds a
+# bulk save waiting goes ahead of its next chunk, in a commit of its own; the commit after that
+# carries the chunk (with whatever live records came meanwhile). So a live request waits for at
+# most the commit in flight, and a steady stream of live records slows the bulk at most by half.
 BULK_CHUNK = 32
 # Duplicate counters not yet written are written after this long without any commit.
 DUPLICATES_FLUSH_SECONDS = 5.0
@@ -246,6 +248,7 @@ class Store:
         self.before_commit: list[Callable[[Record], None]] = []
         # Duplicates seen and not yet written: event id -> [count, last seen] (under _lock).
         self._unwritten: dict[int, list[float]] = {}
+        self._bulk_deferred = False  # the last commit let live records ahead of a bulk chunk
         self.db = open_database(self.path)  # loop-thread reads, also runs migrations
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -419,11 +422,14 @@ class Store:
         jobs = [i for i in batch if i.job is not None]
         bulk = next((i for i in batch if i.bulk is not None), None)
         again: list[_Item] = []
+        # Live records go ahead of a bulk chunk, once in a row (BULK_CHUNK above).
+        defer = bulk is not None and bool(records) and not self._bulk_deferred
+        self._bulk_deferred = defer
         try:
-            chunk = self._chunk(bulk) if bulk is not None else []
+            chunk = self._chunk(bulk) if bulk is not None and not defer else []
             if records or chunk:
                 results = self._commit_records(records + chunk)
-                if bulk is not None:
+                if bulk is not None and not defer:
                     self._bulk_done(bulk, chunk, results)
             for item in jobs:
                 self._commit_job(item)

@@ -3,9 +3,9 @@
 They are stored as replayed (``Replay.BACKFILL``): kept for the audit trail, acknowledged to
 nobody, and never acted upon — the receiver's listeners are not called for them. A page (200
 records, ~100 KB of JSON) is parsed in a worker thread (:meth:`TerminalClient.records`), then
-normalised and stored in the store's writer thread (:meth:`Store.save_bulk`), a chunk at a time
-inside the live records' commits: the event loop only reads the answer and awaits, so live
-requests are not held up by the past.
+normalised and stored in the store's writer thread (:meth:`Store.save_bulk`), a chunk at a time;
+a live record waiting goes ahead of the next chunk. The event loop only reads the answer and
+awaits, so live requests are not held up by the past.
 """
 
 from __future__ import annotations

@@ -435,6 +435,9 @@ def status_section(terminals: list[dict[str, Any]]) -> list[str]:
             f"beat {t.get('last_heartbeat') or '-'}",
             f"auth_mode {'-' if auth is None else auth}",
         ]
+        clock = t.get("clock") or {}
+        if clock.get("state") == "drifting":
+            parts.append(f"CLOCK {clock.get('drift'):+.1f} s")
         line = "  ".join(parts)
         if t.get("last_error"):
             line += f"\n  {'':<14} error: {t['last_error']}"

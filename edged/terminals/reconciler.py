@@ -2,10 +2,12 @@
 
 A reconcile is: log in, read device info (the serial must match), read the push registration,
 write ``{event_dest, enabled}`` when it differs or cannot be read, optionally set remote
-authentication by read-modify-write of ``/v1/device/functions``, verify, back-fill a gap. It is
+authentication by read-modify-write of ``/v1/device/functions``, verify, check the terminal's
+clock (``clocksync``) and settings (``settings``), back-fill a gap. It is
 retried with exponential backoff and full jitter (capped), forever; cancellation goes through.
 Between reconciles the task watches: a ping every ``probe_interval`` (failing then answering
-means a reboot), missing heartbeats, the first push after a silence, a periodic check, and
+means a reboot), missing heartbeats, the first push after a silence, a DST change of the site's
+offset (with ``[terminal_clock]``), a periodic check, and
 on-demand requests (``edged terminals resubscribe``). Logs: one ERROR when a terminal goes down,
 one INFO when it is back, per-attempt detail at DEBUG.
 """
@@ -30,6 +32,8 @@ from edged.store import presence
 from edged.store.events import Store
 from edged.terminals import backfill
 from edged.terminals import client as terminals
+from edged.terminals import settings as desired
+from edged.terminals.clocksync import ClockSync
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class TerminalReconciler:
         seen: dict[str, TerminalSeen],
         sleep: Sleep | None = None,
         clock: Clock = SYSTEM,
+        plausible: Callable[[float], bool] | None = None,
         on_reconciled: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -101,6 +106,9 @@ class TerminalReconciler:
         self._last_push: float | None = None
         self._beat_alarm = False
         self._stopped = False
+        # the terminal's clock and settings, checked at every reconcile (their own modules)
+        self.clock_sync = ClockSync(cfg, terminal.name, clock, plausible)
+        self.settings_sync = desired.SettingsSync(cfg, terminal, clock)
 
     def stop(self) -> None:
         """Ask the task to end (cancel it as well).
@@ -171,6 +179,8 @@ class TerminalReconciler:
                 await self._remote_auth(client)
             else:
                 self.health.auth_mode = (await client.functions()).get("auth_mode")
+            await self.clock_sync.check(client)
+            await self.settings_sync.check(client)
         finally:
             presented = getattr(client.context, "last_presented", None)
             self.health.presented_fingerprint = presented or self.health.presented_fingerprint
@@ -216,7 +226,7 @@ class TerminalReconciler:
         wanted = {
             "auth_mode": self.terminal.remote_auth_mode,
             "remote_authentication_address": self.auth_url,
-            "remote_auth_timeout_to_local_auth": self.terminal.remote_auth_fallback_minutes,
+            "remote_auth_timeout_to_local_auth": desired.fallback_minutes(self.cfg, self.terminal),
         }
         functions = await client.functions()
         if any(functions.get(k) != v for k, v in wanted.items()):
@@ -416,6 +426,8 @@ class TerminalReconciler:
         """Drift seen by the receiver: heartbeats missing, first push after a silence."""
         seen = self.seen.get(self.terminal.serial)
         now = self.clock.time()
+        if self.clock_sync.zone_due(now):
+            return "the site's UTC offset changed (DST)"
         timeout = self.cfg.reconciler.heartbeat_timeout
         push = seen.last_push if seen else None
         previous, self._last_push = self._last_push, push
@@ -433,8 +445,12 @@ class TerminalReconciler:
         return None
 
     def report(self) -> dict[str, Any]:
-        """The health as plain data."""
-        return asdict(self.health)
+        """The health as plain data, with the terminal's clock and settings."""
+        return {
+            **asdict(self.health),
+            "clock": self.clock_sync.report(),
+            "settings": self.settings_sync.report(),
+        }
 
 
 class Reconcilers:
@@ -446,19 +462,24 @@ class Reconcilers:
         store: Store,
         seen: dict[str, TerminalSeen],
         sleep: Sleep | None = None,
+        plausible: Callable[[float], bool] | None = None,
         on_reconciled: Callable[[str], None] | None = None,
     ) -> None:
+        self.cfg = cfg
         self.items = {
             t.name: TerminalReconciler(
-                cfg, t, store, seen, sleep=sleep, on_reconciled=on_reconciled
+                cfg, t, store, seen, sleep=sleep, plausible=plausible, on_reconciled=on_reconciled
             )
             for t in cfg.terminals
             if t.host
         }
 
     def hooks(self) -> Hooks:
-        """The daemon's service and /readyz entry for the managed terminals."""
-        return Hooks(services=(self.run,), checks=(self.readiness,))
+        """The daemon's service and /readyz entries for the managed terminals (and clocks)."""
+        checks = [self.readiness]
+        if self.cfg.terminal_clock.mode != "off":
+            checks.append(self.clock_readiness)
+        return Hooks(services=(self.run,), checks=tuple(checks))
 
     async def run(self) -> None:
         """Run every terminal's task until cancelled (a daemon service)."""
@@ -493,6 +514,12 @@ class Reconcilers:
         states = {name: r.health.state for name, r in self.items.items()}
         ok = all(state == "registered" for state in states.values())
         return "terminals", ok, {"states": states}
+
+    def clock_readiness(self) -> tuple[str, bool, dict[str, Any]]:
+        """The /readyz check of the terminals' clocks: not ready while one drifts too far."""
+        drift = {name: r.clock_sync.health.drift for name, r in self.items.items()}
+        drifting = sorted(name for name, r in self.items.items() if r.clock_sync.alarm)
+        return "terminal_clocks", not drifting, {"drift": drift, "drifting": drifting}
 
     def resubscribe(self, name: str | None = None) -> list[str]:
         """Reconcile now (one terminal, or all); returns the names; KeyError if unknown."""

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -320,6 +321,57 @@ async def test_bulk_save_is_built_in_the_writer_and_rides_live_commits(tmp_path:
     assert tuple(rows) == (len(uuids) + 1, 0)
     assert set(threads) == {"edged-writer"}
     assert st.stats.commits <= 2 + len(uuids) // store.BULK_CHUNK + 1
+
+
+def _commits_seen(st: store.Store) -> list[list[str]]:
+    """The uuids of each commit of records, in order (the real commit, observed)."""
+    seen: list[list[str]] = []
+    real = st._commit_records
+
+    def observed(items: list[Any]) -> Any:
+        seen.append([i.record.event.uuid for i in items])
+        return real(items)
+
+    st._commit_records = observed  # type: ignore[method-assign]
+    return seen
+
+
+async def test_a_live_record_goes_ahead_of_the_next_bulk_chunk(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "ahead.db")
+    seen = _commits_seen(st)
+    try:
+        uuids = [f"old-{i}" for i in range(20 * store.BULK_CHUNK)]
+        bulk = asyncio.ensure_future(st.save_bulk(_built_in([], uuids)))
+        await asyncio.sleep(0)  # queued first
+        await st.save(record("live"))
+        await bulk
+    finally:
+        st.close()
+    (live_commit,) = [c for c in seen if "live" in c]
+    assert live_commit == ["live"]  # no back-filled record in the live record's commit
+    assert sorted(u for c in seen for u in c if u != "live") == sorted(uuids)
+
+
+async def test_a_stream_of_live_records_never_stops_a_bulk_save(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "stream.db")
+    seen = _commits_seen(st)
+    try:
+        uuids = [f"old-{i}" for i in range(8 * store.BULK_CHUNK)]
+        bulk = asyncio.ensure_future(st.save_bulk(_built_in([], uuids)))
+        n = 0
+        while not bulk.done() and n < 2000:  # live records queued before each commit ends
+            await asyncio.gather(*(st.save(record(f"live-{n}-{k}")) for k in range(3)))
+            n += 1
+        assert bulk.done() and await bulk == len(uuids)
+    finally:
+        st.close()
+    with_chunk = [c for c in seen if any(u.startswith("old-") for u in c)]
+    assert len(with_chunk) == len(uuids) // store.BULK_CHUNK  # full chunks, none split
+    # at most one live-only commit between two chunks: the bulk kept at least half the commits
+    between = 0
+    for commit in seen[seen.index(with_chunk[0]) : seen.index(with_chunk[-1])]:
+        between = 0 if commit in with_chunk else between + 1
+        assert between <= 1
 
 
 async def test_bulk_save_that_cannot_be_built_fails_cleanly(tmp_path: Path) -> None:
