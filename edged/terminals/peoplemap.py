@@ -228,9 +228,20 @@ def _lockdown(site: Site, limits: list[str]) -> tuple[bool, str | None]:
     return True, groups.pop()
 
 
-def derive(site: Site, now: float, tz: tzinfo, profile: Profile = Profile()) -> Desired:
-    """The terminal's desired library at epoch second ``now`` (site zone ``tz``)."""
+def derive(
+    site: Site, now: float, tz: tzinfo, profile: Profile = Profile(), zone_kept: bool = True
+) -> Desired:
+    """The terminal's desired library at epoch second ``now`` (site zone ``tz``).
+
+    ``zone_kept``: edged keeps the terminal's zone at the site's offset (``[terminal_clock]``
+    ``ntp`` or ``manual`` with ``time_zone``); else its rules would open at other hours.
+    """
     out = Desired()
+    if not zone_kept:
+        out.limits.append(
+            "the terminal's time zone is not kept at the site's ([terminal_clock] mode ntp or "
+            "manual, time_zone = true): nobody passes offline"
+        )
     door = site.door
     local = schedule.local_time(now, tz)
     offset = local.utcoffset() or timedelta(0)

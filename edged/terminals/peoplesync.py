@@ -222,7 +222,9 @@ class PeopleSync:
                 site = doorpeople.load(conn, self.door)
             finally:
                 conn.close()
-            return peoplemap.derive(site, now, self.tz, profile)
+            clock = self.cfg.terminal_clock
+            kept = clock.mode in ("ntp", "manual") and clock.time_zone
+            return peoplemap.derive(site, now, self.tz, profile, zone_kept=kept)
 
         return await asyncio.to_thread(work)
 

@@ -140,7 +140,7 @@ async def test_the_daemon_keeps_the_terminals_people_and_the_commands_show_it(
     import json
     import time
 
-    from edged.config.schema import PeopleSyncConfig
+    from edged.config.schema import PeopleSyncConfig, TerminalClockConfig
     from tests.simfix import make_sim
 
     sim = make_sim(tmp_path, firmware=firmware)
@@ -149,7 +149,10 @@ async def test_the_daemon_keeps_the_terminals_people_and_the_commands_show_it(
         cfg = managed_config(
             tmp_path / "state", sim, gateway_port=free_port(), admin_port=free_port()
         )
-        cfg = dataclasses.replace(cfg, people_sync=PeopleSyncConfig(enabled=True))
+        clock = TerminalClockConfig(mode="manual")  # the terminal's zone kept: rules expressible
+        cfg = dataclasses.replace(
+            cfg, people_sync=PeopleSyncConfig(enabled=True), terminal_clock=clock
+        )
         path = write_config(tmp_path, cfg)
         doc = tmp_path / "people.json"
         doc.write_text(

@@ -128,6 +128,10 @@ def test_what_cannot_be_expressed_errs_to_deny() -> None:
     assert library.decide("e-1", *at(11, 10)) and not library.decide("e-1", *at(13, 10))
     india = peoplemap.derive(site(), NOW, ZoneInfo("Asia/Kolkata"))
     assert any("whole hour" in text for text in india.limits)
+    unkept = peoplemap.derive(site(), NOW, TZ, zone_kept=False)
+    assert any("time zone is not kept" in text for text in unkept.limits)
+    assert not load(unkept).decide("1005", *at(3, 0))  # the users are there, the rules closed
+    assert "1005" in unkept.users
 
 
 def test_a_lockdown_leaves_only_its_override_group() -> None:

@@ -14,7 +14,7 @@ import pytest
 from edged import config
 from edged.access import people, terminalstate
 from edged.access.faces import FaceStore
-from edged.config.schema import PeopleSyncConfig
+from edged.config.schema import PeopleSyncConfig, TerminalClockConfig
 from edged.sim.library import NO_FACE
 from edged.sim.terminal import SimulatedTerminal
 from edged.store import events as store
@@ -28,7 +28,10 @@ UTC = ZoneInfo("UTC")
 
 def configured(tmp_path: Path, sim: SimulatedTerminal) -> config.Config:
     cfg = managed_config(tmp_path / "state", sim)
-    return dataclasses.replace(cfg, people_sync=PeopleSyncConfig(enabled=True, batch_size=3))
+    clock = TerminalClockConfig(mode="manual")  # the terminals' zone kept: rules as scheduled
+    return dataclasses.replace(
+        cfg, people_sync=PeopleSyncConfig(enabled=True, batch_size=3), terminal_clock=clock
+    )
 
 
 def person(pid: str, uid: str, **extra: Any) -> dict[str, Any]:
