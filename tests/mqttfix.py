@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -49,6 +50,8 @@ class Broker:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
+            # as root mosquitto would switch to user mosquitto, who cannot read tmp_path
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             "persistence true",
             f"persistence_location {self.root}/",
             "max_queued_messages 0",  # no limit: a test counts every message
@@ -117,7 +120,7 @@ class Subscriber:
         # persistent: a session the broker keeps (and queues for) while this is away
         client = new_client(client_id, clean=not persistent)
         if tls is not None:
-            client.tls_set(ca_certs=tls["ca"])
+            client.tls_set(ca_certs=tls["ca"], certfile=tls.get("cert"), keyfile=tls.get("key"))
         self.topics = topics
         client.reconnect_delay_set(0.2, 1)
         client.on_connect = self._connected

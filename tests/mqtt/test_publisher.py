@@ -105,7 +105,9 @@ def test_outage_across_an_edged_restart_loses_nothing(
     try:
         sub = Subscriber(broker.port, [f"{PREFIX}/records"], client_id="late-sub")
         live = start_live(cfg)
-        assert sub.wait(lambda: unique_in_order(sub.json_on(f"{PREFIX}/records")) == list(range(1, 41)))
+        assert sub.wait(
+            lambda: unique_in_order(sub.json_on(f"{PREFIX}/records")) == list(range(1, 41))
+        )
         assert sub.wait(lambda: cursor(cfg) == 40)
         ready = httpx.get(f"{live.admin_url}/readyz").json()["checks"]["mqtt"]
         assert ready["connected"] is True and ready["published_up_to"] == 40

@@ -1,0 +1,74 @@
+"""The broker connection: TLS with a test CA (client certificate too), a wrong CA refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import trustme
+
+from edged.config import Config
+from tests.conftest import LiveDaemon, recognition
+from tests.mqttfix import Broker, Subscriber, mqtt_toml, needs_mosquitto
+
+pytestmark = needs_mosquitto
+
+PREFIX = "edged/test_site"
+
+
+def tls_files(root: Path, ca: trustme.CA, name: str) -> dict[str, str]:
+    root.mkdir(parents=True, exist_ok=True)
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {
+        "ca": root / f"{name}-ca.pem",
+        "cert": root / f"{name}.pem",
+        "key": root / f"{name}.key",
+    }
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    with files["cert"].open("wb") as out:
+        for blob in cert.cert_chain_pems:
+            out.write(blob.bytes())
+    return {k: str(v) for k, v in files.items()}
+
+
+def test_tls_with_a_test_ca_and_a_client_certificate(
+    tmp_path: Path, make_config: Callable[..., Config], start_live: Callable[..., LiveDaemon]
+) -> None:
+    ca = trustme.CA()
+    server = tls_files(tmp_path / "tls", ca, "server")
+    client = tls_files(tmp_path / "tls", ca, "client")
+    broker = Broker(tmp_path, tls={**server, "require": True})
+    broker.start()
+    try:
+        extra = f'tls = true\nca_file = "{client["ca"]}"\ncert_file = "{client["cert"]}"\n'
+        extra += f'key_file = "{client["key"]}"\n'
+        cfg = make_config(mqtt_toml(broker.port, extra))
+        live = start_live(cfg)
+        sub = Subscriber(broker.port, [f"{PREFIX}/#"], client_id="tls-sub", tls=client)
+        assert httpx.post(f"{live.url}/eventRcv", json=recognition()).status_code == 200
+        assert sub.wait(lambda: [r["id"] for r in sub.json_on(f"{PREFIX}/records")] == [1])
+        assert httpx.get(f"{live.admin_url}/readyz").json()["checks"]["mqtt"]["connected"]
+        sub.close()
+    finally:
+        broker.stop()
+
+
+def test_a_broker_certificate_from_another_ca_is_refused(
+    tmp_path: Path, make_config: Callable[..., Config], start_live: Callable[..., LiveDaemon]
+) -> None:
+    server = tls_files(tmp_path / "tls", trustme.CA(), "server")
+    other = tls_files(tmp_path / "other", trustme.CA(), "other")
+    broker = Broker(tmp_path, tls=server)
+    broker.start()
+    try:
+        cfg = make_config(mqtt_toml(broker.port, f'tls = true\nca_file = "{other["ca"]}"\n'))
+        live = start_live(cfg)
+        assert httpx.post(f"{live.url}/eventRcv", json=recognition()).status_code == 200
+        time.sleep(1.5)  # a few connection attempts
+        check = httpx.get(f"{live.admin_url}/readyz").json()["checks"]["mqtt"]
+        assert check["connected"] is False and check["depth"] == 1  # the record waits
+    finally:
+        broker.stop()
