@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -120,7 +121,12 @@ class Subscriber:
         # persistent: a session the broker keeps (and queues for) while this is away
         client = new_client(client_id, clean=not persistent)
         if tls is not None:
-            client.tls_set(ca_certs=tls["ca"], certfile=tls.get("cert"), keyfile=tls.get("key"))
+            client.tls_set(
+                ca_certs=tls["ca"],
+                certfile=tls.get("cert"),
+                keyfile=tls.get("key"),
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         self.topics = topics
         client.reconnect_delay_set(0.2, 1)
         client.on_connect = self._connected
