@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN = 1
 RECONNECT_MAX = 10
-INFLIGHT = 100  # QoS 1/2 messages on the wire before their acknowledgement
 ONLINE, OFFLINE = b"online", b"offline"
 
 Message = Callable[[str, bytes], None]
@@ -84,7 +83,7 @@ class Link:
             )
         # The last will: the broker says "offline" for edged when the link drops unasked.
         client.will_set(availability, OFFLINE, qos=1, retain=True)
-        client.max_inflight_messages_set(INFLIGHT)
+        client.max_inflight_messages_set(mq.window)  # edged's window bounds what paho holds
         client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected

@@ -194,8 +194,8 @@ class Publisher:
 
     def _fill(self) -> bool:
         room = self.mq.window - len(self._inflight)
-        if room <= 0:
-            return False
+        if room < min(READ_BATCH, self.mq.window) // 2:
+            return False  # read in batches: one query for many records
         assert self._conn is not None
         rows = mqttstate.after(self._conn, payloads.COLUMNS, self.sent, min(room, READ_BATCH))
         if not rows:
