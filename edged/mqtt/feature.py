@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 32  # commands waiting for the loop; past this a command is refused ("busy")
 LOG_EVERY = 60.0  # s: a refusal reason is logged at most once in this time (counted always)
 HA_SOURCE = "homeassistant@mqtt"
+REFRESH_GAP = 0.1  # s at least between two looks at the states
 
 
 def prune_limit(conn: sqlite3.Connection) -> int:
@@ -86,7 +88,8 @@ class Mqtt:
         self.state_wake: asyncio.Event | None = None
         self.refused: Counter[str] = Counter()
         self.accepted = 0
-        self._pending = 0
+        self._pending = 0  # commands handed to the loop and not done (under _lock)
+        self._lock = threading.Lock()
         self._logged: dict[str, float] = {}
         if self.mq.homeassistant:
             self.publisher.discovery(self._discovery(cfg))
@@ -127,6 +130,7 @@ class Mqtt:
                 self.state_wake.clear()
                 self.refresh()
                 await self.clock.wait(self.state_wake, self.mq.state_interval)
+                await self.clock.sleep(REFRESH_GAP)  # a burst of records: one look, not many
         finally:
             self.publisher.stop()
             self.link.stop()
@@ -166,14 +170,16 @@ class Mqtt:
             retain(topics.terminal(t.name), payloads.dumps(state))
 
     def readiness(self) -> tuple[str, bool, dict[str, Any]]:
-        """The ``mqtt`` entry of /readyz: shown, never failing (doors work without a broker)."""
+        """The ``mqtt`` entry of /readyz: a broker that is down is shown, not a failure (doors
+        work without it); only a publishing thread that stopped (a bug) fails it."""
         detail = self.publisher.status()
         try:
             detail.update(mqttstate.status(self.store.reader))
         except sqlite3.Error as exc:
             detail["store_error"] = str(exc)
         detail["commands"] = {"accepted": self.accepted, "refused": dict(self.refused)}
-        return "mqtt", True, detail
+        started = self.publisher.started
+        return "mqtt", not started or detail["publisher_alive"], detail
 
     # ----- commands (paho's thread, then the loop) --------------------------------------------
 
@@ -184,16 +190,21 @@ class Mqtt:
         loop = self.loop
         if loop is None:
             return
-        if self._pending >= MAX_PENDING:
+        if topic == self.topics.commands and self.mq.commands:
+            work = self._signed(payload)
+        elif self.mq.homeassistant_commands:
+            work = self._from_ha(topic, payload)
+        else:
+            return
+        with self._lock:
+            busy = self._pending >= MAX_PENDING
+            if not busy:
+                self._pending += 1
+        if busy:
+            work.close()
             self._refuse(CommandError("busy", "too many commands waiting"), topic)
             return
-        self._pending += 1
-        if topic == self.topics.commands and self.mq.commands:
-            asyncio.run_coroutine_threadsafe(self._signed(payload), loop)
-        elif self.mq.homeassistant_commands:
-            asyncio.run_coroutine_threadsafe(self._from_ha(topic, payload), loop)
-        else:
-            self._pending -= 1
+        asyncio.run_coroutine_threadsafe(work, loop)
 
     async def _signed(self, payload: bytes) -> None:
         """A signed command: verified, its nonce kept, carried out, answered."""
@@ -219,7 +230,7 @@ class Mqtt:
             self.accepted += 1
             self._reply({"id": cmd.request_id, "nonce": cmd.nonce, "ok": True, **result})
         finally:
-            self._pending -= 1
+            self._done()
 
     async def _carry_out(self, cmd: Command) -> dict[str, Any]:
         source = f"{cmd.by or 'command'}@mqtt"[:120]
@@ -293,6 +304,10 @@ class Mqtt:
         except CommandError as exc:
             self._refuse(exc, topic)
         finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._lock:
             self._pending -= 1
 
     def _refuse(self, exc: CommandError, topic: str) -> None:

@@ -111,6 +111,10 @@ class Publisher:
         """A record was stored: look at once."""
         self.wake.set()
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edged-mqtt", daemon=True)
         self._thread.start()
@@ -281,6 +285,7 @@ class Publisher:
         """For /readyz: the link, the acknowledged run, what is in flight."""
         return {
             "connected": self.link.connected.is_set(),
+            "publisher_alive": self._thread is not None and self._thread.is_alive(),
             "broker": self.link.address,
             "acknowledged_up_to": self.acked,
             "in_flight": len(self._inflight),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -114,3 +116,26 @@ def test_outage_across_an_edged_restart_loses_nothing(
         sub.close()
     finally:
         broker.stop()
+
+
+def test_the_cursor_moves_only_on_the_brokers_acknowledgement(
+    broker: Broker, make_config: Callable[..., Config], start_live: Callable[..., LiveDaemon]
+) -> None:
+    cfg = make_config(mqtt_toml(broker.port))
+    live = start_live(cfg)
+    push(live, 0, 5)
+    sub = Subscriber(broker.port, [f"{PREFIX}/records"], client_id="ack-sub", persistent=False)
+    assert sub.wait(lambda: cursor(cfg) == 5)
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)  # frozen: the connection stays, no PUBACK comes
+    try:
+        push(live, 5, 10)  # answered at once all the same
+        time.sleep(1.0)
+        check = httpx.get(f"{live.admin_url}/readyz").json()["checks"]["mqtt"]
+        assert cursor(cfg) == 5 and check["acknowledged_up_to"] == 5
+        assert check["in_flight"] == 10 and check["depth"] == 10
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    assert sub.wait(lambda: cursor(cfg) == 15)
+    assert unique_in_order(sub.json_on(f"{PREFIX}/records")) == list(range(6, 16))
+    sub.close()
