@@ -205,3 +205,50 @@ def test_lockdown_by_command_is_audited_and_refuses_an_open(
     rows = list(conn.execute("SELECT by, scope, mode, state FROM mode_changes"))
     conn.close()
     assert rows == [("ops@mqtt", "*", "lockdown", "on")]
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("enabled", [False, True])
+def test_home_assistant_commands_only_when_enabled(
+    enabled: bool,
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    mock_factory: MockFactory,
+    start_live: Callable[..., LiveDaemon],
+) -> None:
+    broker = Broker(tmp_path)
+    broker.start()
+    try:
+        wire_idle()
+        extra = f"homeassistant = true\nhomeassistant_commands = {str(enabled).lower()}\n"
+        live = start_live(make_config(doors_toml() + mqtt_toml(broker.port, extra)))
+        wire_inputs()
+        sub = Subscriber(broker.port, [f"{PREFIX}/#"], client_id="ha-cmd", persistent=False)
+        assert sub.wait(lambda: mqtt_check(live)["connected"])
+        time.sleep(0.3)  # edged's subscriptions follow its connect
+        pin(LOCK).clear_states()
+        ha = new_client("home-assistant")
+        ha.connect("127.0.0.1", broker.port, 30)
+        ha.loop_start()
+        ha.publish(f"{PREFIX}/ha/doors/lobby/set", b"UNLOCK", qos=1).wait_for_publish(5)
+        ha.publish(f"{PREFIX}/ha/doors/vault/set", b"UNLOCK", qos=1).wait_for_publish(5)
+        ha.publish(f"{PREFIX}/ha/lockdown/set", b"ON", qos=1).wait_for_publish(5)
+        if enabled:
+            assert sub.wait(lambda: sub.on(f"{PREFIX}/lockdown")[-1:] == [b"ON"])
+            assert any(s.state for s in pin(LOCK).states), "HA's unlock opened the door"
+            assert live.call(lambda: live.daemon.doors.lockdown) is True
+            refused = mqtt_check(live)["commands"]["refused"]
+            assert refused == {"unknown-door": 1}
+        else:
+            time.sleep(1.0)
+            assert not any(s.state for s in pin(LOCK).states[1:])
+            assert live.call(lambda: live.daemon.doors.lockdown) is False
+            assert sub.on(f"{PREFIX}/lockdown")[-1:] == [b"OFF"]
+        want = [("open", "homeassistant@mqtt")] if enabled else []
+        assert sub.wait(lambda: door_rows(live.daemon.store.path) == want, 5)
+        ha.disconnect()
+        ha.loop_stop()
+        sub.close()
+        live.stop()
+    finally:
+        broker.stop()
