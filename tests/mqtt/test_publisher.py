@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 import sqlite3
 import time
@@ -138,4 +140,27 @@ def test_the_cursor_moves_only_on_the_brokers_acknowledgement(
         broker.proc.send_signal(signal.SIGCONT)
     assert sub.wait(lambda: cursor(cfg) == 15)
     assert unique_in_order(sub.json_on(f"{PREFIX}/records")) == list(range(6, 16))
+    sub.close()
+
+
+@pytest.mark.parametrize("images", [False, True])
+def test_the_face_image_only_when_configured(
+    images: bool,
+    broker: Broker,
+    make_config: Callable[..., Config],
+    start_live: Callable[..., LiveDaemon],
+) -> None:
+    jpeg = b"\xff\xd8\xff\xe0" + b"face " * 200 + b"\xff\xd9"
+    extra = f"include_images = {str(images).lower()}\n"
+    live = start_live(make_config(mqtt_toml(broker.port, extra)))
+    sub = Subscriber(broker.port, [f"{PREFIX}/records"], client_id="img", persistent=False)
+    body = recognition(uuid="with-face", rgb_image=base64.b64encode(jpeg).decode())
+    assert httpx.post(f"{live.url}/eventRcv", json=body).status_code == 200
+    assert sub.wait(lambda: bool(sub.json_on(f"{PREFIX}/records")))
+    record = sub.json_on(f"{PREFIX}/records")[0]
+    if images:
+        assert base64.b64decode(record["image"]) == jpeg
+    else:
+        assert "image" not in record
+    assert "rgb_image" not in json.dumps(record)  # never the terminal's raw payload
     sub.close()
