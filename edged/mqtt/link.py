@@ -24,6 +24,7 @@ import paho.mqtt.client as paho
 
 from edged import config
 from edged.config import MqttConfig
+from edged.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,17 @@ class Link:
         if mq.username:
             client.username_pw_set(mq.username, password or None)
         if mq.tls:
-            client.tls_set(
-                ca_certs=mq.ca_file or None,
-                certfile=mq.cert_file or None,
-                keyfile=mq.key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                client.tls_set(
+                    ca_certs=mq.ca_file or None,
+                    certfile=mq.cert_file or None,
+                    keyfile=mq.key_file or None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                files = "mqtt.ca_file, mqtt.cert_file, mqtt.key_file"
+                raise ConfigError(f"{files}: cannot load: {exc}") from None
         # The last will: the broker says "offline" for edged when the link drops unasked.
         client.will_set(availability, OFFLINE, qos=1, retain=True)
         client.max_inflight_messages_set(mq.window)  # edged's window bounds what paho holds

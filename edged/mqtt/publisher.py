@@ -176,9 +176,8 @@ class Publisher:
         self._generation = self.link.generation
         self._inflight.clear()
         self.sent = self.acked
-        with self._lock:
+        with self._lock:  # (the read-back set is not cleared: paho may already be filling it)
             self._dirty = set(self._retained)
-            self._seen_discovery.clear()
         if self.readback is not None:
             self._readback_until = self.now() + READBACK
 

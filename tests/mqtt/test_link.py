@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 import trustme
 
 from edged.config import Config
@@ -72,3 +73,15 @@ def test_a_broker_certificate_from_another_ca_is_refused(
         assert check["connected"] is False and check["depth"] == 1  # the record waits
     finally:
         broker.stop()
+
+
+def test_unreadable_tls_files_are_a_clear_config_error(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    from edged.errors import ConfigError
+    from edged.ops import wiring
+
+    missing = tmp_path / "nope.pem"
+    cfg = make_config(mqtt_toml(1883, f'tls = true\nca_file = "{missing}"\n'))
+    with pytest.raises(ConfigError, match=r"mqtt\.ca_file.*cannot load"):
+        wiring.build(cfg)
