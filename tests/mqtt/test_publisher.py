@@ -61,9 +61,10 @@ def test_records_and_states_published_in_order(
     assert isinstance(first["key"], str) and first["key"]
     assert "image" not in first  # no face image unless configured
     assert sub.on(f"{PREFIX}/availability")[-1] == b"online"
-    assert sub.wait(lambda: bool(sub.json_on(f"{PREFIX}/terminals/lobby/state")))
-    state = sub.json_on(f"{PREFIX}/terminals/lobby/state")[-1]
-    assert state["online"] is True and state["serial"] == SERIAL
+    terminal = f"{PREFIX}/terminals/lobby/state"
+    assert sub.wait(lambda: bool(sub.json_on(terminal)) and sub.json_on(terminal)[-1]["online"])
+    state = sub.json_on(terminal)[-1]
+    assert state["serial"] == SERIAL and state["state"] == "ON" and state["last_heard"]
     assert sub.wait(lambda: sub.on(f"{PREFIX}/lockdown") == [b"OFF"])
     assert sub.wait(lambda: cursor(cfg) == 20), "the cursor follows the acknowledgements"
     live.stop()
