@@ -39,6 +39,7 @@ COMMIT_INTERVAL = 0.2  # s between cursor writes while records flow
 IDLE_WAIT = 1.0  # s between looks at the events table when nothing woke the thread
 READBACK = 2.0  # s the retained discovery entries are read back after a connect
 READ_BATCH = 500
+DOOR_KINDS = ("auth", "recognition", "alarm")  # records that are a door's events
 
 
 class Publisher:
@@ -218,13 +219,15 @@ class Publisher:
         return True
 
     def _door_topics(self, message: dict[str, Any]) -> None:
-        """A live access at a door: its event (HA event entity) and its last access (retained)."""
+        """A live record at a door: its event (HA event entity); an access is also the door's
+        last access (retained)."""
         door = message["door"]
-        if not door or message["replayed"] or message["kind"] not in ("auth", "recognition"):
+        if not door or message["replayed"] or message["kind"] not in DOOR_KINDS:
             return
-        self.link.publish(
-            self.topics.door(door, "event"), payloads.dumps(payloads.door_event(message)), 1
-        )
+        event = payloads.dumps(payloads.door_event(message))
+        self.link.publish(self.topics.door(door, "event"), event, 1)
+        if message["kind"] == "alarm":
+            return
         last = payloads.dumps(payloads.last_access(message))
         with self._lock:
             self._retained[self.topics.door(door, "last_access")] = last

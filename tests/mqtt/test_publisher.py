@@ -12,10 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from edged.config import Config
 from edged.store import mqttstate
 from tests.conftest import SERIAL, LiveDaemon, recognition
+from tests.doorfix import DOOR_SERIAL, doors_toml, wire_idle, wire_inputs
 from tests.mqttfix import Broker, Subscriber, mqtt_toml, needs_mosquitto, unique_in_order
 
 pytestmark = needs_mosquitto
@@ -164,4 +166,25 @@ def test_the_face_image_only_when_configured(
     else:
         assert "image" not in record
     assert "rgb_image" not in json.dumps(record)  # never the terminal's raw payload
+    sub.close()
+
+
+def test_a_live_record_at_a_door_is_its_event_and_last_access(
+    broker: Broker,
+    make_config: Callable[..., Config],
+    mock_factory: MockFactory,
+    start_live: Callable[..., LiveDaemon],
+) -> None:
+    wire_idle()
+    live = start_live(make_config(doors_toml() + mqtt_toml(broker.port)))
+    wire_inputs()
+    sub = Subscriber(broker.port, [f"{PREFIX}/doors/#"], client_id="door-sub", persistent=False)
+    body = recognition(serial=DOOR_SERIAL, uuid="at-the-door")
+    assert httpx.post(f"{live.url}/eventRcv", json=body).status_code == 200
+    event_topic, last_topic = f"{PREFIX}/doors/lobby/event", f"{PREFIX}/doors/lobby/last_access"
+    assert sub.wait(lambda: bool(sub.json_on(event_topic)) and bool(sub.json_on(last_topic)))
+    event = sub.json_on(event_topic)[0]
+    assert event["event_type"] == "record" and event["terminal"] == "lobby-door"
+    last = sub.json_on(last_topic)[-1]
+    assert last["key"] == event["key"] and last["at"].endswith("+00:00")
     sub.close()
