@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -188,3 +189,30 @@ def test_a_live_record_at_a_door_is_its_event_and_last_access(
     last = sub.json_on(last_topic)[-1]
     assert last["key"] == event["key"] and last["at"].endswith("+00:00")
     sub.close()
+
+
+def test_broker_killed_with_records_in_flight_loses_nothing(
+    broker: Broker, make_config: Callable[..., Config], start_live: Callable[..., LiveDaemon]
+) -> None:
+    """SIGKILL while records are on the wire and not acknowledged (the broker frozen first, so
+    that none of them was taken): after the restart edged sends them again, in order."""
+    cfg = make_config(mqtt_toml(broker.port))
+    live = start_live(cfg)
+    sub = Subscriber(broker.port, [f"{PREFIX}/records"], client_id="kill-sub", persistent=False)
+    push(live, 0, 10)
+    assert sub.wait(lambda: cursor(cfg) == 10)
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)
+    push(live, 10, 20)
+    assert sub.wait(lambda: check(live)["in_flight"] == 20)
+    broker.stop(signal.SIGKILL)
+    push(live, 30, 10)
+    assert cursor(cfg) == 10
+    broker.start()
+    assert sub.wait(lambda: unique_in_order(sub.json_on(f"{PREFIX}/records")) == list(range(1, 41)))
+    assert sub.wait(lambda: cursor(cfg) == 40)
+    sub.close()
+
+
+def check(live: LiveDaemon) -> dict[str, Any]:
+    return dict(httpx.get(f"{live.admin_url}/readyz").json()["checks"]["mqtt"])
