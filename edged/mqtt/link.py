@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN = 1
 RECONNECT_MAX = 10
 ONLINE, OFFLINE = b"online", b"offline"
+STOP_TIMEOUT = 1.5  # s a stopping daemon waits for the client at most
 
 Message = Callable[[str, bytes], None]
 
@@ -101,15 +102,24 @@ class Link:
         self.client.connect_async(self.mq.host, self.mq.broker_port, self.mq.keepalive)
         self.client.loop_start()
 
-    def stop(self) -> None:
-        """Say "offline" (retained), disconnect cleanly and end paho's thread."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Say "offline" (retained), disconnect and end paho's thread, waiting ``timeout`` at
+        most: paho's thread may sit in a connect to a broker that does not answer (its own
+        timeout is longer), and a stopping daemon must not wait for it (it is a daemon thread)."""
+        done = threading.Thread(target=self._stop, name="edged-mqtt-stop", daemon=True)
+        done.start()
+        done.join(timeout)
+        if done.is_alive():
+            log.debug("mqtt: the client did not stop within %.1f s; left behind", timeout)
+        self.connected.clear()
+
+    def _stop(self) -> None:
         if self.connected.is_set():
             info = self.client.publish(self.availability, OFFLINE, qos=1, retain=True)
             with contextlib.suppress(ValueError, RuntimeError):  # not queued: the link is gone
                 info.wait_for_publish(1.0)
         self.client.disconnect()
         self.client.loop_stop()
-        self.connected.clear()
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Any:
         """Queue a publication; its MQTTMessageInfo (``rc`` 0 when queued for sending)."""

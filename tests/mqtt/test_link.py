@@ -85,3 +85,35 @@ def test_unreadable_tls_files_are_a_clear_config_error(
     cfg = make_config(mqtt_toml(1883, f'tls = true\nca_file = "{missing}"\n'))
     with pytest.raises(ConfigError, match=r"mqtt\.ca_file.*cannot load"):
         wiring.build(cfg)
+
+
+def test_a_broker_that_never_answers_delays_neither_requests_nor_the_stop(
+    make_config: Callable[..., Config], start_live: Callable[..., LiveDaemon]
+) -> None:
+    """A listener whose backlog is full: edged's TCP connect hangs in paho's thread."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue: later SYNs are dropped, a connect hangs
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    try:
+        live = start_live(make_config(mqtt_toml(port)))
+        started = time.monotonic()
+        for i in range(5):
+            body = recognition(uuid=f"h{i}")
+            assert httpx.post(f"{live.url}/eventRcv", json=body, timeout=5).status_code == 200
+        assert time.monotonic() - started < 5
+        started = time.monotonic()
+        live.stop()
+        assert time.monotonic() - started < 3.5, "the stop waited for the broker"
+    finally:
+        for s in fillers:
+            s.close()
+        hole.close()
