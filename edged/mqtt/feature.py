@@ -12,6 +12,7 @@ audited the same way (``door_log``, ``mode_changes``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -100,9 +101,9 @@ class Mqtt:
     def reconfigure(self, cfg: config.Config) -> None:
         """A reload: discovery for the doors and terminals configured now (the broker settings
         and the command secret are read at start)."""
-        self.cfg = cfg
+        self.cfg = dataclasses.replace(cfg, mqtt=self.mq)  # [mqtt] itself: at the next start
         if self.mq.homeassistant:
-            self.publisher.discovery(self._discovery(cfg))
+            self.publisher.discovery(self._discovery(self.cfg))
 
     def _discovery(self, cfg: config.Config) -> dict[str, bytes]:
         return {t: payloads.dumps(p) for t, p in discovery.entries(cfg, self.topics).items()}
