@@ -216,3 +216,15 @@ def test_broker_killed_with_records_in_flight_loses_nothing(
 
 def check(live: LiveDaemon) -> dict[str, Any]:
     return dict(httpx.get(f"{live.admin_url}/readyz").json()["checks"]["mqtt"])
+
+
+def test_qos_2_moves_the_cursor_on_pubcomp(
+    broker: Broker, make_config: Callable[..., Config], start_live: Callable[..., LiveDaemon]
+) -> None:
+    cfg = make_config(mqtt_toml(broker.port, "qos = 2\n"))
+    live = start_live(cfg)
+    sub = Subscriber(broker.port, [f"{PREFIX}/records"], client_id="qos2", persistent=False)
+    push(live, 0, 5)
+    assert sub.wait(lambda: cursor(cfg) == 5)
+    assert sub.wait(lambda: unique_in_order(sub.json_on(f"{PREFIX}/records")) == [1, 2, 3, 4, 5])
+    sub.close()
