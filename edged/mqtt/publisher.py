@@ -142,10 +142,14 @@ class Publisher:
                 try:
                     busy = self._step()
                 except (sqlite3.Error, EdgedError, OSError) as exc:
+                    if self.last_error is None:  # once until it works again
+                        log.error("mqtt: cannot read the records (will try again): %s", exc)
                     self.last_error = str(exc)
-                    log.error("mqtt: cannot read the records (will try again): %s", exc)
                     self.stopping.wait(IDLE_WAIT)
                     continue
+                if self.last_error is not None:
+                    log.info("mqtt: reading the records again")
+                    self.last_error = None
                 if not busy:
                     connected = self.link.connected.is_set()
                     self.wake.wait(0.02 if self._inflight and connected else IDLE_WAIT)
@@ -265,7 +269,7 @@ class Publisher:
         try:
             self.store.submit_nowait(lambda c: mqttstate.advance(c, up_to, count, at))
         except EdgedError as exc:  # the store is busy or stopping: the cursor moves next time
-            self.last_error = str(exc)
+            log.debug("mqtt: cursor not written yet: %s", exc)
             return
         self.committed, self._uncommitted, self._last_commit = up_to, 0, now
 
