@@ -391,6 +391,53 @@ class UpstreamConfig:
         return bool(self.url or self.forward_url or self.people_url)
 
 
+# ----- mqtt -----
+def topic_prefix_check(value: str) -> str | None:
+    """An MQTT topic prefix: empty (the default) or levels without wildcards."""
+    if not value:
+        return None
+    if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+        return f"{value!r}: no '+', '#', NUL, leading or trailing '/'"
+    return None
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The broker edged publishes records and states to, and takes commands from (docs/mqtt.md)."""
+
+    host: str = ""
+    port: int = 0
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password: str = field(default="", metadata=meta(secret=True))
+    password_file: str = ""
+    client_id: str = ""
+    topic_prefix: str = field(default="", metadata=meta(topic_prefix_check))
+    qos: Literal[1, 2] = 1
+    keepalive: int = field(default=30, metadata=meta(positive))
+    include_images: bool = False
+    window: int = field(default=500, metadata=meta(positive))
+    state_interval: float = field(default=1.0, metadata=meta(positive))
+    commands: bool = False
+    command_secret_file: str = ""
+    homeassistant: bool = False
+    homeassistant_prefix: str = field(default="homeassistant", metadata=meta(topic_prefix_check))
+    homeassistant_commands: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """A broker is configured."""
+        return bool(self.host)
+
+    @property
+    def broker_port(self) -> int:
+        """``port``, else 8883 with TLS and 1883 without."""
+        return self.port or (8883 if self.tls else 1883)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -411,6 +458,7 @@ class Config:
     reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
     terminal_clock: TerminalClockConfig = field(default_factory=TerminalClockConfig)
     terminal_settings: TerminalSettings = field(default_factory=TerminalSettings)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def terminal_by_serial(self, serial: str) -> TerminalConfig | None:

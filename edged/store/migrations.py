@@ -272,6 +272,21 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX events_received_at;
     DROP INDEX events_serial;
     """,
+    # MQTT (edged/mqtt/): the highest event id the broker acknowledged (PUBACK), as the upstream
+    # outbox's cursor; and the command nonces already accepted (never accepted twice).
+    11: """
+    CREATE TABLE mqtt_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        published_up_to INTEGER NOT NULL DEFAULT 0,
+        published_at REAL,
+        records INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO mqtt_cursor (id, published_up_to) VALUES (1, 0);
+    CREATE TABLE mqtt_nonces (
+        nonce TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 }
 
 
