@@ -366,7 +366,7 @@ def test_closing_the_factory_releases_every_line(factory: GpiodFactory, sim: Sim
 
 
 def test_a_missing_chip_is_a_clear_error(sim: SimChip) -> None:
-    with pytest.raises(GpioError, match="gpiod: cannot open GPIO chip /dev/gpiochip3: .*No such"):
+    with pytest.raises(GpioError, match=r"gpiod: cannot open GPIO chip /dev/gpiochip3: .*No such"):
         GpiodFactory("/dev/gpiochip3", gpiod=fake_v1(sim))
 
 
