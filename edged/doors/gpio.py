@@ -2,7 +2,8 @@
 
 edged never talks to a GPIO backend directly. Outputs are created with an explicit
 ``initial_value`` at their quiet (locked / silent) level, which gpiozero hands to the backend's
-``output_with_state`` (lgpio claims the line at that level, RPi.GPIO sets it up with ``initial``),
+``output_with_state`` (lgpio claims the line at that level, RPi.GPIO sets it up with ``initial``,
+edged's own gpiod factory requests the line with it),
 so claiming a pin never passes through the other level. Inputs are debounced in edged itself: an
 edge only (re)arms a settle timer on the event loop, and the level read when the timer fires is
 what counts; this behaves the same on every backend and on ``MockFactory`` (whose ``bounce_time``
