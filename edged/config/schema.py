@@ -244,7 +244,7 @@ class ReconcilerConfig:
 
 
 # ----- doors -----
-PinFactory = Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"]
+PinFactory = Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock", "gpiod"]
 MAX_PIN = 27  # BCM GPIO numbers on the 40-pin header
 # Terminal alarm codes (push type 1) by name; keys of doors[].alarm_actions may be either.
 ALARM_CODES: dict[str, int] = {
@@ -271,6 +271,13 @@ def pin_check(value: int | None) -> str | None:
     return f"{value} is not a GPIO number 0-{MAX_PIN} (BCM numbering)"
 
 
+def chip_check(value: str) -> str | None:
+    """The GPIO chip of the ``gpiod`` factory: a character device's path."""
+    if value.startswith("/dev/") and len(value) > 5:
+        return None
+    return f"{value!r} is not a GPIO chip's path (/dev/gpiochipN)"
+
+
 def alarm_actions_check(values: dict[str, str]) -> str | None:
     """Alarm actions: a known alarm name or a numeric code, and a known action."""
     for key, action in values.items():
@@ -286,6 +293,7 @@ class GpioConfig:
     """How edged reaches the GPIO pins."""
 
     pin_factory: PinFactory = "auto"
+    chip: str = field(default="/dev/gpiochip0", metadata=meta(chip_check))
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,16 @@ active_high = false
     assert config.parse(printed).doors == cfg.doors  # the effective config reads back
 
 
+def test_the_gpiod_factory_names_its_chip(make_config: Callable[..., Config]) -> None:
+    assert make_config("").gpio.chip == "/dev/gpiochip0"
+    cfg = make_config('[gpio]\npin_factory = "gpiod"\nchip = "/dev/gpiochip4"\n')
+    assert (cfg.gpio.pin_factory, cfg.gpio.chip) == ("gpiod", "/dev/gpiochip4")
+    found = door_problems(make_config, '[gpio]\npin_factory = "gpiod"\nchip = "gpiochip4"\n')
+    [problem] = found
+    assert "gpio.chip (line" in problem
+    assert problem.endswith(": 'gpiochip4' is not a GPIO chip's path (/dev/gpiochipN)")
+
+
 def test_every_door_problem_is_reported(make_config: Callable[..., Config]) -> None:
     found = door_problems(
         make_config,
