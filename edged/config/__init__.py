@@ -31,6 +31,7 @@ from edged.config.schema import (
     InputConfig,
     LockConfig,
     LoggingConfig,
+    MqttConfig,
     PinFactory,
     ReceiverConfig,
     ReconcilerConfig,
@@ -41,7 +42,7 @@ from edged.config.schema import (
     TipsTable,
     UpstreamConfig,
 )
-from edged.config.secrets import admin_token, upstream_token
+from edged.config.secrets import admin_token, mqtt_command_secret, mqtt_password, upstream_token
 
 __all__ = [
     "ALARM_ACTIONS",
@@ -61,6 +62,7 @@ __all__ = [
     "InputConfig",
     "LockConfig",
     "LoggingConfig",
+    "MqttConfig",
     "PinFactory",
     "ReceiverConfig",
     "ReconcilerConfig",
@@ -72,6 +74,8 @@ __all__ = [
     "UpstreamConfig",
     "admin_token",
     "load",
+    "mqtt_command_secret",
+    "mqtt_password",
     "parse",
     "resolve_path",
     "to_dict",

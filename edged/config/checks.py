@@ -172,6 +172,28 @@ def _terminal_clock(cfg: Config) -> list[str]:
     return problems
 
 
+def _mqtt_valid(cfg: Config) -> list[str]:
+    m = cfg.mqtt
+    if not m.enabled:
+        return []
+    problems = []
+    if not 0 <= m.port <= 65535:
+        problems.append("mqtt.port: must be a port number 1-65535 (0: 1883, or 8883 with tls)")
+    if m.password and m.password_file:
+        problems.append("mqtt.password: set password or password_file, not both")
+    if (m.password or m.password_file) and not m.username:
+        problems.append("mqtt.username: is required with a password")
+    if (m.ca_file or m.cert_file) and not m.tls:
+        problems.append("mqtt.tls: must be true when ca_file or cert_file is set")
+    if m.key_file and not m.cert_file:
+        problems.append("mqtt.key_file: needs mqtt.cert_file")
+    if m.commands and not m.command_secret_file:
+        problems.append("mqtt.command_secret_file: is required with mqtt.commands")
+    if m.homeassistant_commands and not m.homeassistant:
+        problems.append("mqtt.homeassistant_commands: needs mqtt.homeassistant")
+    return problems
+
+
 CROSS_CHECKS: list[Callable[[Config], list[str]]] = [
     _unique_terminals,
     _distinct_paths,
@@ -183,4 +205,5 @@ CROSS_CHECKS: list[Callable[[Config], list[str]]] = [
     _upstream_cache_age,
     _managed_terminals,
     _terminal_clock,
+    _mqtt_valid,
 ]

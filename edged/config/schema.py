@@ -262,7 +262,7 @@ class PeopleSyncConfig:
 
 
 # ----- doors -----
-PinFactory = Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"]
+PinFactory = Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock", "gpiod"]
 MAX_PIN = 27  # BCM GPIO numbers on the 40-pin header
 # Terminal alarm codes (push type 1) by name; keys of doors[].alarm_actions may be either.
 ALARM_CODES: dict[str, int] = {
@@ -289,6 +289,13 @@ def pin_check(value: int | None) -> str | None:
     return f"{value} is not a GPIO number 0-{MAX_PIN} (BCM numbering)"
 
 
+def chip_check(value: str) -> str | None:
+    """The GPIO chip of the ``gpiod`` factory: a character device's path."""
+    if value.startswith("/dev/") and len(value) > 5:
+        return None
+    return f"{value!r} is not a GPIO chip's path (/dev/gpiochipN)"
+
+
 def alarm_actions_check(values: dict[str, str]) -> str | None:
     """Alarm actions: a known alarm name or a numeric code, and a known action."""
     for key, action in values.items():
@@ -304,6 +311,7 @@ class GpioConfig:
     """How edged reaches the GPIO pins."""
 
     pin_factory: PinFactory = "auto"
+    chip: str = field(default="/dev/gpiochip0", metadata=meta(chip_check))
 
 
 @dataclass(frozen=True)
@@ -409,6 +417,53 @@ class UpstreamConfig:
         return bool(self.url or self.forward_url or self.people_url)
 
 
+# ----- mqtt -----
+def topic_prefix_check(value: str) -> str | None:
+    """An MQTT topic prefix: empty (the default) or levels without wildcards."""
+    if not value:
+        return None
+    if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+        return f"{value!r}: no '+', '#', NUL, leading or trailing '/'"
+    return None
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The broker edged publishes records and states to, and takes commands from (docs/mqtt.md)."""
+
+    host: str = ""
+    port: int = 0
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password: str = field(default="", metadata=meta(secret=True))
+    password_file: str = ""
+    client_id: str = ""
+    topic_prefix: str = field(default="", metadata=meta(topic_prefix_check))
+    qos: Literal[1, 2] = 1
+    keepalive: int = field(default=30, metadata=meta(positive))
+    include_images: bool = False
+    window: int = field(default=500, metadata=meta(positive))
+    state_interval: float = field(default=1.0, metadata=meta(positive))
+    commands: bool = False
+    command_secret_file: str = ""
+    homeassistant: bool = False
+    homeassistant_prefix: str = field(default="homeassistant", metadata=meta(topic_prefix_check))
+    homeassistant_commands: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """A broker is configured."""
+        return bool(self.host)
+
+    @property
+    def broker_port(self) -> int:
+        """``port``, else 8883 with TLS and 1883 without."""
+        return self.port or (8883 if self.tls else 1883)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -429,6 +484,7 @@ class Config:
     reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
     terminal_clock: TerminalClockConfig = field(default_factory=TerminalClockConfig)
     terminal_settings: TerminalSettings = field(default_factory=TerminalSettings)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     people_sync: PeopleSyncConfig = field(default_factory=PeopleSyncConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 

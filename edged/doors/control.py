@@ -812,7 +812,7 @@ def build(
     """Claim every door output at its locked level (None when no door, siren or fire is set)."""
     if not cfg.doors and cfg.siren.pin is None and cfg.fire.pin is None:
         return None
-    factory = gpio.choose_factory(cfg.gpio.pin_factory)
+    factory = gpio.choose_factory(cfg.gpio.pin_factory, cfg.gpio.chip)
     site = Doors(cfg, factory, AuditLog(store, clock), relay=relay, clock=clock)
     if store is not None:
         store.before_commit.append(site.plan)

@@ -2,7 +2,8 @@
 
 edged never talks to a GPIO backend directly. Outputs are created with an explicit
 ``initial_value`` at their quiet (locked / silent) level, which gpiozero hands to the backend's
-``output_with_state`` (lgpio claims the line at that level, RPi.GPIO sets it up with ``initial``),
+``output_with_state`` (lgpio claims the line at that level, RPi.GPIO sets it up with ``initial``,
+edged's own gpiod factory requests the line with it),
 so claiming a pin never passes through the other level. Inputs are debounced in edged itself: an
 edge only (re)arms a settle timer on the event loop, and the level read when the timer fires is
 what counts; this behaves the same on every backend and on ``MockFactory`` (whose ``bounce_time``
@@ -36,6 +37,7 @@ FACTORIES: dict[str, str] = {
     "pigpio": "gpiozero.pins.pigpio:PiGPIOFactory",
     "native": "gpiozero.pins.native:NativeFactory",
     "mock": "gpiozero.pins.mock:MockFactory",
+    "gpiod": "edged.doors.gpiod:GpiodFactory",  # edged's own, over libgpiod (gpio.chip)
 }
 ENV = "GPIOZERO_PIN_FACTORY"
 
@@ -49,15 +51,17 @@ def factory_name(factory: Any) -> str:
     return cls
 
 
-def choose_factory(configured: str) -> Any:
-    """The pin factory to use: ``$GPIOZERO_PIN_FACTORY`` wins, then ``gpio.pin_factory``."""
+def choose_factory(configured: str, chip: str = "/dev/gpiochip0") -> Any:
+    """The pin factory to use: ``$GPIOZERO_PIN_FACTORY`` wins, then ``gpio.pin_factory``.
+
+    ``chip`` is the GPIO chip of the ``gpiod`` factory (``gpio.chip``)."""
     env = os.environ.get(ENV, "").strip()
     wanted = env or configured
     current = Device.pin_factory
     if current is not None and wanted in ("auto", factory_name(current)):
         factory = current  # already chosen in this process (the tests' MockFactory)
     else:
-        factory = _create(wanted)
+        factory = _create(wanted, chip)
         Device.pin_factory = factory
     origin = f"${ENV}" if env else "gpio.pin_factory"
     log.info("gpio: pin factory %s (%s = %r)", factory_name(factory), origin, wanted)
@@ -66,14 +70,15 @@ def choose_factory(configured: str) -> Any:
     return factory
 
 
-def _create(name: str) -> Any:
+def _create(name: str, chip: str) -> Any:
     try:
         if name == "auto":
             return Device._default_pin_factory()
         if name not in FACTORIES:
             raise GpioError(f"gpio: unknown pin factory {name!r} ({', '.join(FACTORIES)})")
         module, _, cls = FACTORIES[name].partition(":")
-        return getattr(importlib.import_module(module), cls)()
+        factory = getattr(importlib.import_module(module), cls)
+        return factory(chip) if name == "gpiod" else factory()
     except GpioError:
         raise
     except Exception as exc:

@@ -55,6 +55,7 @@ RESTART_ONLY = (
     ("admin", "listen"),
     ("storage", None),
     ("logging", None),
+    ("mqtt", None),  # the broker link is built at start (a reload updates HA's entries only)
 )
 
 

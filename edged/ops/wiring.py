@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sqlite3
 import time
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from edged import config
@@ -26,6 +28,8 @@ from edged.admin.app import Admin
 from edged.doors import automation
 from edged.doors import control as doors
 from edged.hooks import Hooks
+from edged.mqtt import feature as mqtt
+from edged.mqtt.feature import Mqtt
 from edged.ops import clockcheck
 from edged.ops import daemon as serving
 from edged.ops.daemon import Daemon
@@ -48,7 +52,8 @@ def build(cfg: config.Config) -> Daemon:
             cfg.storage.database_path,
             cfg.storage.images_path if cfg.storage.store_images else None,
             cfg.storage.images_max_bytes,
-            prune_limit=outbox.cursor if forwarding else None,  # keep what is not forwarded
+            # keep what is not forwarded, nor published to the broker
+            prune_limit=_prune_limit(forwarding, cfg.mqtt.enabled),
         )
         opened.callback(store.close)
         receiver_sockets = [_listen(opened, a) for a in cfg.receiver.listen]
@@ -64,11 +69,23 @@ def build(cfg: config.Config) -> Daemon:
         if site is not None:
             opened.callback(site.close)
         up = Upstream(cfg, store) if cfg.upstream.enabled else None
+        broker = (
+            Mqtt(
+                cfg,
+                store,
+                doors=site,
+                seen=seen,
+                health=reconcilers.health if reconcilers is not None else None,
+            )
+            if cfg.mqtt.enabled
+            else None
+        )
         hooks = Hooks.merge(
             [
                 _door_hooks(cfg, store, site),
                 up.hooks() if up is not None else Hooks(),
                 reconcilers.hooks() if reconcilers is not None else Hooks(),
+                broker.hooks() if broker is not None else Hooks(),
                 people_syncs.hooks(),
             ]
         )
@@ -99,7 +116,11 @@ def build(cfg: config.Config) -> Daemon:
             doors=site,
             reconcilers=reconcilers,
             resources=opened.pop_all(),
-            reloaders=[recv.reconfigure, admin.reconfigure],
+            reloaders=[
+                recv.reconfigure,
+                admin.reconfigure,
+                *([broker.reconfigure] if broker is not None else []),
+            ],
         )
     return daemon
 
@@ -129,3 +150,13 @@ def _door_hooks(cfg: config.Config, store: Store, site: doors.Doors | None) -> H
         checks=(site.readiness,),
         listeners=(site.on_record,),
     )
+
+
+def _prune_limit(forwarding: bool, publishing: bool) -> Callable[[sqlite3.Connection], int] | None:
+    """Retention's limit: the lowest cursor of the upstream outbox and the MQTT publisher."""
+    cursors = [c for c, on in ((outbox.cursor, forwarding), (mqtt.prune_limit, publishing)) if on]
+    if not cursors:
+        return None
+    if len(cursors) == 1:
+        return cursors[0]
+    return lambda conn: min(c(conn) for c in cursors)

@@ -272,15 +272,30 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX events_received_at;
     DROP INDEX events_serial;
     """,
+    # MQTT (edged/mqtt/): the highest event id the broker acknowledged (PUBACK), as the upstream
+    # outbox's cursor; and the command nonces already accepted (never accepted twice).
+    11: """
+    CREATE TABLE mqtt_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        published_up_to INTEGER NOT NULL DEFAULT 0,
+        published_at REAL,
+        records INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO mqtt_cursor (id, published_up_to) VALUES (1, 0);
+    CREATE TABLE mqtt_nonces (
+        nonce TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
     # Faces (access/faces.py): the SHA-256 of a person's photo, kept as a file under
     # state_dir/faces; NULL: no face on file.
-    11: """
+    12: """
     ALTER TABLE people ADD COLUMN face TEXT;
     """,
     # People on the terminals (terminals/peoplesync.py): a counter every change of the access
     # model bumps (so the daemon sees an import made by another process); what was written to
     # each terminal, item by item, with its per-person error; each terminal's last sync.
-    12: """
+    13: """
     CREATE TABLE access_changes (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         version INTEGER NOT NULL DEFAULT 0

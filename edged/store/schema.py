@@ -34,6 +34,8 @@ OWNERS: dict[str, str] = {
     "modes": "edged.access.modes",
     "mode_changes": "edged.access.modes",
     "people_sync": "edged.access.syncstate",
+    "mqtt_cursor": "edged.store.mqttstate",
+    "mqtt_nonces": "edged.store.mqttstate",
     "access_changes": "edged.access.doorpeople",
     "terminal_people": "edged.access.terminalstate",
     "terminal_people_sync": "edged.access.terminalstate",

@@ -188,6 +188,16 @@ active_high = false
     assert config.parse(printed).doors == cfg.doors  # the effective config reads back
 
 
+def test_the_gpiod_factory_names_its_chip(make_config: Callable[..., Config]) -> None:
+    assert make_config("").gpio.chip == "/dev/gpiochip0"
+    cfg = make_config('[gpio]\npin_factory = "gpiod"\nchip = "/dev/gpiochip4"\n')
+    assert (cfg.gpio.pin_factory, cfg.gpio.chip) == ("gpiod", "/dev/gpiochip4")
+    found = door_problems(make_config, '[gpio]\npin_factory = "gpiod"\nchip = "gpiochip4"\n')
+    [problem] = found
+    assert "gpio.chip (line" in problem
+    assert problem.endswith(": 'gpiochip4' is not a GPIO chip's path (/dev/gpiochipN)")
+
+
 def test_every_door_problem_is_reported(make_config: Callable[..., Config]) -> None:
     found = door_problems(
         make_config,
@@ -250,3 +260,48 @@ def test_unknown_door_key_suggests(make_config: Callable[..., Config]) -> None:
         make_config, '\n[[doors]]\nname = "a"\nlock = { pin = 5 }\nunlock_tme = 3\n'
     )
     assert "did you mean 'unlock_time'?" in found[0]
+
+
+def test_mqtt_is_off_when_absent_and_defaults_follow_the_site() -> None:
+    cfg = config.parse("", "empty.toml")
+    assert cfg.mqtt.enabled is False
+    cfg = config.parse('[site]\nname = "Main Hall"\n[mqtt]\nhost = "b"\n', "t.toml")
+    assert cfg.mqtt.enabled and cfg.mqtt.broker_port == 1883 and cfg.mqtt.qos == 1
+    cfg = config.parse('[mqtt]\nhost = "b"\ntls = true\n', "t.toml")
+    assert cfg.mqtt.broker_port == 8883
+
+
+def test_every_mqtt_problem_is_reported_with_its_key() -> None:
+    found = problems('[mqtt]\nhost = "b"\nqos = 0\ntopic_prefix = "a/#"\n')
+    assert [p.split(":")[1] for p in found] == [" mqtt.qos (line 3)", " mqtt.topic_prefix (line 4)"]
+    found = problems(
+        '[mqtt]\nhost = "b"\nport = 70000\npassword = "p"\n'
+        'password_file = "f"\nca_file = "ca.pem"\nkey_file = "k"\ncommands = true\n'
+        "homeassistant_commands = true\n"
+    )
+    text = "\n".join(found)
+    for key in (
+        "mqtt.port: must be a port number",
+        "mqtt.password: set password or password_file",
+        "mqtt.username: is required",
+        "mqtt.tls: must be true",
+        "mqtt.key_file: needs mqtt.cert_file",
+        "mqtt.command_secret_file: is required",
+        "mqtt.homeassistant_commands: needs mqtt.homeassistant",
+    ):
+        assert key in text, (key, found)
+
+
+def test_mqtt_secrets_are_read_from_their_files(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "short").write_text("tiny")
+    base = f'[mqtt]\nhost = "b"\nusername = "u"\npassword_file = "{tmp_path / "pw"}"\n'
+    assert config.mqtt_password(config.parse(base, "t.toml")) == "s3cret"
+    short = config.parse(
+        base + f'commands = true\ncommand_secret_file = "{tmp_path / "short"}"\n', "t.toml"
+    )
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        config.mqtt_command_secret(short)
+    missing = config.parse(base + 'commands = true\ncommand_secret_file = "/nonexistent"\n', "t")
+    with pytest.raises(ConfigError, match=r"mqtt\.command_secret_file: cannot read"):
+        config.mqtt_command_secret(missing)

@@ -113,3 +113,26 @@ def _config(state: Path, receiver: str, admin: str) -> Config:
     first, rest = text.split('listen = ["127.0.0.1:0"]', 1)
     text = f'{first}listen = ["{receiver}"]' + rest.replace('"127.0.0.1:0"', f'"{admin}"', 1)
     return config.parse(text, "test.toml")
+
+
+def test_mqtt_plugs_in_and_retention_keeps_what_neither_cursor_passed(
+    make_config: Callable[..., Config], mock_factory: MockFactory
+) -> None:
+    import sqlite3
+
+    cfg = make_config(FORWARDING + '\n[mqtt]\nhost = "127.0.0.1"\nport = 9\n')
+    daemon = wiring.build(cfg)  # a broker that is not there: building does not wait for it
+    try:
+        assert [check()[0] for check in daemon.admin.checks] == ["clock", "upstream", "mqtt"]
+        assert len(daemon.services) == 2 and len(daemon.receiver.listeners) == 2
+        conn = sqlite3.connect(cfg.storage.database_path)
+        conn.execute("UPDATE outbox SET forwarded_up_to = 10")
+        conn.execute("UPDATE mqtt_cursor SET published_up_to = 7")
+        conn.commit()
+        limit = daemon.store.prune_limit
+        assert limit is not None and limit(conn) == 7
+        conn.execute("UPDATE mqtt_cursor SET published_up_to = 12")
+        assert limit(conn) == 10
+        conn.close()
+    finally:
+        daemon.close()

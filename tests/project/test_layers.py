@@ -30,6 +30,7 @@ ROOMS = (
     "terminals",
     "upstream",
     "admin",
+    "mqtt",
     "ops",
     "sim",
     "cli",

@@ -115,40 +115,47 @@ def no_gc() -> Iterator[None]:
 async def test_a_records_page_is_parsed_off_the_event_loop(no_gc: None) -> None:
     """A huge page holds the loop for a fraction of what parsing it there would (bounded).
 
-    Parsed in a thread without handing the GIL back, it would hold the loop all along too.
+    Parsed in a thread without handing the GIL back, it would hold the loop all along too, in
+    every try; a loaded machine may stall the loop's thread once, so the best of three counts.
     """
     serial = "PS71HD01MC22C00077"
     item = {**simapi.new_record(serial, 1, int(time.time()), "e-1", "Ann", "", 3), "rgb_image": ""}
     page = {"code": 200, "msg": "ok", "data": {"total": 30_000, "items": [item] * 30_000}}
     content = json.dumps(page).encode()
-    t0 = time.perf_counter()
-    json.loads(content)
-    on_loop = time.perf_counter() - t0  # what the loop would be held for, parsed on it
     terminal = TerminalConfig(name="lobby", serial=serial, host="127.0.0.1", scheme="http")
-    client = terminals.TerminalClient(terminal, "pw", None)
-    client.http = httpx.AsyncClient(
-        base_url=terminals.base_url(terminal),
-        transport=httpx.MockTransport(lambda request: httpx.Response(200, content=content)),
-    )
-    client.basic = True
-    lags: list[float] = []
+    tries = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        json.loads(content)
+        on_loop = time.perf_counter() - t0  # what the loop would be held for, parsed on it
+        client = terminals.TerminalClient(terminal, "pw", None)
+        client.http = httpx.AsyncClient(
+            base_url=terminals.base_url(terminal),
+            transport=httpx.MockTransport(lambda request: httpx.Response(200, content=content)),
+        )
+        client.basic = True
+        lags: list[float] = []
 
-    async def probe() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0)
-            now = time.perf_counter()
-            lags.append(now - last)
-            last = now
+        async def probe(lags: list[float] = lags) -> None:
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                lags.append(now - last)
+                last = now
 
-    ticking = asyncio.create_task(probe())
-    try:
-        got = await client.records(0, time.time(), 0)
-    finally:
-        ticking.cancel()
-        await client.aclose()
-    assert len(got["items"]) == 30_000 and got["items"][-1] == item
-    assert len(lags) > 10 and max(lags) < on_loop / 3, (max(lags), on_loop)
+        ticking = asyncio.create_task(probe())
+        try:
+            got = await client.records(0, time.time(), 0)
+        finally:
+            ticking.cancel()
+            await client.aclose()
+        assert len(got["items"]) == 30_000 and got["items"][-1] == item
+        assert len(lags) > 10
+        tries.append((max(lags), on_loop))
+        if max(lags) < on_loop / 3:
+            break
+    assert any(held < on_loop / 3 for held, on_loop in tries), tries
 
 
 class PagedTerminal:

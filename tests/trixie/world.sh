@@ -15,7 +15,7 @@ ROOT=$CACHE/trixie-root
 # What the tests need beside the package's own dependencies (apt resolves them, which
 # debootstrap's --include cannot do for virtual packages such as python3-cffi-backend-api-*).
 TEST_PACKAGES="python3-pytest python3-hypothesis python3-trustme python3-zeroconf
-    python3-cryptography iproute2 ca-certificates man-db systemd"
+    python3-cryptography iproute2 ca-certificates man-db systemd mosquitto"
 started=$SECONDS
 
 say() { printf '\n===== test-trixie: %s (%d s)\n' "$*" $((SECONDS - started)); }
@@ -73,7 +73,7 @@ in_root apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$DEB")"
     >"$CACHE/trixie-install.log" 2>&1 || { tail -n 30 "$CACHE/trixie-install.log"; fail install; }
 in_root dpkg-query -W -f '${Package} ${Version}\n' edged python3 python3-starlette \
     python3-hypercorn python3-gpiozero sqlite-utils python3-tenacity python3-httpx python3-anyio \
-    python3-h11 python3-zeroconf libsqlite3-0 systemd 2>/dev/null | sed 's/^/  /' || true
+    python3-h11 python3-zeroconf python3-paho-mqtt mosquitto libsqlite3-0 systemd 2>/dev/null | sed 's/^/  /' || true
 
 say "the whole test suite against the installed package (trixie's python3)"
 mkdir -p "$ROOT/src"

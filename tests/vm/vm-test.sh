@@ -9,10 +9,15 @@
 # stored events survive a reboot. With POWER_CUTS=N, then N power cuts: the VM is killed (not
 # shut down) during a push burst, booted again, and every acknowledged record must be stored
 # exactly once with a clean integrity_check (the disk with cache=none, so the guest's fsync
-# reaches the host's disk).
+# reaches the host's disk). Last, the GPIO stage: a gpio-sim chip (the module built on the host
+# by tests/vm/gpio-sim.sh for the guest's kernel) driven by edged's gpiod pin factory, the lock
+# line sampled from outside (tests/vm/gpio-sample.py) across start, a grant, contact and
+# exit-button edges, reload, stop and SIGKILL. GPIO_ONLY=1 skips the other checks (development).
 #
 # Needs root, debootstrap, qemu-system-x86_64, e2fsprogs, openssh-client, python3.
-# STATUS: all checks pass here; ~2.5 min for the first debootstrap (cached after), ~4 min a run
+# STATUS: all checks pass here, on bookworm and trixie, the GPIO stage included; ~2.5 min for
+# the first debootstrap and ~2 min for the first gpio-sim build (cached after), ~4 min a run
+# plus 2-3 min for the GPIO stage
 # under software emulation (details and the KVM note: docs/operations.md, "make vm-test").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +27,8 @@ RELEASE=${VM_RELEASE:-bookworm}
 POWER_CUTS=${POWER_CUTS:-0}
 # The debootstrapped base is cached outside the checkout, beside the other test roots, so that
 # a fresh clone on the same machine (CI) does not build it again.
-BASE=${EDGED_CI_CACHE:-/var/cache/edged-ci}/vm-base-$RELEASE
+CACHE=${EDGED_CI_CACHE:-/var/cache/edged-ci}
+BASE=$CACHE/vm-base-$RELEASE
 ROOT=$VM/root
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 SSH_PORT=${SSH_PORT:-$(free_port)}
@@ -57,8 +63,9 @@ mkdir -p "$VM"
 say "fresh root from the cached base, install $(basename "$DEB") with apt"
 rm -rf "$ROOT" && cp -a "$BASE" "$ROOT"
 cp "$DEB" "$ROOT/tmp/"
+# python3-libgpiod (a Suggests of the package): the GPIO stage's pin factory.
 chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    "/tmp/$(basename "$DEB")" >"$VM/install.log" 2>&1 || { tail -n 30 "$VM/install.log"; fail install; }
+    "/tmp/$(basename "$DEB")" python3-libgpiod >"$VM/install.log" 2>&1 || { tail -n 30 "$VM/install.log"; fail install; }
 rm -f "$ROOT/tmp/$(basename "$DEB")"
 echo edged-vm >"$ROOT/etc/hostname"
 echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" >"$ROOT/etc/fstab"
@@ -73,6 +80,11 @@ rm -f "$VM/key" "$VM/key.pub"
 ssh-keygen -q -t ed25519 -N '' -f "$VM/key"
 install -m 0600 "$VM/key.pub" "$ROOT/root/.ssh/authorized_keys"
 KERNEL=$(ls "$ROOT"/boot/vmlinuz-* | head -n 1)
+# The GPIO stage's simulated chip: gpio-sim built for this kernel on the host (cached).
+KVER=$(basename "$KERNEL" | sed 's/^vmlinuz-//')
+"$REPO/tests/vm/gpio-sim.sh" "$BASE" "$CACHE/gpio-sim-$KVER.ko" || fail "building gpio-sim for $KVER"
+install -m 0644 "$CACHE/gpio-sim-$KVER.ko" "$ROOT/root/gpio-sim-edged.ko"
+install -m 0644 "$REPO/tests/vm/gpio-sample.py" "$ROOT/root/gpio-sample.py"
 INITRD=$(ls "$ROOT"/boot/initrd.img-* | head -n 1)
 cp "$KERNEL" "$VM/vmlinuz" && cp "$INITRD" "$VM/initrd.img"
 rm -f "$VM/disk.img"
@@ -151,6 +163,8 @@ wait_ssh 900
 say "booted; SSH up"
 
 # ----- 3. checks ----------------------------------------------------------------------------------
+# GPIO_ONLY=1 (a development shortcut) skips to the GPIO stage.
+if [ "${GPIO_ONLY:-0}" = 0 ]; then
 PID=$(wait_active "" 180) || fail "edged not active after boot"
 ok "active after boot (pid $PID): $(vm systemctl show -p StatusText --value edged)"
 push vm-1 | grep -q '^200 ' || fail "push not acknowledged"
@@ -299,6 +313,159 @@ PY
     ok "$POWER_CUTS power cuts during push bursts: $(wc -l <"$LEDGER") acknowledged records, 0 lost, 0 doubled, integrity ok"
 fi
 
+fi  # GPIO_ONLY
+
+# ----- 4. the kernel's GPIO path --------------------------------------------------------------
+# A simulated chip (gpio-sim) and edged driving it with its gpiod pin factory over the GPIO
+# character device; every level is read from outside the daemon, in gpio-sim's sysfs files.
+say "GPIO: a gpio-sim chip, edged's gpiod pin factory on /dev/gpiochip*"
+GPIO_STARTED=$SECONDS
+SIM=$(vm sh -s <<'SH'
+set -e
+modprobe configfs 2>/dev/null || true
+mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+insmod /root/gpio-sim-edged.ko
+G=/sys/kernel/config/gpio-sim/edged
+mkdir $G $G/bank0
+echo 8 >$G/bank0/num_lines
+for line in 0:lock 1:contact 2:rex; do
+    mkdir $G/bank0/line${line%%:*}
+    echo ${line#*:} >$G/bank0/line${line%%:*}/name
+done
+echo 1 >$G/live
+CHIP=$(cat $G/bank0/chip_name)
+# What Raspberry Pi OS's udev rules do for its own chips: the group gpio may use the device.
+chgrp gpio /dev/$CHIP && chmod 0660 /dev/$CHIP
+echo "$CHIP /sys/devices/platform/$(cat $G/dev_name)/$CHIP"
+SH
+) || fail "gpio-sim: no simulated chip"
+CHIP=${SIM%% *}
+SYSFS=${SIM#* }
+ok "gpio-sim loaded: /dev/$CHIP, 8 lines (0 lock, 1 contact, 2 exit button)"
+UNLOCK=4
+vm sh -s <<SH || fail "configuring the door on /dev/$CHIP"
+set -e
+systemctl stop edged
+rm -f /etc/systemd/system/edged.service.d/vm.conf  # no mock pins from here on
+systemctl daemon-reload
+sed -i 's|^pin_factory = .*|pin_factory = "gpiod"\nchip = "/dev/$CHIP"|' /etc/edged/edged.toml
+cat >>/etc/edged/edged.toml <<'TOML'
+
+[[doors]]
+name = "lobby"
+unlock_time = $UNLOCK.0
+lock.pin = 0
+contact.pin = 1
+rex.pin = 2
+TOML
+cat >/tmp/people.json <<'JSON'
+{"people": [{"id": "gp-1", "name": "Gate Person", "groups": "staff"}],
+ "permissions": [{"group": "staff", "door": "lobby"}]}
+JSON
+runuser -u edged -- edged people import /tmp/people.json >/dev/null
+SH
+# sample PHASE: start the outside sampler of the lock line; sampled PHASE: stop it, its summary.
+sample() {
+    # SCHED_FIFO: the sampler keeps its pace while edged and the checks load the guest's CPUs.
+    vm "rm -f /root/s-$1; nohup chrt -f 10 python3 /root/gpio-sample.py $SYSFS/sim_gpio0/value \
+        /root/s-$1 >/dev/null 2>&1 </dev/null & echo \$! >/root/sampler.pid
+        for i in \$(seq 1 100); do grep -q ready /root/s-$1 2>/dev/null && exit 0; sleep 0.1; done
+        exit 1" || fail "the sampler did not start"
+}
+sampled() {
+    vm "kill \$(cat /root/sampler.pid); for i in \$(seq 1 50); do [ \$(wc -l </root/s-$1) -ge 2 ] \
+        && break; sleep 0.1; done; tail -n 1 /root/s-$1"
+}
+# locked_throughout SUMMARY WHAT: the line never left the locked (low) level.
+locked_throughout() {
+    case "$1" in
+        *" highs=0 "*" first=0 last=0") ok "$2, lock line sampled from outside: never high ($1)" ;;
+        *) fail "$2: the lock line left its locked level: $1" ;;
+    esac
+}
+# one_unlock SUMMARY WHAT: exactly one high period, about unlock_time long, low at the end.
+one_unlock() {
+    python3 - "$1" "$UNLOCK" <<'PY' || fail "$2: $1"
+import sys
+fields = dict(kv.split("=") for kv in sys.argv[1].split())
+unlock = float(sys.argv[2])
+highs = [float(d) for d in fields["high_s"].split(",") if d != "-"]
+ok = fields["first"] == "0" and fields["last"] == "0" and len(highs) == 1
+sys.exit(0 if ok and unlock - 0.3 <= highs[0] <= unlock + 1.5 else 1)
+PY
+    ok "$2: one unlock of $(echo "$1" | sed 's/.*high_s=\([^ ]*\).*/\1/') s (unlock_time $UNLOCK s), locked before and after ($1)"
+}
+# door STEP...: in one guest process, with `edged status` loaded once (under emulation loading
+# the command takes longer than an unlock lasts): LINE=PULL drives an input through gpio-sim's
+# sysfs "pull" (the outside world), "status" prints the lobby door as `edged status --json`
+# reports it ("locked=... output=... contact=... why=..."), a number sleeps that many seconds.
+door() {
+    vm python3 - "$SYSFS" "$@" <<'PY'
+import contextlib, io, json, sys, time
+from edged.cli import main as cli
+from edged.cli import status  # noqa: F401 (loaded before the first step)
+sysfs, *steps = sys.argv[1:]
+for step in steps:
+    if "=" in step:
+        line, pull = step.split("=")
+        with open(f"{sysfs}/sim_gpio{line}/pull", "w") as f:
+            f.write(pull)
+    elif step == "status":
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            cli.main(["status", "--json"])
+        d = json.loads(out.getvalue())["doors"]["doors"][0]
+        print(" ".join(f"{k}={d[k]}" for k in ("locked", "output", "contact", "why")))
+    else:
+        time.sleep(float(step))
+PY
+}
+expect() {  # expect STATE PATTERN WHAT
+    case "$1" in $2) ok "$3: $1" ;; *) fail "$3: $1" ;; esac
+}
+
+sample boot
+vm systemctl start edged
+PID=$(wait_active "" 120) || fail "edged not active on the gpiod factory"
+locked_throughout "$(sampled boot)" "start: claimed /dev/$CHIP"
+vm journalctl -u edged -b --no-pager -o cat | grep -q "pin factory gpiod" || fail "not the gpiod factory"
+
+# edged asked for pull-ups (the simulator's "pull" is the outside world, which the bias sets): a
+# contact reads open until the test closes the door.
+sample contact
+STATES=$(door 1=pull-down 0.5 status 1=pull-up 0.5 status 1=pull-down 0.5 status)
+expect "$(echo "$STATES" | sed -n 1p)" "locked=True output=low contact=closed *" "contact driven closed"
+expect "$(echo "$STATES" | sed -n 2p)" "locked=True output=low contact=open *" "contact edge (open) in edged status"
+expect "$(echo "$STATES" | sed -n 3p)" "locked=True output=low contact=closed *" "contact edge (closed) in edged status"
+locked_throughout "$(sampled contact)" "contact edges: the lock stays locked"
+
+sample grant
+auth gp-1 | grep -q '"pass":true' || fail "grant refused"
+sleep $((UNLOCK + 2))
+one_unlock "$(sampled grant)" "grant (remote auth) and re-lock"
+
+sample rex
+STATE=$(door 2=pull-down 0.3 status 2=pull-up)  # pressed, edged status, released
+expect "$STATE" "locked=False output=high *why=egress" "exit-button edge in edged status while pressed"
+sleep $((UNLOCK + 1))
+one_unlock "$(sampled rex)" "exit-button edge: egress unlock, re-locked"
+
+sample reload
+vm systemctl reload edged || fail "reload"
+sleep 2
+[ "$(vm systemctl show -p MainPID --value edged)" = "$PID" ] || fail "reload restarted edged"
+locked_throughout "$(sampled reload)" "systemctl reload (same pid)"
+
+sample kill
+vm kill -KILL "$PID"
+NEW=$(wait_active "$PID" 60) || fail "not restarted after SIGKILL"
+locked_throughout "$(sampled kill)" "SIGKILL and systemd's restart (pid $PID -> $NEW)"
+
+sample stop
+vm systemctl stop edged
+locked_throughout "$(sampled stop)" "systemctl stop"
+echo "  GPIO stage: $((SECONDS - GPIO_STARTED)) s"
+
 vm systemctl poweroff || true
 say "all checks passed"
-echo "vm-test: $((13 + (POWER_CUTS > 0))) passed, 0 failed"
+echo "vm-test: $((25 + (POWER_CUTS > 0))) passed, 0 failed"

@@ -1,0 +1,1 @@
+"""MQTT: records, door and terminal states to a broker; signed commands; Home Assistant."""
