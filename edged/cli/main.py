@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", parents=[common], help="print stored events")
     events.add_argument("--since", type=since, help="ISO date-time (UTC) or epoch seconds")
+    events.add_argument("--until", type=since, help="received before this (as --since)")
     events.add_argument("--terminal", help="terminal name")
     events.add_argument("--person", help="person id")
     events.add_argument("--decision", choices=["pass", "deny"])
@@ -71,6 +72,13 @@ def parser() -> argparse.ArgumentParser:
     page.add_argument("--tail", type=count, metavar="N", help="the N newest, newest first")
     events.add_argument("--json", action="store_true", help="one JSON object a line")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument(
+        "--format",
+        choices=["text", "csv", "jsonl"],
+        default="text",
+        help="csv or jsonl: the audit export, every matching event streamed",
+    )
+    events.add_argument("-o", "--output", metavar="FILE", help="export to FILE (with --format)")
     events.set_defaults(func=event_cli.cmd_events)
 
     ppl = sub.add_parser("people", help="manage the local people cache")

@@ -48,6 +48,7 @@ class EventQuery:
     terminal: str | None = None
     person: str | None = None
     decision: str | None = None
+    until: float | None = None  # received before this moment (the audit export's end)
 
     def where(self, after: int = 0) -> tuple[str, list[Any]]:
         """The SQL condition and its arguments, for events with an id above ``after``."""
@@ -58,6 +59,7 @@ class EventQuery:
             ("terminal =", self.terminal),
             ("person_id =", self.person),
             ("decision =", self.decision),
+            ("received_at <", self.until),
         ):
             if value is not None:
                 clauses.append(f"{column} ?")
