@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from edged import config
-from edged.admin import access_api, params
+from edged.admin import access_api, metrics, params
 from edged.config import Config
 from edged.decide import explain
 from edged.doors.control import Doors
@@ -349,6 +349,7 @@ def create_app(admin: Admin) -> Starlette:
     routes = [
         Route("/healthz", admin.healthz),
         Route("/readyz", admin.readyz),
+        Route("/metrics", metrics.endpoint(metrics.registry(admin))),
         Route("/api/v1/events", admin.events),
         Route("/api/v1/events.csv", admin.export_events),
         Route("/api/v1/events.jsonl", admin.export_events),
