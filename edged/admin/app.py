@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from edged import config
 from edged.admin import access_api, metrics, params
@@ -32,6 +33,8 @@ from edged.store.eventjson import EVENT_COLUMNS, event_json
 from edged.store.eventjson import iso as _iso
 from edged.terminals.reconciler import Reconcilers
 from edged.upstream.feature import Upstream
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 
@@ -61,6 +64,7 @@ class Admin:
         doors: Doors | None = None,
         upstream: Upstream | None = None,
         reconcilers: Reconcilers | None = None,
+        session: Callable[[Request], str | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.receiver = receiver
@@ -70,6 +74,9 @@ class Admin:
         self.doors = doors  # when doors, a siren or a fire input are configured
         self.upstream = upstream  # when [upstream] is enabled
         self.reconcilers = reconcilers  # when a terminal is managed (has a host)
+        # when [web] is enabled: who a request acts for by its login session, e.g. "web:ann"
+        # (edged/web/sessions.py); the bearer token works alongside
+        self.session = session
 
     def reconfigure(self, cfg: Config) -> None:
         """Take a reloaded configuration and the admin token it names."""
@@ -77,7 +84,10 @@ class Admin:
         self.token = config.admin_token(cfg)
 
     def authorised(self, request: Request) -> Response | None:
-        """None when the request may write, else the refusal."""
+        """None when the request may write (the bearer token, or a web session), else the
+        refusal."""
+        if self.session is not None and self.session(request) is not None:
+            return None
         if not self.token:
             return _error(403, "writes are disabled: no admin token is configured")
         header = request.headers.get("authorization", "")
@@ -85,6 +95,15 @@ class Admin:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
             return _error(401, "a valid 'Authorization: Bearer <token>' is required")
         return None
+
+    def actor(self, request: Request, given: object, default: str) -> str:
+        """Who a write is audited as: the web session's ``web:NAME``, else what the caller
+        says (``source`` / ``by``) or ``default``."""
+        if self.session is not None:
+            who = self.session(request)
+            if who is not None:
+                return who
+        return given if isinstance(given, str) and given else default
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -218,6 +237,10 @@ class Admin:
         return snapshots.read(root, row["image_path"], row["image_offset"], row["image_bytes"])
 
     async def terminals(self, request: Request) -> Response:
+        return json_response({"terminals": self.terminal_list()})
+
+    def terminal_list(self) -> list[dict[str, Any]]:
+        """Every configured or heard-from terminal: address, last push, reconciler health."""
         out = []
         configured = {t.serial: t for t in self.cfg.terminals}
         serials = list(configured) + [s for s in self.receiver.seen if s not in configured]
@@ -236,7 +259,7 @@ class Admin:
             }
             entry.update(_terminal_health(health.get(serial)))
             out.append(entry)
-        return json_response({"terminals": out})
+        return out
 
     async def resubscribe_terminals(self, request: Request) -> Response:
         refused = self.authorised(request)
@@ -253,6 +276,13 @@ class Admin:
             names = self.reconcilers.resubscribe(name or None)
         except KeyError:
             return _error(404, f"no managed terminal named {name!r}")
+        client = request.client.host if request.client else "?"
+        log.info(
+            "terminals: re-registration of %s asked by %s@%s",
+            ", ".join(names) or "none",
+            self.actor(request, body.get("by") if isinstance(body, dict) else None, "admin"),
+            client,
+        )
         return json_response({"code": 200, "terminals": names})
 
     async def import_people(self, request: Request) -> Response:
@@ -279,7 +309,7 @@ class Admin:
             return _error(400, str(exc))
         given = body.get("source") if isinstance(body, dict) else None
         client = request.client.host if request.client else "?"
-        source = f"{given if isinstance(given, str) and given else 'admin'}@{client}"[:120]
+        source = f"{self.actor(request, given, 'admin')}@{client}"[:120]
         name, action = request.path_params["door"], request.path_params["action"]
         if action not in ("open", "hold", "release", "lock"):
             return _error(400, f"unknown door command {action!r}: open, hold, release or lock")
@@ -344,9 +374,10 @@ def _error(status: int, message: str) -> Response:
     return json_response({"code": status, "msg": message}, status)
 
 
-def create_app(admin: Admin) -> Starlette:
-    """The admin ASGI app."""
+def create_app(admin: Admin, pages: Iterable[BaseRoute] = ()) -> Starlette:
+    """The admin ASGI app; ``pages`` (the web page's routes, edged/web/pages.py) first."""
     routes = [
+        *pages,
         Route("/healthz", admin.healthz),
         Route("/readyz", admin.readyz),
         Route("/metrics", metrics.endpoint(metrics.registry(admin))),

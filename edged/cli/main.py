@@ -23,6 +23,7 @@ from edged.cli import run as run_cli
 from edged.cli import simulate as simulate_cli
 from edged.cli import status as status_cli
 from edged.cli import terminals as terminal_cli
+from edged.cli import web as web_cli
 from edged.cli.common import count
 from edged.cli.events import since
 from edged.errors import EdgedError, UsageError
@@ -161,6 +162,22 @@ def parser() -> argparse.ArgumentParser:
     out.set_defaults(func=outbox_cli.cmd_outbox)
 
     _terminal_parsers(sub, common)  # terminals, simulate
+
+    web = sub.add_parser("web", help="accounts of the web page")
+    web_sub = web.add_subparsers(dest="web_command", metavar="ACTION")
+    passwd = web_sub.add_parser(
+        "passwd", parents=[common], help="create an account or set its password"
+    )
+    passwd.add_argument("name", help="account name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    passwd.set_defaults(func=web_cli.cmd_passwd)
+    users = web_sub.add_parser("users", parents=[common], help="list the accounts")
+    users.set_defaults(func=web_cli.cmd_users)
+    wrm = web_sub.add_parser("remove", parents=[common], help="remove an account")
+    wrm.add_argument("name")
+    wrm.set_defaults(func=web_cli.cmd_remove)
 
     ver = sub.add_parser("version", parents=[common], help="print the version")
     ver.set_defaults(func=run_cli.cmd_version)

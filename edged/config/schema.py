@@ -306,6 +306,21 @@ class UpstreamConfig:
         return bool(self.url or self.forward_url or self.people_url)
 
 
+# ----- web -----
+@dataclass(frozen=True)
+class WebConfig:
+    """The operators' web page on the admin listener (docs/web.md); off unless enabled."""
+
+    enabled: bool = False
+    accounts_file: str = ""  # "" -> state_dir/web-accounts.json
+    session_minutes: int = field(default=480, metadata=meta(positive))
+    login_attempts: int = field(default=5, metadata=meta(positive))  # per minute and address
+
+    def accounts_path(self, state_dir: str) -> Path:
+        """The accounts file, ``state_dir/web-accounts.json`` unless set."""
+        return Path(self.accounts_file or Path(state_dir) / "web-accounts.json")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -324,6 +339,7 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def terminal_by_serial(self, serial: str) -> TerminalConfig | None:

@@ -16,6 +16,7 @@ the upstream; then the receiver, the admin API and the daemon that serves them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -35,6 +36,9 @@ from edged.terminals.reconciler import Reconcilers
 from edged.upstream import client as upstream
 from edged.upstream import outbox
 from edged.upstream.feature import Upstream
+from edged.web import live as web_live
+from edged.web.pages import Web
+from edged.web.sessions import Sessions
 
 
 def build(cfg: config.Config) -> Daemon:
@@ -60,11 +64,17 @@ def build(cfg: config.Config) -> Daemon:
         if site is not None:
             opened.callback(site.close)
         up = Upstream(cfg, store) if cfg.upstream.enabled else None
+        # the web page (when [web] is enabled): its live stream is a record listener and ends
+        # when the daemon stops; its sessions are what the admin API accepts besides the token
+        stopping = asyncio.Event()
+        live = web_live.Live(stopping) if cfg.web.enabled else None
+        sessions = Sessions(cfg) if cfg.web.enabled else None
         hooks = Hooks.merge(
             [
                 _door_hooks(cfg, store, site),
                 up.hooks() if up is not None else Hooks(),
                 reconcilers.hooks() if reconcilers is not None else Hooks(),
+                Hooks(services=(live.run,), listeners=(live.on_record,)) if live else Hooks(),
             ]
         )
         recv = Receiver(
@@ -82,7 +92,9 @@ def build(cfg: config.Config) -> Daemon:
             doors=site,
             upstream=up,
             reconcilers=reconcilers,
+            session=sessions.who if sessions is not None else None,
         )
+        web = Web(admin, sessions, live) if sessions is not None and live is not None else None
         daemon = Daemon(
             cfg,
             store,
@@ -93,8 +105,14 @@ def build(cfg: config.Config) -> Daemon:
             services=list(hooks.services),
             doors=site,
             reconcilers=reconcilers,
+            web=web,
             resources=opened.pop_all(),
-            reloaders=[recv.reconfigure, admin.reconfigure],
+            stopping=stopping,
+            reloaders=[
+                recv.reconfigure,
+                admin.reconfigure,
+                *([sessions.reconfigure] if sessions is not None else []),
+            ],
         )
     return daemon
 

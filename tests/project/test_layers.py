@@ -30,6 +30,7 @@ ROOMS = (
     "terminals",
     "upstream",
     "admin",
+    "web",
     "ops",
     "sim",
     "cli",
