@@ -28,7 +28,7 @@ STATE_EVERY = 1.0  # seconds between two looks at the doors' and modes' state
 KEEPALIVE = 15.0  # seconds of silence before a comment line keeps proxies from timing out
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: kept in a set
 class Stream:
     """One browser's stream: what is waiting for it and what wakes it."""
 
