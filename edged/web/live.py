@@ -26,6 +26,7 @@ BUFFER = 256
 MAX_STREAMS = 20
 STATE_EVERY = 1.0  # seconds between two looks at the doors' and modes' state
 KEEPALIVE = 15.0  # seconds of silence before a comment line keeps proxies from timing out
+COALESCE = 0.1  # seconds a woken stream waits for more records before it writes
 
 
 @dataclass(eq=False)  # compared and hashed by identity: kept in a set
@@ -66,6 +67,7 @@ class Live:
         self.stopping = stopping
         self.streams: set[Stream] = set()
         self.pushed = 0
+        self._looked: tuple[float, str | None] = (0.0, None)  # the last look at the state
 
     def on_record(self, event: Event, record: Any, stored: Any) -> None:
         """The record listener: queue the record's summary for every open stream."""
@@ -104,16 +106,28 @@ class Live:
         keep: Callable[[dict[str, Any]], bool],
     ) -> AsyncIterator[str]:
         """The SSE text of one stream: ``record`` events (those ``keep`` passes), a ``state``
-        event whenever the doors' or modes' state changed, comments to keep it open."""
+        event whenever the doors' or modes' state changed, comments to keep it open.
+
+        Records that arrive together go out in one write: after a wake the stream waits
+        ``COALESCE`` seconds for more. The state is looked at every ``STATE_EVERY`` seconds and
+        after records arrive, at most once every ``COALESCE`` seconds for all streams together,
+        never once a record.
+        """
+        loop = asyncio.get_running_loop()
         last_state = ""
-        quiet = 0.0
+        looked = -STATE_EVERY
+        quiet_since = loop.time()
+        woken = False
         try:
             while not self.stopping.is_set():
-                current = json.dumps(state(), sort_keys=True, default=str)
                 out: list[str] = []
-                if current != last_state:
-                    out.append(f"event: state\ndata: {current}\n\n")
-                    last_state = current
+                # a record may have moved a door: look again then, not only once a second
+                if loop.time() - looked >= (COALESCE if woken else STATE_EVERY):
+                    looked = loop.time()
+                    current = self._state(state, looked)
+                    if current != last_state:
+                        out.append(f"event: state\ndata: {current}\n\n")
+                        last_state = current
                 if stream.lost:
                     out.append(f"event: gap\ndata: {stream.lost}\n\n")
                     stream.lost = 0
@@ -122,13 +136,24 @@ class Live:
                     if keep(item):
                         out.append(f"id: {item['id']}\nevent: record\ndata: {json.dumps(item)}\n\n")
                 if out:
-                    quiet = 0.0
+                    quiet_since = loop.time()
                     yield "".join(out)
-                elif quiet >= KEEPALIVE:
-                    quiet = 0.0
+                elif loop.time() - quiet_since >= KEEPALIVE:
+                    quiet_since = loop.time()
                     yield ": keepalive\n\n"
                 stream.wake.clear()
-                await aio.wait_event(stream.wake, STATE_EVERY)
-                quiet += STATE_EVERY
+                left = max(0.0, STATE_EVERY - (loop.time() - looked))
+                woken = await aio.wait_event(stream.wake, left)
+                if woken and not self.stopping.is_set():
+                    await aio.wait_event(self.stopping, COALESCE)  # let a burst gather
         finally:
             self.streams.discard(stream)
+
+    def _state(self, state: Callable[[], dict[str, Any]], now: float) -> str:
+        """The state as JSON, computed at most once every ``COALESCE`` seconds for all
+        streams together."""
+        at, text = self._looked
+        if text is None or now - at >= COALESCE:
+            text = json.dumps(state(), sort_keys=True, default=str)
+            self._looked = (now, text)
+        return text

@@ -47,7 +47,7 @@ async def test_records_reach_the_stream_and_stop_ends_it() -> None:
     dup = record(3, "pass")
     dup[2].duplicate = True
     live.on_record(*dup)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(livemod.COALESCE * 3)
     stopping.set()
     live.close()
     chunks = await task
