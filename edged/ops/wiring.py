@@ -11,7 +11,9 @@ and a daemon that was built closes it all with :meth:`Daemon.close`.
 The order follows what each part needs: the store; the sockets (a bind error before any
 output is claimed); what the receiver last heard from each terminal (shared with the
 reconcilers); the reconcilers (the doors open a terminal's relay through them); the doors;
-the upstream; then the receiver, the admin API and the daemon that serves them.
+the upstream; the web page's live streams and sessions (when ``[web]`` is enabled: a record
+listener, and what the admin API accepts beside its token); then the receiver, the admin API,
+the web page over it and the daemon that serves them.
 """
 
 from __future__ import annotations

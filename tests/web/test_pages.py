@@ -214,3 +214,34 @@ def test_logout_ends_the_session(site: LiveDaemon, browser: httpx.Client) -> Non
 def test_without_web_the_pages_are_not_served(live: LiveDaemon) -> None:
     assert httpx.get(f"{live.admin_url}/ui/").status_code == 404
     assert httpx.get(f"{live.admin_url}/healthz").status_code == 200
+
+
+def test_an_open_stream_does_not_hold_up_the_stop(make_config: Callable[..., Config]) -> None:
+    live = LiveDaemon(web_config(make_config))
+    stopped = False
+    try:
+        client = httpx.Client(base_url=live.admin_url, timeout=10)
+        assert login(client).status_code == 303
+        opened = threading.Event()
+        ended = threading.Event()
+
+        def hold() -> None:
+            try:
+                with client.stream("GET", "/ui/stream") as reply:
+                    for _ in reply.iter_lines():
+                        opened.set()
+            except httpx.HTTPError:
+                pass
+            ended.set()
+
+        threading.Thread(target=hold, daemon=True).start()
+        assert opened.wait(5)
+        began = time.monotonic()
+        live.stop()
+        stopped = True
+        took = time.monotonic() - began
+        assert ended.wait(5)
+        assert took < 3.0, f"the stop took {took:.1f} s with a stream open"
+    finally:
+        if not stopped:
+            live.stop()
