@@ -56,6 +56,8 @@ RESTART_ONLY = (
     ("admin", "listen"),
     ("storage", None),
     ("logging", None),
+    ("web", "enabled"),
+    ("web", "accounts_file"),
 )
 
 

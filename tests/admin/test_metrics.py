@@ -147,3 +147,37 @@ def test_the_rules_and_the_dashboard_name_only_metrics_edged_exposes() -> None:
     }
     assert used and not unknown, unknown
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+def test_outbox_and_breaker_metrics_follow_the_upstream(
+    make_config: Callable[..., Config], start_live: Callable[[Config], LiveDaemon]
+) -> None:
+    from tests.fakeupstream import FakeUpstream
+
+    fake = FakeUpstream().start()
+    try:
+        fake.state.forward_mode = "http500"
+        extra = (
+            f'\n[upstream]\nurl = "{fake.url}/auth"\nforward_url = "{fake.url}/records"\n'
+            "forward_interval = 0.05\nforward_retry_min = 0.02\nforward_retry_max = 0.1\n"
+        )
+        live = start_live(make_config(extra))
+        with httpx.Client(base_url=live.url) as terminal:
+            for i in range(3):
+                terminal.post("/eventRcv", json=recognition(uuid=f"o{i}"))
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            return samples(httpx.get(f"{live.admin_url}/metrics").text)
+
+        assert fake.wait_for(lambda: scrape()[("edged_outbox_up", ())] == 0)
+        down = scrape()
+        assert down[("edged_outbox_records", ())] == 3
+        time.sleep(0.3)
+        older = scrape()[("edged_outbox_oldest_age_seconds", ())]
+        assert older >= down[("edged_outbox_oldest_age_seconds", ())] + 0.25  # read live
+        assert down[("edged_upstream_breaker_open", ())] == 0
+        fake.state.forward_mode = "ok"
+        assert fake.wait_for(lambda: scrape()[("edged_outbox_records", ())] == 0)
+        assert scrape()[("edged_outbox_oldest_age_seconds", ())] == 0
+    finally:
+        fake.stop()
