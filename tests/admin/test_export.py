@@ -7,21 +7,20 @@ import io
 import json
 import time
 
-import httpx
-
 from edged.store import export
 from tests.conftest import LiveDaemon, recognition
+from tests.web.helpers import client as web_client
 
 TOKEN = {"authorization": "Bearer test-token"}
 
 
 def test_export_streams_every_event_behind_the_token(live: LiveDaemon) -> None:
-    with httpx.Client(base_url=live.url) as terminal:
+    with web_client(live.url) as terminal:
         for i in range(40):
             name = "@evil" if i == 5 else "Ann"
             push = recognition(uuid=f"x{i}", user={"name": name, "user_id": "e-1"})
             assert terminal.post("/eventRcv", json=push).status_code == 200
-    with httpx.Client(base_url=live.admin_url) as admin:
+    with web_client(live.admin_url) as admin:
         assert admin.get("/api/v1/events.csv").status_code == 401
         with admin.stream("GET", "/api/v1/events.csv", headers=TOKEN) as reply:
             assert reply.status_code == 200

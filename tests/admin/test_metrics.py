@@ -28,6 +28,7 @@ from tests.doorfix import (
     wire_idle,
     wire_inputs,
 )
+from tests.web.helpers import client as web_client
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = {"authorization": "Bearer test-token"}
@@ -57,7 +58,7 @@ def test_metrics_follow_the_live_state(
     while live.daemon.doors and live.daemon.doors.fire and time.monotonic() < deadline:
         time.sleep(0.01)
     add_person(door_cfg.storage.database_path)
-    with httpx.Client(base_url=live.url) as terminal:
+    with web_client(live.url) as terminal:
         for i in range(3):
             assert terminal.post("/eventRcv", json=recognition(uuid=f"m{i}")).status_code == 200
         terminal.post("/eventRcv", json=recognition(uuid="m0"))  # a duplicate
@@ -108,7 +109,7 @@ def test_promtool_accepts_the_metrics_and_the_rules(
     door_cfg: Config, start_live: Callable[[Config], LiveDaemon]
 ) -> None:
     live = start_live(door_cfg)
-    with httpx.Client(base_url=live.url) as terminal:
+    with web_client(live.url) as terminal:
         terminal.post("/eventRcv", json=recognition(uuid="p1"))
         terminal.post("/auth", json=auth_request(user_id="nobody"))
     text = httpx.get(f"{live.admin_url}/metrics").text
@@ -162,7 +163,7 @@ def test_outbox_and_breaker_metrics_follow_the_upstream(
             "forward_interval = 0.05\nforward_retry_min = 0.02\nforward_retry_max = 0.1\n"
         )
         live = start_live(make_config(extra))
-        with httpx.Client(base_url=live.url) as terminal:
+        with web_client(live.url) as terminal:
             for i in range(3):
                 terminal.post("/eventRcv", json=recognition(uuid=f"o{i}"))
 

@@ -15,6 +15,7 @@ from edged.config import Config
 from tests.conftest import LiveDaemon, auth_request, recognition
 from tests.doorfix import DOOR_SERIAL, LOCK, add_person, doors_toml, pin, wire_idle, wire_inputs
 from tests.web.helpers import NAME, PASSWORD, csrf_of, login, web_config
+from tests.web.helpers import client as web_client
 
 TOKEN = {"authorization": "Bearer test-token"}
 
@@ -38,13 +39,13 @@ def site(
 
 @pytest.fixture
 def browser(site: LiveDaemon) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=site.admin_url) as client:
+    with web_client(site.admin_url) as client:
         assert login(client).status_code == 303
         yield client
 
 
 def test_pages_need_a_login_and_health_stays_public(site: LiveDaemon) -> None:
-    with httpx.Client(base_url=site.admin_url) as anon:
+    with web_client(site.admin_url) as anon:
         for path in ("/ui/", "/ui/events", "/ui/events/1", "/ui/people", "/ui/people/import"):
             reply = anon.get(path)
             assert reply.status_code == 303, path
@@ -59,7 +60,7 @@ def test_pages_need_a_login_and_health_stays_public(site: LiveDaemon) -> None:
 
 
 def test_login_sets_a_strict_cookie_and_refuses_wrong_passwords(site: LiveDaemon) -> None:
-    with httpx.Client(base_url=site.admin_url) as client:
+    with web_client(site.admin_url) as client:
         wrong = login(client, password="not the password")
         assert wrong.status_code == 401 and "wrong name or password" in wrong.text
         assert "set-cookie" not in wrong.headers
@@ -67,9 +68,9 @@ def test_login_sets_a_strict_cookie_and_refuses_wrong_passwords(site: LiveDaemon
         assert right.status_code == 303 and right.headers["location"] == "/ui/"
         cookie = right.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
-    with httpx.Client(base_url=site.admin_url, headers={"x-forwarded-proto": "https"}) as tls:
+    with web_client(site.admin_url, headers={"x-forwarded-proto": "https"}) as tls:
         assert "; Secure" in login(tls).headers["set-cookie"]
-    with httpx.Client(base_url=site.admin_url) as client:
+    with web_client(site.admin_url) as client:
         reply = client.post(
             "/ui/login", data={"name": NAME, "password": PASSWORD, "next": "//evil.example/"}
         )
@@ -77,7 +78,7 @@ def test_login_sets_a_strict_cookie_and_refuses_wrong_passwords(site: LiveDaemon
 
 
 def test_logins_are_rate_limited(site: LiveDaemon) -> None:
-    with httpx.Client(base_url=site.admin_url) as client:
+    with web_client(site.admin_url) as client:
         for _ in range(3):  # web.login_attempts in the helpers' configuration
             assert login(client, password="guess-guess").status_code == 401
         limited = login(client)
@@ -85,7 +86,7 @@ def test_logins_are_rate_limited(site: LiveDaemon) -> None:
 
 
 def test_overview_events_and_people_pages(site: LiveDaemon, browser: httpx.Client) -> None:
-    with httpx.Client(base_url=site.url) as terminal:
+    with web_client(site.url) as terminal:
         granted = terminal.post("/auth", json=auth_request(serial=DOOR_SERIAL)).json()
         assert granted["data"]["pass"] is True
         terminal.post("/eventRcv", json=recognition(uuid="w1"))
@@ -112,7 +113,7 @@ def test_writes_need_session_and_csrf_and_are_audited(
     site: LiveDaemon, browser: httpx.Client
 ) -> None:
     csrf = csrf_of(browser.get("/ui/").text)
-    with httpx.Client(base_url=site.admin_url) as anon:
+    with web_client(site.admin_url) as anon:
         assert anon.post("/api/v1/doors/lobby/open").status_code == 401
     assert browser.post("/api/v1/doors/lobby/open").status_code == 401  # no CSRF token
     forged = browser.post("/api/v1/doors/lobby/open", headers={"x-csrf-token": "guess"})
@@ -162,7 +163,8 @@ def read_stream(
 ) -> None:
     with client.stream("GET", path, timeout=10) as reply:
         kind = ""
-        for line in reply.iter_lines():
+        for raw in reply.iter_lines():
+            line = raw.rstrip("\r\n")  # httpx 0.23 (bookworm) keeps the line ends
             if line.startswith("event: "):
                 kind = line[7:]
             elif line.startswith("data: "):
@@ -188,7 +190,7 @@ def test_the_stream_pushes_records_and_state(site: LiveDaemon, browser: httpx.Cl
     while not got and time.monotonic() < deadline:  # the first state event: subscribed
         time.sleep(0.02)
     assert got and got[0]["event"] == "state" and got[0]["doors"][0]["name"] == "lobby"
-    with httpx.Client(base_url=site.url) as terminal:
+    with web_client(site.url) as terminal:
         terminal.post("/auth", json=auth_request(user_id="stranger"))  # a deny: filtered out
         sent = time.monotonic()
         terminal.post("/auth", json=auth_request(serial=DOOR_SERIAL, ts=time.time() + 1))
@@ -220,7 +222,7 @@ def test_an_open_stream_does_not_hold_up_the_stop(make_config: Callable[..., Con
     live = LiveDaemon(web_config(make_config))
     stopped = False
     try:
-        client = httpx.Client(base_url=live.admin_url, timeout=10)
+        client = web_client(live.admin_url, timeout=10)
         assert login(client).status_code == 303
         opened = threading.Event()
         ended = threading.Event()
