@@ -73,7 +73,7 @@ SECURITY_HEADERS = {
 
 async def _form(request: Request, limit: int) -> dict[str, str]:
     """An urlencoded form body (first value of each field); ValueError past ``limit`` bytes."""
-    raw = b""
+    raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > limit:
@@ -82,7 +82,10 @@ async def _form(request: Request, limit: int) -> dict[str, str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("the form is not UTF-8") from None
-    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=50)
+    try:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=50)
+    except ValueError:
+        raise ValueError("the form has too many fields") from None
     out: dict[str, str] = {}
     for key, value in pairs:
         out.setdefault(key, value)
@@ -347,8 +350,9 @@ class Web:
         try:
             form = await _form(request, MAX_IMPORT)
         except ValueError as exc:
+            status = 413 if "larger than" in str(exc) else 400
             return self.render(
-                request, "import.html", session, 413, **_import_context(errors=[str(exc)])
+                request, "import.html", session, status, **_import_context(errors=[str(exc)])
             )
         if not self.sessions.csrf_ok(request, session, form.get("csrf")):
             return HTMLResponse("missing or wrong CSRF token", 403, headers=SECURITY_HEADERS)

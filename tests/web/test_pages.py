@@ -247,3 +247,28 @@ def test_an_open_stream_does_not_hold_up_the_stop(make_config: Callable[..., Con
     finally:
         if not stopped:
             live.stop()
+
+
+def test_bad_input_gets_a_clear_answer(site: LiveDaemon, browser: httpx.Client) -> None:
+    csrf = csrf_of(browser.get("/ui/people/import").text)
+    assert browser.get("/ui/events/abc").status_code == 404
+    assert browser.get("/ui/people/%00x").status_code == 404
+    assert browser.get("/ui/static/../pages.py").status_code == 404
+    not_utf8 = browser.post(
+        "/ui/people/import",
+        content=b"csrf=" + csrf.encode() + b"&document=\xff\xfe",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert not_utf8.status_code == 400 and "not UTF-8" in not_utf8.text
+    many = "&".join(f"f{i}=x" for i in range(100))
+    crowded = browser.post(
+        "/ui/people/import",
+        content=many.encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert crowded.status_code == 400 and "too many fields" in crowded.text
+    with web_client(site.admin_url) as anon:
+        junk = anon.post("/ui/login", content=b"\xff" * 100)
+        assert junk.status_code == 400
+        big = anon.post("/ui/login", content=b"a" * (70 * 1024))
+        assert big.status_code == 400 and "larger than" in big.text
