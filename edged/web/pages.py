@@ -41,6 +41,8 @@ from edged.errors import ImportFileError, NotFoundError, StoreError
 from edged.store import events as store
 from edged.store import queries, readonly
 from edged.store.eventjson import EVENT_COLUMNS, event_json
+from edged.terminals import client as terminal_client
+from edged.terminals import tlspin
 from edged.web import live as livemod
 from edged.web.sessions import (
     COOKIE,
@@ -117,9 +119,14 @@ class Web:
     # ----- rendering -----------------------------------------------------------------------
 
     def render(
-        self, request: Request, name: str, session: Session | None, status: int = 200, **ctx: Any
+        self,
+        request: Request,
+        template: str,
+        session: Session | None,
+        status: int = 200,
+        **ctx: Any,
     ) -> Response:
-        html = self.env.get_template(name).render(
+        html = self.env.get_template(template).render(
             site=self.admin.cfg.site.name,
             version=__version__,
             user=session.user if session else None,
@@ -288,7 +295,7 @@ class Web:
         try:
             event_id = int(request.path_params["event_id"])
         except ValueError:
-            return self.render(request, "missing.html", session, 404, what="that event")
+            return self.render(request, "missing.html", session, 404, what="such event")
         reader = self.admin.store.reader
         row = queries.event(reader, EVENT_COLUMNS, event_id)
         if row is None:
@@ -394,6 +401,64 @@ class Web:
             conn.close()
         return results, warnings
 
+    async def trust(self, request: Request) -> Response:
+        """Trust the certificate a managed terminal presents, as ``edged terminals trust`` does.
+
+        The form carries the fingerprint the operator saw on the overview; edged fetches the
+        certificate again and records it only when it is still that one, then re-registers.
+        """
+        session = self.sessions.get(request)
+        if session is None:
+            return self._login_redirect(request)
+        try:
+            form = await _form(request, MAX_FORM)
+        except ValueError as exc:
+            return HTMLResponse(str(exc), 400, headers=SECURITY_HEADERS)
+        if not self.sessions.csrf_ok(request, session, form.get("csrf")):
+            return HTMLResponse("missing or wrong CSRF token", 403, headers=SECURITY_HEADERS)
+        name = request.path_params["name"]
+        cfg = self.admin.cfg
+        terminal = next((t for t in cfg.terminals if t.name == name and t.host), None)
+        if terminal is None:
+            return self.render(
+                request, "missing.html", session, 404, what=f"managed terminal {name!r}"
+            )
+        seen = tlspin.normalise(form.get("fingerprint", ""))
+        try:
+            presented = await tlspin.fetch_certificate(terminal.host, terminal.port)
+        except (OSError, TimeoutError) as exc:
+            return self._trust_answer(request, session, 502, f"cannot reach {name}: {exc}")
+        if not seen:  # first step: show what it presents, ask to confirm
+            current = terminal_client.pin_for(self.admin.store.reader, terminal)
+            return self.render(
+                request, "trust.html", session, terminal=name, presented=presented, current=current
+            )
+        if presented.fingerprint != seen:
+            return self._trust_answer(
+                request,
+                session,
+                409,
+                f"{name} now presents {presented.fingerprint}, not the certificate shown: "
+                "nothing was trusted; look again",
+            )
+        await asyncio.to_thread(self._record_pin, terminal, presented)
+        log.info(
+            "web: %s trusted terminal %s, certificate %s", session.user, name, presented.fingerprint
+        )
+        if self.admin.reconcilers is not None:
+            self.admin.reconcilers.resubscribe(name)
+        return RedirectResponse("/ui/", 303, headers=SECURITY_HEADERS)
+
+    def _record_pin(self, terminal: Any, presented: Any) -> None:
+        conn = store.connect(self.admin.store.path)
+        try:
+            terminal_client.record_pin(conn, terminal, presented)
+        finally:
+            conn.close()
+
+    def _trust_answer(self, request: Request, session: Session, status: int, text: str) -> Response:
+        return self.render(request, "missing.html", session, status, what=None, message=text)
+
     # ----- live ----------------------------------------------------------------------------
 
     async def stream(self, request: Request) -> Response:
@@ -452,6 +517,7 @@ class Web:
             Route("/ui/people/import", self.import_page, methods=["GET"]),
             Route("/ui/people/import", self.import_people, methods=["POST"]),
             Route("/ui/people/{person_id}", self.person),
+            Route("/ui/terminals/{name}/trust", self.trust, methods=["POST"]),
             Route("/ui/static/{name}", self.static),
         ]
 

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -272,3 +273,51 @@ def test_bad_input_gets_a_clear_answer(site: LiveDaemon, browser: httpx.Client) 
         assert junk.status_code == 400
         big = anon.post("/ui/login", content=b"a" * (70 * 1024))
         assert big.status_code == 400 and "larger than" in big.text
+
+
+def test_trust_a_terminal_from_the_page(
+    tmp_path: Path, start_live: Callable[[Config], LiveDaemon]
+) -> None:
+    import asyncio
+
+    from edged import config
+    from edged.web import accounts
+    from tests.simfix import free_port, make_sim, managed_config
+
+    sim = make_sim(tmp_path, firmware="1.3.0")
+    asyncio.run(sim.start())
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        base = managed_config(state, sim, gateway_port=free_port(), tls_fingerprint=None)
+        data = config.to_dict(base, mask=False)
+        data["web"].update(enabled=True)
+        cfg = config.parse(config.to_toml(data), "trust.toml")
+        accounts.set_password(cfg.web.accounts_path(cfg.storage.state_dir), NAME, PASSWORD)
+        live = start_live(cfg)
+        with web_client(live.admin_url) as browser:
+            assert login(browser).status_code == 303
+            deadline = time.monotonic() + 20
+            while 'id="trust-lobby"' not in (page := browser.get("/ui/").text):
+                assert time.monotonic() < deadline, "the terminal never showed as untrusted"
+                time.sleep(0.1)
+            assert not sim.registered
+            csrf = csrf_of(page)
+            url = "/ui/terminals/lobby/trust"
+            ask = browser.post(url, data={"csrf": csrf})  # the first step shows the certificate
+            assert ask.status_code == 200 and sim.fingerprint in ask.text
+            assert 'id="confirm-trust"' in ask.text and not sim.registered
+            wrong = browser.post(url, data={"csrf": csrf, "fingerprint": "AA:" * 31 + "AA"})
+            assert wrong.status_code == 409 and "nothing was trusted" in wrong.text
+            assert browser.post(url, data={"fingerprint": sim.fingerprint}).status_code == 403
+            assert (
+                browser.post("/ui/terminals/nowhere/trust", data={"csrf": csrf}).status_code == 404
+            )
+            done = browser.post(url, data={"csrf": csrf, "fingerprint": sim.fingerprint})
+            assert done.status_code == 303
+            deadline = time.monotonic() + 20
+            while not sim.registered:
+                assert time.monotonic() < deadline, "not registered after the trust"
+                time.sleep(0.05)
+    finally:
+        asyncio.run(sim.stop())
