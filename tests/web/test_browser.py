@@ -121,6 +121,7 @@ def test_the_page_in_a_real_browser(gateway: tuple[LiveDaemon, Any], driver: Any
     driver.find_element(By.ID, "name").send_keys(NAME)
     driver.find_element(By.ID, "password").send_keys("not the password")
     driver.find_element(By.ID, "login").click()
+    wait(driver, lambda d: d.find_elements(By.ID, "login-error"))  # the answer page loaded
     assert "wrong name or password" in text_of(driver, "#login-error")
     driver.find_element(By.ID, "name").send_keys(NAME)
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
