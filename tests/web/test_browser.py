@@ -34,6 +34,10 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is absent (Debian: chromium)"),
     pytest.mark.skipif(DRIVER is None, reason="chromedriver is absent (Debian: chromium-driver)"),
 ]
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -103,7 +107,11 @@ def shot(browser: Any, name: str, width: int = 1200, height: int = 1000) -> None
 
 
 def wait(browser: Any, test: Callable[[Any], Any], seconds: float = 5.0) -> Any:
-    return WebDriverWait(browser, seconds, poll_frequency=0.05).until(test)
+    # a page the script reloads (after a mode switch) leaves stale elements for a moment
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(browser, seconds, poll_frequency=0.05, ignored_exceptions=ignored).until(
+        test
+    )
 
 
 def text_of(browser: Any, css: str) -> str:
