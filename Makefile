@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The versions Debian bookworm ships (what the .deb runs on), for `make test-bookworm`.
 BOOKWORM_PINS := starlette==0.26.1 hypercorn==0.13.2 gpiozero==1.6.2 sqlite-utils==3.30 \
 	tenacity==8.2.1 httpx==0.23.3 anyio==3.6.2 pytest==7.2.1 hypothesis==6.67.1 trustme==0.9.0 \
-	zeroconf==0.47.3 paho-mqtt==1.6.1
+	zeroconf==0.47.3 paho-mqtt==1.6.1 jinja2==3.1.2 markupsafe==2.1.2 prometheus-client==0.16.0
 BW := .venv-bookworm
 # Debian's own interpreter (3.11.2 on bookworm) where there is one: its asyncio differs.
 BW_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo $(PYTHON))

@@ -459,3 +459,42 @@ def remove(
         return gone
 
     return _with_faces(conn, [], faces, dry_run, work)
+
+
+def search(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[dict[str, Any]]:
+    """People whose id or name contains ``text`` (case-insensitive for ASCII), in id order,
+    as :func:`listing` shows them (the web page's people search)."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM people WHERE id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' "
+            "ORDER BY id LIMIT ?",
+            (pattern, pattern, limit),
+        )
+    ]
+    return _listed(conn, ids)
+
+
+def _listed(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        "SELECT p.id, p.name, p.type, p.blocked, "
+        "(SELECT group_concat(group_id, '|') FROM person_groups g WHERE g.person_id = p.id) "
+        f"FROM people p WHERE p.id IN ({marks}) ORDER BY p.id",
+        ids,
+    )
+    out = []
+    for pid, name, kind, blocked, groups in rows:
+        out.append(
+            {
+                "id": pid,
+                "name": name,
+                "type": kind,
+                "blocked": bool(blocked),
+                "groups": sorted(groups.split("|")) if groups else [],
+            }
+        )
+    return out

@@ -57,6 +57,9 @@ class AdminState(Protocol):
     def authorised(self, request: Request) -> Response | None:
         """None when the request may write, else the refusal."""
 
+    def actor(self, request: Request, given: object, default: str) -> str:
+        """Who a write is audited as (a web session's user, else ``given`` or ``default``)."""
+
 
 def _error(status: int, message: str, **extra: Any) -> Response:
     return json_response({"code": status, "msg": message, **extra}, status)
@@ -201,7 +204,7 @@ class Manage:
             return body
         if not isinstance(body, dict) or not isinstance(body.get("on"), bool):
             return _error(400, 'expected {"mode": "lockdown"|"free_access", "on": true|false}')
-        by = str(body.get("by") or "admin-api")
+        by = self.admin.actor(request, body.get("by"), "admin-api")
         scope = str(body.get("door") or SITE)
         try:
             mode = await _write(

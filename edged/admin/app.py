@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -16,23 +17,25 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
 
 from edged import config
 from edged.access import terminalstate
-from edged.admin import access_api, params
+from edged.admin import access_api, metrics, params
 from edged.config import Config
 from edged.decide import explain
 from edged.doors.control import Doors
 from edged.errors import DoorError
 from edged.hooks import Check
 from edged.receive.receiver import Receiver, json_response
-from edged.store import doorlog, queries, snapshots
+from edged.store import doorlog, export, queries, readonly, snapshots
 from edged.store.eventjson import EVENT_COLUMNS, event_json
 from edged.store.eventjson import iso as _iso
 from edged.terminals.reconciler import Reconcilers
 from edged.upstream.feature import Upstream
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 
@@ -62,6 +65,7 @@ class Admin:
         doors: Doors | None = None,
         upstream: Upstream | None = None,
         reconcilers: Reconcilers | None = None,
+        session: Callable[[Request], str | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.receiver = receiver
@@ -71,6 +75,9 @@ class Admin:
         self.doors = doors  # when doors, a siren or a fire input are configured
         self.upstream = upstream  # when [upstream] is enabled
         self.reconcilers = reconcilers  # when a terminal is managed (has a host)
+        # when [web] is enabled: who a request acts for by its login session, e.g. "web:ann"
+        # (edged/web/sessions.py); the bearer token works alongside
+        self.session = session
 
     def reconfigure(self, cfg: Config) -> None:
         """Take a reloaded configuration and the admin token it names."""
@@ -78,7 +85,10 @@ class Admin:
         self.token = config.admin_token(cfg)
 
     def authorised(self, request: Request) -> Response | None:
-        """None when the request may write, else the refusal."""
+        """None when the request may write (the bearer token, or a web session), else the
+        refusal."""
+        if self.session is not None and self.session(request) is not None:
+            return None
         if not self.token:
             return _error(403, "writes are disabled: no admin token is configured")
         header = request.headers.get("authorization", "")
@@ -86,6 +96,15 @@ class Admin:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
             return _error(401, "a valid 'Authorization: Bearer <token>' is required")
         return None
+
+    def actor(self, request: Request, given: object, default: str) -> str:
+        """Who a write is audited as: the web session's ``web:NAME``, else what the caller
+        says (``source`` / ``by``) or ``default``."""
+        if self.session is not None:
+            who = self.session(request)
+            if who is not None:
+                return who
+        return given if isinstance(given, str) and given else default
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -153,6 +172,35 @@ class Admin:
         last = events[-1]["id"] if events else after
         return json_response({"events": events, "next_after": next_after, "last_id": last})
 
+    async def export_events(self, request: Request) -> Response:
+        """GET /api/v1/events.csv and .jsonl: the audit export, streamed (edged/store/export.py).
+
+        Behind the token, as snapshots are: it is everyone's comings and goings at once.
+        """
+        refused = self.authorised(request)
+        if refused is not None:
+            return refused
+        fmt = request.url.path.rsplit(".", 1)[-1]
+        q = request.query_params
+        try:
+            query = readonly.EventQuery(
+                since=_param(q, "since", parse_since) if "since" in q else None,
+                until=_param(q, "until", parse_since) if "until" in q else None,
+                terminal=q.get("terminal"),
+                person=q.get("person"),
+                decision=q.get("decision"),
+            )
+        except ValueError as exc:
+            return _error(400, str(exc))
+        # a connection of its own, read in the server's worker threads one page at a time
+        rows = export.events_from_file(self.store.path, query)
+        media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        headers = {
+            "content-disposition": f'attachment; filename="edged-events.{fmt}"',
+            "cache-control": "no-store",
+        }
+        return StreamingResponse(export.lines(fmt, rows), media_type=media, headers=headers)
+
     async def event(self, request: Request) -> Response:
         try:
             event_id = params.strict_int(request.path_params["event_id"], "event id")
@@ -190,6 +238,10 @@ class Admin:
         return snapshots.read(root, row["image_path"], row["image_offset"], row["image_bytes"])
 
     async def terminals(self, request: Request) -> Response:
+        return json_response({"terminals": self.terminal_list()})
+
+    def terminal_list(self) -> list[dict[str, Any]]:
+        """Every configured or heard-from terminal: address, last push, reconciler health."""
         out = []
         configured = {t.serial: t for t in self.cfg.terminals}
         serials = list(configured) + [s for s in self.receiver.seen if s not in configured]
@@ -209,7 +261,7 @@ class Admin:
             entry.update(_terminal_health(health.get(serial)))
             entry["people"] = terminalstate.summary(self.store.reader, serial)  # people sync
             out.append(entry)
-        return json_response({"terminals": out})
+        return out
 
     async def resubscribe_terminals(self, request: Request) -> Response:
         refused = self.authorised(request)
@@ -226,6 +278,13 @@ class Admin:
             names = self.reconcilers.resubscribe(name or None)
         except KeyError:
             return _error(404, f"no managed terminal named {name!r}")
+        client = request.client.host if request.client else "?"
+        log.info(
+            "terminals: re-registration of %s asked by %s@%s",
+            ", ".join(names) or "none",
+            self.actor(request, body.get("by") if isinstance(body, dict) else None, "admin"),
+            client,
+        )
         return json_response({"code": 200, "terminals": names})
 
     async def import_people(self, request: Request) -> Response:
@@ -252,7 +311,7 @@ class Admin:
             return _error(400, str(exc))
         given = body.get("source") if isinstance(body, dict) else None
         client = request.client.host if request.client else "?"
-        source = f"{given if isinstance(given, str) and given else 'admin'}@{client}"[:120]
+        source = f"{self.actor(request, given, 'admin')}@{client}"[:120]
         name, action = request.path_params["door"], request.path_params["action"]
         if action not in ("open", "hold", "release", "lock"):
             return _error(400, f"unknown door command {action!r}: open, hold, release or lock")
@@ -323,12 +382,16 @@ def _error(status: int, message: str) -> Response:
     return json_response({"code": status, "msg": message}, status)
 
 
-def create_app(admin: Admin) -> Starlette:
-    """The admin ASGI app."""
+def create_app(admin: Admin, pages: Iterable[BaseRoute] = ()) -> Starlette:
+    """The admin ASGI app; ``pages`` (the web page's routes, edged/web/pages.py) first."""
     routes = [
+        *pages,
         Route("/healthz", admin.healthz),
         Route("/readyz", admin.readyz),
+        Route("/metrics", metrics.endpoint(metrics.registry(admin))),
         Route("/api/v1/events", admin.events),
+        Route("/api/v1/events.csv", admin.export_events),
+        Route("/api/v1/events.jsonl", admin.export_events),
         Route("/api/v1/events/{event_id}", admin.event),
         Route("/api/v1/events/{event_id}/snapshot", admin.snapshot),
         Route("/api/v1/terminals", admin.terminals),

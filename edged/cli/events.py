@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from edged.cli import common
 from edged.errors import NotFoundError, OutputError, UsageError
@@ -96,8 +98,14 @@ def cmd_events(args: argparse.Namespace) -> int:
         raise UsageError(
             "events: --tail prints newest first and --follow in arrival order: pick one"
         )
+    query = readonly.EventQuery(
+        args.since, args.terminal, args.person, args.decision, until=args.until
+    )
+    if args.format != "text":
+        return _export(args, query)
+    if args.output:
+        raise UsageError("events: -o FILE is for the export: add --format csv or jsonl")
     cfg = common.load(args)
-    query = readonly.EventQuery(args.since, args.terminal, args.person, args.decision)
     conn = readonly.connect(cfg.storage.database_path)
     try:
         shown, more = _first_events(conn, query, args)
@@ -117,6 +125,43 @@ def cmd_events(args: argparse.Namespace) -> int:
         print("no events match", file=sys.stderr)
     if args.follow:
         _follow(cfg.storage.database_path, query, newest, show)
+    return 0
+
+
+def _export(args: argparse.Namespace, query: Any) -> int:
+    """``--format csv|jsonl``: every matching event (or the first --limit), streamed."""
+    from edged.store import export
+
+    given = (("--tail", args.tail), ("--follow", args.follow), ("--json", args.json))
+    clashes = [name for name, value in given if value]
+    if clashes:
+        raise UsageError(
+            f"events: --format {args.format} exports everything: not with {clashes[0]}"
+        )
+    cfg = common.load(args)
+    rows = export.events_from_file(cfg.storage.database_path, query)
+    if args.limit:
+        rows = itertools.islice(rows, args.limit)
+    counted = [0]
+
+    def counting(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for event in events:
+            counted[0] += 1
+            yield event
+
+    to_file = bool(args.output and args.output != "-")
+    with contextlib.ExitStack() as opened:
+        stream: IO[str] = sys.stdout
+        if to_file:
+            try:
+                stream = opened.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
+            except OSError as exc:
+                raise OutputError(f"{args.output}: {exc.strerror or exc}") from None
+        for chunk in export.lines(args.format, counting(rows)):
+            stream.write(chunk)
+        stream.flush()
+    if to_file:
+        print(f"{args.output}: {counted[0]} events")
     return 0
 
 

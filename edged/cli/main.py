@@ -23,6 +23,7 @@ from edged.cli import run as run_cli
 from edged.cli import simulate as simulate_cli
 from edged.cli import status as status_cli
 from edged.cli import terminals as terminal_cli
+from edged.cli import web as web_cli
 from edged.cli.common import count
 from edged.cli.events import since
 from edged.errors import EdgedError, UsageError
@@ -63,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", parents=[common], help="print stored events")
     events.add_argument("--since", type=since, help="ISO date-time (UTC) or epoch seconds")
+    events.add_argument("--until", type=since, help="received before this (as --since)")
     events.add_argument("--terminal", help="terminal name")
     events.add_argument("--person", help="person id")
     events.add_argument("--decision", choices=["pass", "deny"])
@@ -71,6 +73,13 @@ def parser() -> argparse.ArgumentParser:
     page.add_argument("--tail", type=count, metavar="N", help="the N newest, newest first")
     events.add_argument("--json", action="store_true", help="one JSON object a line")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument(
+        "--format",
+        choices=["text", "csv", "jsonl"],
+        default="text",
+        help="csv or jsonl: the audit export, every matching event streamed",
+    )
+    events.add_argument("-o", "--output", metavar="FILE", help="export to FILE (with --format)")
     events.set_defaults(func=event_cli.cmd_events)
 
     ppl = sub.add_parser("people", help="manage the local people cache")
@@ -153,6 +162,22 @@ def parser() -> argparse.ArgumentParser:
     out.set_defaults(func=outbox_cli.cmd_outbox)
 
     _terminal_parsers(sub, common)  # terminals, simulate
+
+    web = sub.add_parser("web", help="accounts of the web page")
+    web_sub = web.add_subparsers(dest="web_command", metavar="ACTION")
+    passwd = web_sub.add_parser(
+        "passwd", parents=[common], help="create an account or set its password"
+    )
+    passwd.add_argument("name", help="account name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    passwd.set_defaults(func=web_cli.cmd_passwd)
+    users = web_sub.add_parser("users", parents=[common], help="list the accounts")
+    users.set_defaults(func=web_cli.cmd_users)
+    wrm = web_sub.add_parser("remove", parents=[common], help="remove an account")
+    wrm.add_argument("name")
+    wrm.set_defaults(func=web_cli.cmd_remove)
 
     ver = sub.add_parser("version", parents=[common], help="print the version")
     ver.set_defaults(func=run_cli.cmd_version)

@@ -464,6 +464,21 @@ class MqttConfig:
         return self.port or (8883 if self.tls else 1883)
 
 
+# ----- web -----
+@dataclass(frozen=True)
+class WebConfig:
+    """The operators' web page on the admin listener (docs/web.md); off unless enabled."""
+
+    enabled: bool = False
+    accounts_file: str = ""  # "" -> state_dir/web-accounts.json
+    session_minutes: int = field(default=480, metadata=meta(positive))
+    login_attempts: int = field(default=5, metadata=meta(positive))  # per minute and address
+
+    def accounts_path(self, state_dir: str) -> Path:
+        """The accounts file, ``state_dir/web-accounts.json`` unless set."""
+        return Path(self.accounts_file or Path(state_dir) / "web-accounts.json")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -485,6 +500,7 @@ class Config:
     terminal_clock: TerminalClockConfig = field(default_factory=TerminalClockConfig)
     terminal_settings: TerminalSettings = field(default_factory=TerminalSettings)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     people_sync: PeopleSyncConfig = field(default_factory=PeopleSyncConfig)
     source: str = field(default="", compare=False, metadata={"internal": True})
 

@@ -35,6 +35,7 @@ from edged.ops.systemd import Notifier, keepalive
 from edged.receive import receiver
 from edged.store.events import Store
 from edged.terminals.reconciler import Reconcilers
+from edged.web.pages import Web
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ RESTART_ONLY = (
     ("storage", None),
     ("logging", None),
     ("mqtt", None),  # the broker link is built at start (a reload updates HA's entries only)
+    ("web", "enabled"),
+    ("web", "accounts_file"),
 )
 
 
@@ -208,6 +211,7 @@ class Daemon:
     services: list[Service] = field(default_factory=list)  # run while serving (edged/hooks.py)
     doors: Doors | None = None
     reconcilers: Reconcilers | None = None  # the managed terminals' (those with a host)
+    web: Web | None = None  # the web page, served on the admin listener when [web] is enabled
     # What build opened (store, sockets, door outputs), closed by close() in reverse order.
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -227,7 +231,7 @@ class Daemon:
     async def serve(self) -> None:
         """Serve until ``stopping`` is set, then shut down gracefully."""
         recv_app = receiver.create_app(self.receiver)
-        admin_app = admin.create_app(self.admin)
+        admin_app = admin.create_app(self.admin, self.web.routes() if self.web else ())
         recv_hc = _hyper_config(self.receiver_sockets, self.cfg)
         admin_hc = _hyper_config(self.admin_sockets, self.cfg)
         for sock in self.receiver_sockets + self.admin_sockets:

@@ -11,11 +11,14 @@ and a daemon that was built closes it all with :meth:`Daemon.close`.
 The order follows what each part needs: the store; the sockets (a bind error before any
 output is claimed); what the receiver last heard from each terminal (shared with the
 reconcilers); the reconcilers (the doors open a terminal's relay through them); the doors;
-the upstream; then the receiver, the admin API and the daemon that serves them.
+the upstream; the web page's live streams and sessions (when ``[web]`` is enabled: a record
+listener, and what the admin API accepts beside its token); then the receiver, the admin API,
+the web page over it and the daemon that serves them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import sqlite3
@@ -40,6 +43,9 @@ from edged.terminals.reconciler import Reconcilers
 from edged.upstream import client as upstream
 from edged.upstream import outbox
 from edged.upstream.feature import Upstream
+from edged.web import live as web_live
+from edged.web.pages import Web
+from edged.web.sessions import Sessions
 
 
 def build(cfg: config.Config) -> Daemon:
@@ -80,12 +86,18 @@ def build(cfg: config.Config) -> Daemon:
             if cfg.mqtt.enabled
             else None
         )
+        # the web page (when [web] is enabled): its live stream is a record listener and ends
+        # when the daemon stops; its sessions are what the admin API accepts besides the token
+        stopping = asyncio.Event()
+        live = web_live.Live(stopping) if cfg.web.enabled else None
+        sessions = Sessions(cfg) if cfg.web.enabled else None
         hooks = Hooks.merge(
             [
                 _door_hooks(cfg, store, site),
                 up.hooks() if up is not None else Hooks(),
                 reconcilers.hooks() if reconcilers is not None else Hooks(),
                 broker.hooks() if broker is not None else Hooks(),
+                Hooks(services=(live.run,), listeners=(live.on_record,)) if live else Hooks(),
                 people_syncs.hooks(),
             ]
         )
@@ -104,7 +116,9 @@ def build(cfg: config.Config) -> Daemon:
             doors=site,
             upstream=up,
             reconcilers=reconcilers,
+            session=sessions.who if sessions is not None else None,
         )
+        web = Web(admin, sessions, live) if sessions is not None and live is not None else None
         daemon = Daemon(
             cfg,
             store,
@@ -115,11 +129,14 @@ def build(cfg: config.Config) -> Daemon:
             services=list(hooks.services),
             doors=site,
             reconcilers=reconcilers,
+            web=web,
             resources=opened.pop_all(),
+            stopping=stopping,
             reloaders=[
                 recv.reconfigure,
                 admin.reconfigure,
                 *([broker.reconfigure] if broker is not None else []),
+                *([sessions.reconfigure] if sessions is not None else []),
             ],
         )
     return daemon

@@ -34,6 +34,7 @@ from edged.access import lookup
 from edged.config import Config
 from edged.decide import policy
 from edged.errors import PayloadError, StoreError
+from edged.histogram import Histogram
 from edged.logs import RateLimitedLog
 from edged.model import Event, Kind
 from edged.receive import binding
@@ -152,6 +153,21 @@ class ReceiverStats:
 
     answered: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    # For /metrics (edged/admin/metrics.py): answers by path ("auth", "push", "heartbeat") and
+    # status; how long the remote-auth and push answers took; decisions by (decision, reason);
+    # live records vs replayed ones stored.
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)
+    seconds: dict[str, Histogram] = field(
+        default_factory=lambda: {"auth": Histogram(), "push": Histogram()}
+    )
+    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    replayed: int = 0
+
+    def answered_in(self, path: str, status: int, seconds: float | None) -> None:
+        """Count one answer on ``path`` and, for auth and push, how long it took."""
+        self.requests[(path, status)] += 1
+        if seconds is not None and path in self.seconds:
+            self.seconds[path].observe(seconds)
 
 
 class Receiver:
@@ -306,6 +322,11 @@ class Receiver:
             self.bad_log.warning("store", "answering 503: %s", exc)
             return json_response(error_body(503, "temporarily unable to store", auth_path), 503)
         self.stats.answered["duplicate" if stored.duplicate else event.kind.value] += 1
+        if not stored.duplicate:
+            if stored.replayed:
+                self.stats.replayed += 1
+            if record.decision:
+                self.stats.decisions[(record.decision, record.reason or "")] += 1
         if event.kind is Kind.MALFORMED:
             if not stored.duplicate:
                 self.bad_log.warning(
@@ -442,14 +463,24 @@ def create_app(receiver: Receiver) -> Starlette:
     """The terminals' ASGI app."""
     cfg = receiver.cfg.receiver
 
+    timer = time.perf_counter
+
     async def post_event(request: Request) -> Response:
-        return await receiver.handle_post(request, auth_path=False)
+        started = timer()
+        response = await receiver.handle_post(request, auth_path=False)
+        receiver.stats.answered_in("push", response.status_code, timer() - started)
+        return response
 
     async def post_auth(request: Request) -> Response:
-        return await receiver.handle_post(request, auth_path=True)
+        started = timer()
+        response = await receiver.handle_post(request, auth_path=True)
+        receiver.stats.answered_in("auth", response.status_code, timer() - started)
+        return response
 
     async def get_heartbeat(request: Request) -> Response:
-        return await receiver.heartbeat(request)
+        response = await receiver.heartbeat(request)
+        receiver.stats.answered_in("heartbeat", response.status_code, None)
+        return response
 
     routes = [
         Route(cfg.event_path, post_event, methods=["POST"]),

@@ -34,6 +34,7 @@ from typing import Any
 import sqlite_utils
 
 from edged.errors import StoreError
+from edged.histogram import Histogram
 from edged.model import Event, Replay
 from edged.store import doorlog, snapshots
 from edged.store.migrations import PAGE_SIZE, migrate
@@ -54,6 +55,7 @@ COMMIT_SAMPLES = 128  # record commits kept for commit_estimate()
 BULK_CHUNK = 32
 # Duplicate counters not yet written are written after this long without any commit.
 DUPLICATES_FLUSH_SECONDS = 5.0
+BATCH_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # records in one commit
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -166,6 +168,9 @@ class StoreStats:
     pending_items: int = 0
     pending_bytes: int = 0
     refused_commits: int = 0  # commits refused since last_error was set
+    # How long record commits take and how many records each carries (edged/admin/metrics.py)
+    commit_seconds: Histogram = field(default_factory=Histogram)
+    batch_records: Histogram = field(default_factory=lambda: Histogram(BATCH_BOUNDS))
 
 
 _FIND = "SELECT id, response FROM events WHERE dedup_key = ?"
@@ -517,7 +522,10 @@ class Store:
             _resolve_all([(item, None, error) for item in items])
             return None
         self._committed()
-        self._commit_seconds.append(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self._commit_seconds.append(took)
+        self.stats.commit_seconds.observe(took)
+        self.stats.batch_records.observe(len(items))
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
         self.stats.records += sum(1 for stored in results if not stored.duplicate)

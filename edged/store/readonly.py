@@ -48,6 +48,8 @@ class EventQuery:
     terminal: str | None = None
     person: str | None = None
     decision: str | None = None
+    until: float | None = None  # received before this moment (the audit export's end)
+    door: str | None = None
 
     def where(self, after: int = 0) -> tuple[str, list[Any]]:
         """The SQL condition and its arguments, for events with an id above ``after``."""
@@ -58,6 +60,8 @@ class EventQuery:
             ("terminal =", self.terminal),
             ("person_id =", self.person),
             ("decision =", self.decision),
+            ("received_at <", self.until),
+            ("door =", self.door),
         ):
             if value is not None:
                 clauses.append(f"{column} ?")

@@ -31,6 +31,7 @@ ROOMS = (
     "upstream",
     "admin",
     "mqtt",
+    "web",
     "ops",
     "sim",
     "cli",
