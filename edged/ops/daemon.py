@@ -186,6 +186,44 @@ class HeadGuard(TCPServer):
         await self._close()
 
 
+ASGIApp = Callable[[dict[str, Any], Any, Any], Any]
+
+
+def reusable(app: ASGIApp) -> ASGIApp:
+    """``app``, reading the (empty) body of a request that has none before it answers.
+
+    hypercorn 0.13 (bookworm's) closes a kept-alive connection after answering a request whose
+    body the application never read, an empty one included: every second GET on a browser's or
+    a client's kept-alive connection then met a closed socket. A request that declares no body
+    has its one, empty ``http.request`` message read here and handed to the app as its first;
+    a request with a body is the app's to read (its own limits apply), as before.
+    """
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or not _bodiless(scope):
+            await app(scope, receive, send)
+            return
+        first = await receive()
+        pending = [first]
+
+        async def replay() -> Any:
+            return pending.pop() if pending else await receive()
+
+        await app(scope, replay, send)
+
+    return wrapped
+
+
+def _bodiless(scope: dict[str, Any]) -> bool:
+    """The request declares no body: no ``transfer-encoding``, no or a zero ``content-length``."""
+    for name, value in scope.get("headers") or ():
+        if name == b"transfer-encoding":
+            return False
+        if name == b"content-length":
+            return value.strip() == b"0"
+    return True
+
+
 REFUSE_LINGER = 0.25  # seconds between a 408's end-of-stream and the close
 _TIMEOUT_BODY = b'{"code":408,"msg":"request head not received in time"}'
 REQUEST_TIMEOUT = (
@@ -238,7 +276,7 @@ class Daemon:
             sock.close()  # hypercorn owns the listeners now (its duplicates)
         servers = [
             asyncio.ensure_future(serve(app, hc, shutdown_trigger=self.stopping.wait))  # type: ignore[arg-type]
-            for app, hc in ((recv_app, recv_hc), (admin_app, admin_hc))
+            for app, hc in ((reusable(recv_app), recv_hc), (reusable(admin_app), admin_hc))
         ]
         self.tasks.append(asyncio.create_task(self._maintenance()))
         for service in self.services:

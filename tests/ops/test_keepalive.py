@@ -159,3 +159,21 @@ def test_head_deadline_counts_from_first_byte_after_idle(quick: LiveDaemon) -> N
         time.sleep(SHORT / 5)
         sock.sendall(request[10:])
         assert read_response(sock)[0] == 200
+
+
+def get_request(path: str) -> bytes:
+    """One kept-alive HTTP/1.1 GET, as a browser or http.client sends it."""
+    return b"GET %s HTTP/1.1\r\nHost: edged\r\nAccept-Encoding: identity\r\n\r\n" % path.encode()
+
+
+def test_kept_alive_admin_connection_serves_request_after_request(quick: LiveDaemon) -> None:
+    """Answers that never read the (empty) body keep the connection: hypercorn 0.13 closed it."""
+    sock = socket.create_connection(("127.0.0.1", quick.daemon.admin_port), timeout=5.0)
+    with sock:
+        for n, wait in enumerate((0.0, 0.3, 0.6, 0.0)):
+            if wait:
+                idle(wait, sock)
+            sock.sendall(get_request("/healthz"))
+            assert read_response(sock)[0] == 200, f"request {n} after {wait} s idle"
+            sock.sendall(get_request("/api/v1/events?limit=1"))
+            assert read_response(sock)[0] == 200, f"request {n}b"
