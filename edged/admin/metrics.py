@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edged import __version__
+from edged.access import terminalstate
 from edged.doors.control import Doors
 from edged.histogram import Histogram
 from edged.receive.receiver import Receiver
@@ -230,12 +231,13 @@ class EdgedCollector:
                 seen_age.add_metric(values, round(max(0.0, now - heard), 3))
             if serial in health:
                 registered.add_metric(values, int(report.get("registration") in REGISTERED))
-            value = _number(report, "clock_drift_seconds", "clock_offset_seconds", "drift")
+            value = _number(report.get("clock") or {}, "drift")
             if value is not None:
                 drift.add_metric(values, value)
-            step = report.get("people_in_step")
-            if isinstance(step, bool):
-                in_step.add_metric(values, int(step))
+            synced = terminalstate.summary(src.store.reader, serial)
+            if synced is not None and synced.get("desired") is not None:
+                whole = not synced.get("errors") and synced.get("in_step") == synced["desired"]
+                in_step.add_metric(values, int(whole and not synced.get("last_error")))
         yield from (up, seen_age, registered, drift, in_step)
 
     def _doors(self) -> Iterator[Metric]:

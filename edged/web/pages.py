@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from edged import __version__
 from edged.access import model as access
 from edged.access import people
+from edged.access.faces import FaceStore
 from edged.admin.app import Admin
 from edged.decide import explain
 from edged.errors import ImportFileError, NotFoundError, StoreError
@@ -108,6 +109,7 @@ class Web:
         self.admin = admin
         self.sessions = sessions
         self.live = live
+        self.faces = FaceStore(admin.cfg.storage.faces_path)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -321,7 +323,7 @@ class Web:
             return self._login_redirect(request)
         pid = request.path_params["person_id"]
         reader = self.admin.store.reader
-        found = people.show(reader, pid, ZoneInfo(self.admin.cfg.site.timezone))
+        found = people.show(reader, pid, ZoneInfo(self.admin.cfg.site.timezone), self.faces)
         if found is None:
             return self.render(request, "missing.html", session, 404, what=f"person {pid!r}")
         for column in people.CREDENTIAL_COLUMNS:
@@ -342,6 +344,19 @@ class Web:
             permissions=permissions,
             recent=recent,
         )
+
+    async def face(self, request: Request) -> Response:
+        """A person's face on file, as the JPEG it is (behind the login, like the person)."""
+        if self.sessions.get(request) is None:
+            return self._login_redirect(request)
+        pid = request.path_params["person_id"]
+        found = people.show(self.admin.store.reader, pid, ZoneInfo(self.admin.cfg.site.timezone))
+        name = (found or {}).get("face")
+        name = name["sha256"] if isinstance(name, dict) else name
+        if not name or not self.faces.has(name):
+            return Response("no face on file\n", 404, media_type="text/plain")
+        data = await asyncio.to_thread(self.faces.read, name)
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "private"})
 
     async def import_page(self, request: Request) -> Response:
         session = self.sessions.get(request)
@@ -517,6 +532,7 @@ class Web:
             Route("/ui/people/import", self.import_page, methods=["GET"]),
             Route("/ui/people/import", self.import_people, methods=["POST"]),
             Route("/ui/people/{person_id}", self.person),
+            Route("/ui/people/{person_id}/face", self.face),
             Route("/ui/terminals/{name}/trust", self.trust, methods=["POST"]),
             Route("/ui/static/{name}", self.static),
         ]

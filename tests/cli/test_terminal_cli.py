@@ -191,6 +191,11 @@ async def test_the_daemon_keeps_the_terminals_people_and_the_commands_show_it(
         assert f"{sim.settings.serial} user 101: in step" in out
         async with httpx.AsyncClient(base_url=live.admin_url) as admin:
             listed = (await admin.get("/api/v1/terminals")).json()["terminals"]
+            scraped = (await admin.get("/metrics")).text
         assert listed[0]["people"]["in_step"] == 2 and listed[0]["people"]["errors"] == 0
+        labels = f'{{serial="{sim.settings.serial}",terminal="lobby"}}'
+        assert f"edged_terminal_people_in_step{labels} 1.0" in scraped
+        drift = listed[0]["clock"]["drift"]
+        assert drift is not None and f"edged_terminal_clock_drift_seconds{labels}" in scraped
     finally:
         await sim.stop()

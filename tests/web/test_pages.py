@@ -321,3 +321,27 @@ def test_trust_a_terminal_from_the_page(
                 time.sleep(0.05)
     finally:
         asyncio.run(sim.stop())
+
+
+def test_a_person_page_shows_the_face_and_where_they_are_on_the_terminals(
+    site: LiveDaemon, browser: httpx.Client
+) -> None:
+    import base64
+
+    from tests.conftest import face_jpeg
+
+    photo = face_jpeg(7)
+    encoded = base64.b64encode(photo).decode()
+    body = {"people": [{"id": "f-1", "name": "Fay", "face_base64": encoded}]}
+    with web_client(site.admin_url) as api:
+        assert api.post("/api/v1/people", json=body, headers=TOKEN).status_code == 200
+    page = browser.get("/ui/people/f-1")
+    assert page.status_code == 200
+    assert 'src="/ui/people/f-1/face"' in page.text and f"{len(photo)} bytes" in page.text
+    assert "not on any terminal" in page.text  # no people sync on this site
+    face = browser.get("/ui/people/f-1/face")
+    assert face.status_code == 200 and face.headers["content-type"] == "image/jpeg"
+    assert face.content == photo
+    assert browser.get("/ui/people/nobody/face").status_code == 404
+    with web_client(site.admin_url) as anon:
+        assert anon.get("/ui/people/f-1/face").status_code == 303  # behind the login
