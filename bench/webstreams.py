@@ -33,6 +33,9 @@ from typing import Any
 
 import httpx
 from receiver import (  # bench/receiver.py: the same load generator and helpers
+    CONFIG as RECEIVER_CONFIG,
+)
+from receiver import (
     SERIAL,
     USER_ID,
     Series,
@@ -50,32 +53,8 @@ TARGET_RENDER_MS = 300.0
 TARGET_EXTRA_MB = 10.0
 PASSWORD = "bench-password"
 
-CONFIG = """
-[site]
-name = "benchmark"
-timezone = "UTC"
-
-[receiver]
-listen = ["127.0.0.1:{port}"]
-allowed_networks = ["127.0.0.0/8"]
-
-[admin]
-listen = ["127.0.0.1:{admin_port}"]
-token = "bench-token"
-
-[storage]
-state_dir = "{state}"
-
-[logging]
-level = "warning"
-
-[web]
-enabled = true
-
-[[terminals]]
-name = "bench-door"
-serial = "{serial}"
-"""
+# bench/receiver.py's configuration with the web page on (before the terminals' tables)
+CONFIG = RECEIVER_CONFIG.replace("[[terminals]]", "[web]\nenabled = true\n\n[[terminals]]", 1)
 
 
 def prefill(db: Path, count: int) -> None:
