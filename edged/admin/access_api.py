@@ -93,7 +93,9 @@ async def _write_body(admin: AdminState, request: Request) -> Any:
         return _error(400, exc.problems[0])
 
 
-async def _write(admin: AdminState, work: Callable[[sqlite3.Connection], T]) -> T:
+async def write(admin: AdminState, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` on a connection of its own in a worker thread (admin writes, the page's)."""
+
     def run() -> T:
         conn = store.connect(admin.store.path)
         try:
@@ -125,7 +127,7 @@ class Manage:
         replace, dry_run = _flag(request, "replace"), _flag(request, "dry_run")
         try:
             doc = people.parse_document(body, self.tz)
-            results = await _write(
+            results = await write(
                 self.admin, lambda c: people.apply_document(c, doc, replace, dry_run, self.faces)
             )
         except ImportFileError as exc:
@@ -145,7 +147,7 @@ class Manage:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return _error(400, 'expected {"ids": ["person id", ...]}')
         dry_run = _flag(request, "dry_run")
-        gone = await _write(self.admin, lambda c: people.remove(c, ids, dry_run, self.faces))
+        gone = await write(self.admin, lambda c: people.remove(c, ids, dry_run, self.faces))
         missing = [i for i in ids if i not in gone]
         return json_response({"code": 200, "dry_run": dry_run, "removed": gone, "missing": missing})
 
@@ -155,7 +157,7 @@ class Manage:
         if refused:
             return refused
         pid = request.path_params["person_id"]
-        gone = await _write(self.admin, lambda c: people.remove(c, [pid], faces=self.faces))
+        gone = await write(self.admin, lambda c: people.remove(c, [pid], faces=self.faces))
         if not gone:
             return _error(404, f"no person {pid!r}")
         return json_response({"code": 200, "removed": gone})
@@ -207,7 +209,7 @@ class Manage:
         by = self.admin.actor(request, body.get("by"), "admin-api")
         scope = str(body.get("door") or SITE)
         try:
-            mode = await _write(
+            mode = await write(
                 self.admin,
                 lambda c: modes.switch(
                     c,

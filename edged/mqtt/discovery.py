@@ -117,8 +117,3 @@ def entries(cfg: Config, topics: Topics) -> dict[str, dict[str, Any]]:
         lockdown |= {"payload_on": "ON", "payload_off": "OFF"}
         add("binary_sensor", "lockdown", "lockdown", lockdown)
     return out
-
-
-def stale(seen: set[str], wanted: dict[str, Any]) -> list[str]:
-    """Discovery topics read back from the broker that the configuration no longer has."""
-    return sorted(t for t in seen if t not in wanted)

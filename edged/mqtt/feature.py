@@ -47,11 +47,6 @@ HA_SOURCE = "homeassistant@mqtt"
 REFRESH_GAP = 0.1  # s at least between two looks at the states
 
 
-def prune_limit(conn: sqlite3.Connection) -> int:
-    """Retention may delete only what the broker acknowledged."""
-    return mqttstate.cursor(conn)
-
-
 class Mqtt:
     """The MQTT feature of one gateway (docs/mqtt.md)."""
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from edged import config
 from edged.config import MqttConfig
 from edged.errors import ConfigError
 
@@ -169,8 +168,3 @@ class Link:
 
     def _published(self, *args: Any) -> None:
         self.changed.set()
-
-
-def password(cfg: config.Config) -> str:
-    """The broker password from its file or the config (a clear ConfigError when unreadable)."""
-    return config.mqtt_password(cfg)

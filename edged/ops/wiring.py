@@ -31,12 +31,12 @@ from edged.admin.app import Admin
 from edged.doors import automation
 from edged.doors import control as doors
 from edged.hooks import Hooks
-from edged.mqtt import feature as mqtt
 from edged.mqtt.feature import Mqtt
 from edged.ops import clockcheck
 from edged.ops import daemon as serving
 from edged.ops.daemon import Daemon
 from edged.receive.receiver import Receiver
+from edged.store import mqttstate
 from edged.store.events import Store
 from edged.terminals.peoplesync import PeopleSyncs
 from edged.terminals.reconciler import Reconcilers
@@ -171,7 +171,7 @@ def _door_hooks(cfg: config.Config, store: Store, site: doors.Doors | None) -> H
 
 def _prune_limit(forwarding: bool, publishing: bool) -> Callable[[sqlite3.Connection], int] | None:
     """Retention's limit: the lowest cursor of the upstream outbox and the MQTT publisher."""
-    cursors = [c for c, on in ((outbox.cursor, forwarding), (mqtt.prune_limit, publishing)) if on]
+    cursors = [c for c, on in ((outbox.cursor, forwarding), (mqttstate.cursor, publishing)) if on]
     if not cursors:
         return None
     if len(cursors) == 1:

@@ -276,7 +276,7 @@ class TerminalClient:
 
     async def device_info(self) -> dict[str, Any]:
         """``model``, ``device_sn``, ``sw_ver``, ... of the terminal; learns its firmware."""
-        info = _object(await self.call("GET", "/v1/device/info"), "/v1/device/info")
+        info = as_object(await self.call("GET", "/v1/device/info"), "/v1/device/info")
         version = firmware_version(info)
         if version != self.version:
             self.version = version
@@ -315,7 +315,7 @@ class TerminalClient:
 
     async def functions(self) -> dict[str, Any]:
         """The whole functions object (auth mode, remote-auth address, record flags, ...)."""
-        return _object(await self.call("GET", "/v1/device/functions"), "/v1/device/functions")
+        return as_object(await self.call("GET", "/v1/device/functions"), "/v1/device/functions")
 
     async def set_functions(self, functions: dict[str, Any]) -> None:
         """Write the whole functions object back (POST needs every required field)."""
@@ -351,7 +351,7 @@ class TerminalClient:
                 )
                 self.page = smaller
                 continue
-            return _object(data, "/v1/event/records")
+            return as_object(data, "/v1/event/records")
 
     async def open_door(self, mode: int = 0) -> None:
         """Drive the terminal's relay: 0 open then re-lock, 1 stay open, 2 stay closed."""
@@ -394,7 +394,8 @@ async def _json_off_loop(response: httpx.Response) -> Any:
     return await asyncio.to_thread(_json, response, object_hook=_let_loop_in)
 
 
-def _object(data: Any, path: str) -> dict[str, Any]:
+def as_object(data: Any, path: str) -> dict[str, Any]:
+    """A terminal's ``data`` that must be an object, or a TerminalError naming ``path``."""
     if not isinstance(data, dict):
         raise TerminalError(f"{path}: expected an object, got {type(data).__name__}")
     return data

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import sqlite3
@@ -212,16 +213,14 @@ class PeopleSync:
 
     # ----- reading --------------------------------------------------------------------------
 
-    def _connect(self) -> Any:
-        return store.connect(self.store.path)
+    def _connect(self) -> contextlib.closing[sqlite3.Connection]:
+        """A connection of the calling worker thread's own, closed at the end of ``with``."""
+        return contextlib.closing(store.connect(self.store.path))
 
     async def _desired(self, profile: Profile, now: float) -> Desired:
         def work() -> Desired:
-            conn = self._connect()
-            try:
+            with self._connect() as conn:
                 site = doorpeople.load(conn, self.door)
-            finally:
-                conn.close()
             clock = self.cfg.terminal_clock
             kept = clock.mode in ("ntp", "manual") and clock.time_zone
             return peoplemap.derive(site, now, self.tz, profile, zone_kept=kept)
@@ -314,11 +313,8 @@ class PeopleSync:
         return report
 
     def _recorded(self) -> dict[tuple[str, str], Item]:
-        conn = self._connect()
-        try:
+        with self._connect() as conn:
             return terminalstate.items(conn, self.terminal.serial)
-        finally:
-            conn.close()
 
     async def _write(
         self, client: terminals.TerminalClient, v2: bool, desired: Desired, report: Report
@@ -471,19 +467,15 @@ class PeopleSync:
     def _record(
         self, rows: list[Item], removed: list[tuple[str, str]], progress: str | None = None
     ) -> None:
-        conn = self._connect()
-        try:
+        with self._connect() as conn:
             serial = self.terminal.serial
             terminalstate.record(conn, serial, rows, removed, self.clock.time(), progress)
-        finally:
-            conn.close()
 
     async def _note_update_times(self, client: terminals.TerminalClient) -> None:
         held = await self._held(client, True)
 
         def work() -> None:
-            conn = self._connect()
-            try:
+            with self._connect() as conn:
                 recorded = terminalstate.items(conn, self.terminal.serial)
                 rows = [
                     Item(
@@ -500,14 +492,11 @@ class PeopleSync:
                     and held[i.kind][i.item_id].update_at != i.update_at
                 ]
                 terminalstate.record(conn, self.terminal.serial, rows, [], self.clock.time())
-            finally:
-                conn.close()
 
         await asyncio.to_thread(work)
 
     def _save_summary(self, report: Report, now: float) -> None:
-        conn = self._connect()
-        try:
+        with self._connect() as conn:
             terminalstate.save_summary(
                 conn,
                 self.terminal.serial,
@@ -523,8 +512,6 @@ class PeopleSync:
                     "limits": report.limits,
                 },
             )
-        finally:
-            conn.close()
 
     # ----- the task -------------------------------------------------------------------------
 
@@ -540,7 +527,7 @@ class PeopleSync:
         try:
             while True:
                 self.wake.clear()
-                seen = await asyncio.to_thread(self._version)
+                seen = doorpeople.version(self.store.reader)
                 next_change = await self._sync_logged()
                 if self.failing:
                     wait = delay
@@ -554,13 +541,6 @@ class PeopleSync:
         finally:
             if self.client is not None:
                 await self.client.aclose()
-
-    def _version(self) -> int:
-        conn = self._connect()
-        try:
-            return doorpeople.version(conn)
-        finally:
-            conn.close()
 
     async def _sync_logged(self) -> float | None:
         try:
@@ -673,6 +653,3 @@ class PeopleSyncs:
     def reports(self) -> dict[str, dict[str, Any]]:
         """Each terminal's people report, by serial."""
         return {s.terminal.serial: s.report() for s in self.items.values()}
-
-
-Trigger = Callable[[str], None]

@@ -23,7 +23,7 @@ from edged.clock import SYSTEM, Clock
 from edged.config import Config, TerminalConfig
 from edged.config.schema import GPIO_INPUTS, TerminalSettings
 from edged.errors import TerminalAuthError, TerminalError, TerminalUntrusted
-from edged.terminals.client import TerminalClient
+from edged.terminals.client import TerminalClient, as_object
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "verify_threshold": (RECOGNIZE, "verify_threshold", _same),
     "certificate_threshold": (RECOGNIZE, "certificate_threshold", _same),
 }
-FUNCTIONS_KEYS = ("remote_auth_fallback_minutes",)  # in /v1/device/functions (the reconciler)
 
 
 def effective(cfg: Config, terminal: TerminalConfig) -> TerminalSettings:
@@ -192,7 +191,4 @@ class SettingsSync:
 
 
 async def _read(client: TerminalClient, path: str) -> dict[str, Any]:
-    data = await client.call("GET", path)
-    if not isinstance(data, dict):
-        raise TerminalError(f"{path}: expected an object, got {type(data).__name__}")
-    return data
+    return as_object(await client.call("GET", path), path)

@@ -36,6 +36,7 @@ from edged import __version__
 from edged.access import model as access
 from edged.access import people
 from edged.access.faces import FaceStore
+from edged.admin import access_api
 from edged.admin.app import Admin
 from edged.decide import explain
 from edged.errors import ImportFileError, NotFoundError, StoreError
@@ -456,20 +457,15 @@ class Web:
                 f"{name} now presents {presented.fingerprint}, not the certificate shown: "
                 "nothing was trusted; look again",
             )
-        await asyncio.to_thread(self._record_pin, terminal, presented)
+        await access_api.write(
+            self.admin, lambda conn: terminal_client.record_pin(conn, terminal, presented)
+        )
         log.info(
             "web: %s trusted terminal %s, certificate %s", session.user, name, presented.fingerprint
         )
         if self.admin.reconcilers is not None:
             self.admin.reconcilers.resubscribe(name)
         return RedirectResponse("/ui/", 303, headers=SECURITY_HEADERS)
-
-    def _record_pin(self, terminal: Any, presented: Any) -> None:
-        conn = store.connect(self.admin.store.path)
-        try:
-            terminal_client.record_pin(conn, terminal, presented)
-        finally:
-            conn.close()
 
     def _trust_answer(self, request: Request, session: Session, status: int, text: str) -> Response:
         return self.render(request, "missing.html", session, status, what=None, message=text)
