@@ -146,7 +146,11 @@ def read(path: Path, fmt: str | None = None) -> tuple[Any, dict[str, list[int]]]
         raise NotFoundError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ImportFileError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
-    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+    return parse_text(text, fmt or ("json" if path.suffix.lower() == ".json" else "csv"))
+
+
+def parse_text(text: str, fmt: str) -> tuple[Any, dict[str, list[int]]]:
+    """A document's text (``json`` or ``csv``) as a document or list of records, with lines."""
     if fmt == "json":
         return _json(text), item_lines(text)
     records = _csv_records(text)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -33,6 +32,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from edged import __version__
+from edged.access import importfile
 from edged.access import model as access
 from edged.access import people
 from edged.access.faces import FaceStore
@@ -403,16 +403,20 @@ class Web:
         return self.render(request, "import.html", session, **ctx)
 
     def _import(self, text: str, fmt: str, replace: bool, dry_run: bool) -> tuple[Any, list[str]]:
-        """Parse the document as ``edged people import`` does, then apply it (or not)."""
-        cfg = self.admin.cfg
-        with tempfile.TemporaryDirectory(prefix="edged-import-") as folder:
-            path = Path(folder) / f"people.{fmt}"
-            path.write_text(text, encoding="utf-8")
-            doc = people.load_file(path, ZoneInfo(cfg.site.timezone), fmt)
+        """Parse the document as the admin API does, then apply it (or not).
+
+        A pasted document names no files on the gateway: a face comes as ``face_base64``.
+        """
+        data, lines = importfile.parse_text(text.lstrip("\ufeff"), fmt)
+        doc = people.parse_document(data, ZoneInfo(self.admin.cfg.site.timezone), lines)
         conn = store.connect(self.admin.store.path)
         try:
-            warnings = people.warnings(doc, access.door_names(cfg), access.existing(conn, "groups"))
-            results = people.apply_document(conn, doc, replace=replace, dry_run=dry_run)
+            warnings = people.warnings(
+                doc, access.door_names(self.admin.cfg), access.existing(conn, "groups")
+            )
+            results = people.apply_document(
+                conn, doc, replace=replace, dry_run=dry_run, faces=self.faces
+            )
         finally:
             conn.close()
         return results, warnings

@@ -345,3 +345,35 @@ def test_a_person_page_shows_the_face_and_where_they_are_on_the_terminals(
     assert browser.get("/ui/people/nobody/face").status_code == 404
     with web_client(site.admin_url) as anon:
         assert anon.get("/ui/people/f-1/face").status_code == 303  # behind the login
+
+
+def test_import_keeps_a_base64_face_and_reads_no_file_on_the_gateway(
+    site: LiveDaemon, browser: httpx.Client, tmp_path: Path
+) -> None:
+    import base64
+
+    from tests.conftest import face_jpeg
+
+    photo = face_jpeg(3)
+    csrf = csrf_of(browser.get("/ui/people/import").text)
+    doc = {
+        "people": [{"id": "f-2", "name": "Faye", "face_base64": base64.b64encode(photo).decode()}]
+    }
+    form = {"csrf": csrf, "format": "json", "document": json.dumps(doc), "action": "apply"}
+    applied = browser.post("/ui/people/import", data=form)
+    assert applied.status_code == 200 and "Applied" in applied.text
+    face = browser.get("/ui/people/f-2/face")
+    assert face.status_code == 200 and face.content == photo
+    # a file named in the pasted document is never read, however it is named
+    (tmp_path / "other.jpg").write_bytes(face_jpeg(4))
+    for named in (str(tmp_path / "other.jpg"), "other.jpg", "/etc/passwd"):
+        doc = {"people": [{"id": "f-3", "name": "Finn", "face": named}]}
+        refused = browser.post("/ui/people/import", data={**form, "document": json.dumps(doc)})
+        assert refused.status_code == 422
+        assert "send face_base64" in refused.text and "cannot read" not in refused.text
+    csv_doc = f"id,name,face\nf-4,Flo,{tmp_path / 'other.jpg'}\n"
+    refused = browser.post("/ui/people/import", data={**form, "format": "csv", "document": csv_doc})
+    assert refused.status_code == 422 and "send face_base64" in refused.text
+    assert (
+        "f-3" not in browser.get("/ui/people").text and "f-4" not in browser.get("/ui/people").text
+    )
