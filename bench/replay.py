@@ -277,6 +277,10 @@ def figures(
     out["left_in_buffer"] = line.samples[-1][2] if line.samples else None
     out["pushes_per_s"] = push_rate(line, last)
     out["stored"] = line.samples[-1][3] if line.samples else None
+    # the raw figures, for a look at when the slow answers came (--json)
+    out["marks"] = {"started": line.started, "backfill": [first, last], "drained": line.drained}
+    out["probes"] = probes
+    out["samples"] = line.samples
     return out
 
 
@@ -350,11 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edged-replay-", dir="/var/tmp") as tmp:
         os.chdir(tmp)  # ``python -m`` puts the working directory first on sys.path
         data = asyncio.run(scenario(args, Path(tmp)))
+        if args.json:  # edged's log beside the figures
+            log_text = (Path(tmp) / "edged.log").read_text(errors="replace")
+            Path(args.json).with_suffix(".log").write_text(log_text)
     data["conditions"] = cond
     data["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     print(report(data, args))
     if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(data) + "\n")
     return 0
 
 

@@ -295,6 +295,15 @@ class Receiver:
     # ----- handling -------------------------------------------------------------------------
 
     async def handle_post(self, request: Request, auth_path: bool) -> Response:
+        """A push or a remote-auth request. A remote-auth request is marked urgent from its
+        start to its answer; a push steps aside for those (edged/store/urgency.py)."""
+        if auth_path:
+            with self.store.urgency.marked():
+                return await self._handle_post(request, auth_path)
+        await self.store.urgency.behind()
+        return await self._handle_post(request, auth_path)
+
+    async def _handle_post(self, request: Request, auth_path: bool) -> Response:
         try:
             address = self.check_source(request)
             raw = await self.read_body(request, address)

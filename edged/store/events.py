@@ -39,6 +39,7 @@ from edged.model import Event, Replay
 from edged.store import doorlog, snapshots
 from edged.store.migrations import PAGE_SIZE, migrate
 from edged.store.snapshots import Placed
+from edged.store.urgency import Urgency
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,8 @@ class Store:
         # Duplicates seen and not yet written: event id -> [count, last seen] (under _lock).
         self._unwritten: dict[int, list[float]] = {}
         self._bulk_deferred = False  # the last commit let live records ahead of a bulk chunk
+        # Remote-auth answers in flight (the receiver marks them): a bulk chunk waits for them.
+        self.urgency = Urgency()
         self.db = open_database(self.path)  # loop-thread reads, also runs migrations
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -392,6 +395,7 @@ class Store:
                     self._queue.put(None)  # handle after this batch
                     break
                 batch.append(nxt)
+            self._hold_for_live(batch)
             try:
                 self._process(batch)
             except Exception as exc:
@@ -399,6 +403,25 @@ class Store:
                 log.exception("writer: unexpected error")
                 self._rollback(self._writer_conn)
                 _resolve_all([(i, None, StoreError(f"cannot store: {exc!r}")) for i in batch])
+
+    def _hold_for_live(self, batch: list[_Item]) -> None:
+        """A batch with a bulk chunk and no record waits, while a remote-auth answer is being
+        given, for that answer's record (edged/store/urgency.py): it is added to ``batch``."""
+        if any(i.record is not None for i in batch) or all(i.bulk is None for i in batch):
+            return
+
+        def arrived(timeout: float) -> bool:
+            try:
+                nxt = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return False
+            if nxt is None:  # closing: handled after this batch
+                self._queue.put(None)
+                return True
+            batch.append(nxt)
+            return nxt.record is not None
+
+        self.urgency.hold_bulk(arrived)
 
     def _next(self) -> _Item | None:
         """The next queued item; with duplicate counts unwritten, write them after a quiet

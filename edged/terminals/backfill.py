@@ -4,8 +4,9 @@ They are stored as replayed (``Replay.BACKFILL``): kept for the audit trail, ack
 nobody, and never acted upon — the receiver's listeners are not called for them. A page (200
 records, ~100 KB of JSON) is parsed in a worker thread (:meth:`TerminalClient.records`), then
 normalised and stored in the store's writer thread (:meth:`Store.save_bulk`), a chunk at a time;
-a live record waiting goes ahead of the next chunk. The event loop only reads the answer and
-awaits, so live requests are not held up by the past.
+a live record waiting goes ahead of the next chunk, and while a remote-auth request is being
+answered the next page and chunk wait for it (edged/store/urgency.py). The event loop only
+reads the answer and awaits, so live requests are not held up by the past.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ async def backfill(
         following = None if last else asyncio.create_task(client.records(begin, end, offset))
         tally = _Tally()
         try:
+            await store.urgency.behind()  # a remote-auth answer first (edged/store/urgency.py)
             added += await store.save_bulk(
                 _records(items, terminal.serial, terminal.name, clock(), tally)
             )

@@ -32,9 +32,8 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from edged import __version__
-from edged.access import importfile
+from edged.access import importfile, people
 from edged.access import model as access
-from edged.access import people
 from edged.access.faces import FaceStore
 from edged.admin import access_api
 from edged.admin.app import Admin

@@ -20,6 +20,7 @@ from edged.receive.receiver import ack_body
 from edged.sim import api as simapi
 from edged.sim.terminal import SimulatedTerminal
 from edged.store import events as store
+from edged.store.urgency import Urgency
 from edged.terminals import client as terminals
 from edged.terminals.backfill import backfill
 from tests.simfix import Running, managed_config, until
@@ -182,6 +183,7 @@ class WaitingStore:
     def __init__(self, terminal: PagedTerminal) -> None:
         self.terminal = terminal
         self.saved: list[int] = []
+        self.urgency = Urgency()
 
     async def save_bulk(self, records: Iterator[store.Record]) -> int:
         batch = list(records)

@@ -1,0 +1,82 @@
+"""Answers a person waits for go first: the past steps aside while one is being given.
+
+A remote-auth request has somebody standing at the door; a terminal's replayed pushes and a
+back-fill's pages have nobody waiting on them. On a gateway's CPU and SD card they compete for
+the same event loop, the same GIL and the same writer thread, and a replay after an outage
+(50,000 records) would otherwise sit in front of every live answer.
+
+The receiver marks each remote-auth request from its start to its answer (:meth:`Urgency.marked`,
+on the event loop). While one is marked:
+
+- a push waits before it is read and parsed (:meth:`Urgency.behind`, on the event loop);
+- the back-fill waits before it hands the writer its next page;
+- the writer thread does not start a back-fill chunk (:meth:`Urgency.hold_bulk`, polled from
+  the writer thread) but waits for the live record to be queued, so that record's commit does
+  not queue behind 32 back-filled inserts and their fsync.
+
+Each wait ends when no request is marked any more or after ``HOLD`` seconds, whichever is first:
+the past is slowed while somebody waits, never stopped, however busy the doors are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+HOLD = 0.05  # the longest any one piece of replay work waits for the live answers
+
+
+class Urgency:
+    """A count of answers somebody waits for (kept on the event loop)."""
+
+    def __init__(self, hold: float = HOLD) -> None:
+        self.hold = hold
+        self.count = 0  # read from the writer thread: an int read is atomic
+        self.held = 0  # how often replay work on the event loop waited
+        self.held_bulk = 0  # how often the writer thread held a back-fill chunk
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @contextlib.contextmanager
+    def marked(self) -> Iterator[None]:
+        """Mark an answer somebody waits for while the block runs (event loop only)."""
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if not self.count:
+                waiters, self._waiters = self._waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    async def behind(self) -> None:
+        """Return at once when nobody waits; else when the marked answers are given, or
+        after ``hold`` seconds (event loop only)."""
+        if not self.count:
+            return
+        self.held += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait({waiter}, timeout=self.hold)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def hold_bulk(
+        self, arrived: Callable[[float], bool], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """In the writer thread, before a back-fill chunk: while an answer is marked, wait
+        for its record (``arrived(timeout)`` polls the queue and says whether a record came),
+        at most ``hold`` seconds."""
+        if not self.count:
+            return
+        self.held_bulk += 1
+        deadline = clock() + self.hold
+        while self.count:
+            left = deadline - clock()
+            if left <= 0 or arrived(min(left, 0.002)):
+                return
