@@ -116,7 +116,7 @@ async def measure(cfg: Any, state: Path, heap_too: bool) -> None:
     print("  where: " + ", ".join(f"{k.strip('_')} {v:.1f} s" for k, v in phases.items()))
     print(
         f"  peak RSS of the syncing process: {before:.0f} MB before, {after:.0f} MB after "
-        f"(+{after - before:.0f} MB; Python heap peak {heap:.0f} MB)"
+        f"(+{after - before:.0f} MB" + (f"; Python heap peak {heap:.0f} MB)" if heap_too else ")")
     )
     start = time.perf_counter()
     again = await sync.sync_once()

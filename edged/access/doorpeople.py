@@ -18,7 +18,7 @@ from edged.decide.policy import DoorSettings, Mode, Permission
 from edged.decide.schedule import Holiday, Schedule
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """A person as the mapping to a terminal needs them."""
 
@@ -86,6 +86,8 @@ def _load(conn: sqlite3.Connection, door: str) -> Site:
             groups.setdefault(pid, set()).add(gid)
     creds: dict[str, list[tuple[str, str]]] = {}
     people = []
+    sets: dict[frozenset[str], frozenset[str]] = {}  # 10,000 people in a few groups: a few
+    types: dict[str, str] = {}  # frozensets and type strings, not 10,000 of each
     if groups:
         ids = sorted(groups)
         for start in range(0, len(ids), 500):
@@ -104,12 +106,12 @@ def _load(conn: sqlite3.Connection, door: str) -> Site:
                     Member(
                         id=row[0],
                         name=row[1],
-                        type=row[2],
+                        type=types.setdefault(row[2], row[2]),
                         blocked=bool(row[3]),
                         valid_from=row[4],
                         valid_until=row[5],
-                        groups=frozenset(groups[row[0]]),
-                        credentials=tuple(sorted(creds.get(row[0], []))),
+                        groups=_shared(sets, frozenset(groups.pop(row[0]))),
+                        credentials=tuple(sorted(creds.pop(row[0], []))),
                         face=row[6],
                     )
                 )
@@ -122,6 +124,11 @@ def _load(conn: sqlite3.Connection, door: str) -> Site:
         door_mode=door_mode,
         people=tuple(sorted(people, key=lambda m: m.id)),
     )
+
+
+def _shared(seen: dict[frozenset[str], frozenset[str]], value: frozenset[str]) -> frozenset[str]:
+    """The one equal frozenset already made, else ``value``."""
+    return seen.setdefault(value, value)
 
 
 def version(conn: sqlite3.Connection) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One item as last written to a terminal."""
 
@@ -71,6 +71,28 @@ def record(
         conn.executemany(
             "DELETE FROM terminal_people WHERE serial = ? AND kind = ? AND item_id = ?",
             [(serial, kind, key) for kind, key in removed],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def note_update_times(
+    conn: sqlite3.Connection,
+    serial: str,
+    times: Iterable[tuple[str, str, int | None]],
+    now: float,
+) -> None:
+    """Keep the terminal's ``update_at`` of each (kind, id, update_at) it holds where a row is
+    recorded for it and the time differs; one transaction, nothing read into memory."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "UPDATE terminal_people SET update_at = ?, at = ? WHERE serial = ? AND kind = ? "
+            "AND item_id = ? AND update_at IS NOT ?",
+            ((at, now, serial, kind, key, at) for kind, key, at in times),
         )
         conn.execute("COMMIT")
     except BaseException:

@@ -166,8 +166,18 @@ class TerminalClient:
     # ----- transport ------------------------------------------------------------------------
 
     async def _send(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        """One request; ``body`` as JSON, or ``bytes`` already encoded as JSON (a large batch,
+        encoded in a worker thread by the caller)."""
         try:
-            return await self.http.request(method, path, json=body, headers=headers)
+            if isinstance(body, bytes):
+                headers = {**headers, "content-type": "application/json"}
+                response = await self.http.request(method, path, content=body, headers=headers)
+            else:
+                response = await self.http.request(method, path, json=body, headers=headers)
+            # The answer is read whole; its stream refers back to it, a cycle that would keep
+            # the request's body (a batch of photos: 0.5 MB) until the garbage collector runs.
+            response.stream = httpx.ByteStream(b"")
+            return response
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             mismatch = getattr(self.context, "last_mismatch", None)
             if mismatch:
@@ -198,7 +208,8 @@ class TerminalClient:
         """An authenticated call; returns ``data``. Logs in again once on a 401.
 
         ``large``: the answer can be big (a records page, ~100 KB of JSON): it is parsed in a
-        worker thread, not on the event loop (:func:`_json_off_loop`).
+        worker thread, not on the event loop (:func:`_json_off_loop`). ``body``: JSON, or
+        ``bytes`` already encoded as JSON.
         """
         for attempt in (1, 2):
             headers = await self._auth_headers()

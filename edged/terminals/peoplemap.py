@@ -353,9 +353,14 @@ def _valid(site: Site, now: float, out: Desired) -> list[Member]:
 def _users(
     site: Site, now: float, profile: Profile, groups: dict[tuple[str, int], str], out: Desired
 ) -> None:
+    lists: dict[tuple[int, frozenset[str]], list[Any]] = {}  # people of one type in the same
+    # groups share one list of terminal groups (the bodies are read, never changed)
     for m in sorted(_valid(site, now, Desired()), key=lambda m: m.id):
         kind = VISITOR if m.type == "visitor" else EMPLOYEE
-        mine = sorted(groups[(g, kind)] for g in m.groups if (g, kind) in groups)
+        mine = lists.get((kind, m.groups))
+        if mine is None:
+            ids = sorted(groups[(g, kind)] for g in m.groups if (g, kind) in groups)
+            mine = lists[(kind, m.groups)] = [int(g) for g in ids] if profile.int_ids else ids
         if not mine:
             continue
         uid, why = terminal_user_id(m, profile)
@@ -372,7 +377,7 @@ def _users(
             "user_id": int(uid) if profile.int_ids else uid,
             "name": _clip(m.name) or uid,
             "type": kind,
-            "groups": [int(g) for g in mine] if profile.int_ids else mine,
+            "groups": mine,
             "ic_number": _clip((first["ic"] or [""])[0]),
             "job_number": _clip((first["job"] or [""])[0]),
             "id_number": _clip((first["id_number"] or [""])[0]),

@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +66,7 @@ class Source(Protocol):
         """A connection for quick reads on the caller's thread."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One write the sync makes (or, in a dry run, would make)."""
 
@@ -73,7 +74,7 @@ class Change:
     kind: str
     item_id: str
     person_id: str | None = None
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None  # what is sent; let go once written and recorded
     sent: str | None = None
     recreate: bool = False  # a type change: delete first
 
@@ -103,9 +104,10 @@ class Report:
         return not self.errors and (self.done or not self.changes)
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
-    """What the terminal holds of one kind: id -> its update time and what it listed."""
+    """What the terminal holds of one item: its update time and what it listed (the paged
+    lists of firmware before 1.2.1; None from the datasync info)."""
 
     update_at: int | None = None
     listed: dict[str, Any] | None = None
@@ -303,6 +305,8 @@ class PeopleSync:
             for kind, key in recorded
             if key not in wanted.get(kind, {}) and key not in held.get(kind, {})
         ]
+        del desired, wanted, held, recorded  # the library is written: not held while the
+        # terminal's update times are read and recorded
         if stale:
             await asyncio.to_thread(self._record, [], stale)
         if v2 and report.written:
@@ -332,7 +336,7 @@ class PeopleSync:
             )
         for kind in KINDS:
             puts = [c for c in changes if c.sign != "-" and c.kind == kind]
-            for group in _batches(puts, batch, budget, self._face_cost(desired)):
+            for group in _batches(puts, batch, budget, self._face_cost(desired)):  # lazily
                 done += len(group)
                 self._progress(done, total)
                 await self._put(client, v2, group, desired, report)
@@ -357,21 +361,13 @@ class PeopleSync:
         report: Report,
     ) -> None:
         kind = group[0].kind
-        bodies = []
-        for change in group:
-            assert change.body is not None
-            body = dict(change.body)
-            if kind == "user":
-                body["avatar"] = self._avatar(desired.faces.get(change.item_id))
-            bodies.append(body)
-        errors = await self._send_puts(client, v2, kind, bodies)
+        errors = await self._send_puts(client, v2, kind, group, desired)
         again = [c for c in group if "type" in errors.get(c.item_id, "") and not c.recreate]
         if again:  # a type the terminal will not change: delete and re-create those
             await self._delete(client, v2, [Change("-", kind, c.item_id) for c in again], report)
-            retry = [b for b in bodies if str(b[ID_KEYS[kind]]) in {c.item_id for c in again}]
             for key in [c.item_id for c in again]:
                 errors.pop(key, None)
-            errors.update(await self._send_puts(client, v2, kind, retry))
+            errors.update(await self._send_puts(client, v2, kind, again, desired))
         rows = []
         for change in group:
             error = errors.get(change.item_id)
@@ -398,6 +394,8 @@ class PeopleSync:
                 )
             )
         await asyncio.to_thread(self._record, rows, [], self.progress)
+        for change in group:
+            change.body = None  # written and recorded: the report keeps what, not the body
 
     def _face_cost(self, desired: Desired) -> Callable[[Change], int]:
         """The bytes of base64 a change's face adds to a batch (its file's size, by a stat)."""
@@ -417,24 +415,47 @@ class PeopleSync:
         except OSError:
             return ""  # the file is gone: no face (people show says MISSING)
 
+    def _encoded(self, kind: str, changes: list[Change], desired: Desired, v2: bool) -> bytes:
+        """The request body of some puts as JSON (a worker thread's: the photos are read, put in
+        base64 and encoded here, never on the event loop): one ``/v2`` batch, or one item."""
+        bodies = []
+        for change in changes:
+            assert change.body is not None
+            body = dict(change.body)
+            if kind == "user":
+                body["avatar"] = self._avatar(desired.faces.get(change.item_id))
+            bodies.append(body)
+        document = {f"{kind}_list": bodies} if v2 else bodies[0]
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
     async def _send_puts(
-        self, client: terminals.TerminalClient, v2: bool, kind: str, bodies: list[dict[str, Any]]
+        self,
+        client: terminals.TerminalClient,
+        v2: bool,
+        kind: str,
+        changes: list[Change],
+        desired: Desired,
     ) -> dict[str, str]:
-        """Write bodies; the refused ones by id, with the terminal's code and message."""
-        if not bodies:
+        """Write the changes' bodies; the refused ones by id, with the terminal's code and
+        message."""
+        if not changes:
             return {}
         if v2:
-            data = await client.call("POST", f"/v2/{kind}", {f"{kind}_list": bodies})
+            payload = await asyncio.to_thread(self._encoded, kind, changes, desired, True)
+            data = await client.call("POST", f"/v2/{kind}", payload)
+            del payload
             return _batch_errors(data)
         errors = {}
-        for body in bodies:
+        for change in changes:
+            assert change.body is not None
+            one = await asyncio.to_thread(self._encoded, kind, [change], desired, False)
             try:
-                await client.call("POST", f"/v1/{kind}", body)
+                await client.call("POST", f"/v1/{kind}", one)
             except TerminalError as exc:
                 refused = _refusal(exc)
                 if refused is None:
                     raise
-                errors[str(body[ID_KEYS[kind]])] = refused
+                errors[str(change.body[ID_KEYS[kind]])] = refused
         return errors
 
     async def _delete(
@@ -472,26 +493,18 @@ class PeopleSync:
             terminalstate.record(conn, serial, rows, removed, self.clock.time(), progress)
 
     async def _note_update_times(self, client: terminals.TerminalClient) -> None:
+        """Record the terminal's ``update_at`` of what it holds (compared at the next sync), in
+        the database row by row: nothing recorded is read into memory for it."""
         held = await self._held(client, True)
+        times = [
+            (kind, key, on.update_at) for kind, items in held.items() for key, on in items.items()
+        ]
+        del held
 
         def work() -> None:
             with self._connect() as conn:
-                recorded = terminalstate.items(conn, self.terminal.serial)
-                rows = [
-                    Item(
-                        i.kind,
-                        i.item_id,
-                        i.person_id,
-                        i.sent,
-                        held[i.kind][i.item_id].update_at,
-                        i.state,
-                        i.error,
-                    )
-                    for i in recorded.values()
-                    if i.item_id in held.get(i.kind, {})
-                    and held[i.kind][i.item_id].update_at != i.update_at
-                ]
-                terminalstate.record(conn, self.terminal.serial, rows, [], self.clock.time())
+                serial, now = self.terminal.serial, self.clock.time()
+                terminalstate.note_update_times(conn, serial, times, now)
 
         await asyncio.to_thread(work)
 
@@ -586,21 +599,20 @@ class PeopleSync:
 
 def _batches(
     changes: list[Change], size: int, budget: int, cost_of: Callable[[Change], int]
-) -> list[list[Change]]:
-    """Changes in groups of at most ``size`` items and about ``budget`` bytes of faces."""
-    out: list[list[Change]] = []
+) -> Iterator[list[Change]]:
+    """Changes in groups of at most ``size`` items and about ``budget`` bytes of faces, one
+    group at a time (a face's cost is a ``stat`` of its file: made as its batch comes)."""
     current: list[Change] = []
     used = 0
     for change in changes:
         cost = cost_of(change)
         if current and (len(current) >= size or used + cost > budget):
-            out.append(current)
+            yield current
             current, used = [], 0
         current.append(change)
         used += cost
     if current:
-        out.append(current)
-    return out
+        yield current
 
 
 def _batch_errors(data: Any) -> dict[str, str]:

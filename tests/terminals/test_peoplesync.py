@@ -204,3 +204,39 @@ async def test_a_refusal_is_forgotten_with_its_person(rig: Any, sim: SimulatedTe
         assert [s["user_id"] for s in terminalstate.of_person(conn, "e-1")] == ["101"]
     finally:
         conn.close()
+
+
+async def test_written_changes_let_go_of_their_bodies_and_update_times_are_recorded(
+    rig: Any, sim: SimulatedTerminal
+) -> None:
+    cfg, sync = rig
+    apply(cfg, site_doc())
+    planned = await sync.sync_once(dry_run=True)
+    assert all(c.body is not None for c in planned.changes)  # a dry run shows what it would send
+    report = await sync.sync_once()
+    assert report.written == 4 and all(c.body is None for c in report.changes)
+    conn = sqlite3.connect(cfg.storage.database_path)
+    try:
+        recorded = terminalstate.items(conn, sim.settings.serial)
+    finally:
+        conn.close()
+    times = {key: item.update_at for (kind, key), item in recorded.items() if kind == "user"}
+    if sync.client is not None and sync.client.version >= (1, 2, 1):  # datasync: update times
+        assert times == {k: u["update_at"] for k, u in sim.library.users.items()}
+    else:
+        assert set(times) == set(sim.library.users) and set(times.values()) == {None}
+
+
+def test_update_times_are_noted_only_where_recorded_and_changed(tmp_path: Path) -> None:
+    conn = store.open_connection(tmp_path / "edged.db")
+    try:
+        rows = [terminalstate.Item("user", k, f"p-{k}", "d", 5, "in_step") for k in ("1", "2")]
+        terminalstate.record(conn, "T1", rows, [], now=10.0)
+        times = [("user", "1", 5), ("user", "2", 7), ("user", "3", 9), ("group", "1", 8)]
+        terminalstate.note_update_times(conn, "T1", times, now=20.0)
+        got = conn.execute(
+            "SELECT kind, item_id, update_at, at FROM terminal_people ORDER BY kind, item_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert [tuple(r) for r in got] == [("user", "1", 5, 10.0), ("user", "2", 7, 20.0)]
