@@ -12,6 +12,15 @@ and with ``--heap`` the peak of the Python heap during it (tracemalloc: slower, 
 bookkeeping adds to the RSS).
 
     .venv/bin/python bench/peoplesync.py [--people 10000] [--face-bytes 20000] [--heap]
+
+``--live`` measures the remote-auth path of a running daemon instead: ``python -m edged run``
+(this tree) with ``[people_sync]`` on and the simulated terminal managed, so that the daemon
+itself runs the first sync of the imported people as soon as it has registered the terminal;
+another process sends remote-auth requests at ``--rate`` per second (``bench/replay.py``'s
+prober) from the start, through the sync and for ``--idle`` seconds after it. It prints p50/p99
+during the sync and idle, and their ratio.
+
+    .venv/bin/python bench/peoplesync.py --live [--people 10000] [--rate 10] [--idle 30]
 """
 
 from __future__ import annotations
@@ -19,13 +28,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import multiprocessing
+import os
 import resource
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
+
+import receiver as rb  # bench/receiver.py: ports, start and stop, percentiles
+
+HERE = Path(__file__).resolve().parent
 
 SERIAL = "BENCH000000000009"
 
@@ -139,6 +157,118 @@ async def measure(cfg: Any, state: Path, heap_too: bool) -> None:
     db.close()
 
 
+LIVE = """
+[[terminals]]
+name = "bench"
+serial = "{serial}"
+host = "127.0.0.1"
+port = {sim_port}
+password = "admin-pass"
+tls_fingerprint = "{fingerprint}"
+
+[gateway]
+public_url = "http://127.0.0.1:{port}"
+
+[people_sync]
+enabled = true
+batch_size = {batch_size}
+"""
+
+
+def synced(db: Path, people: int) -> int | None:
+    """What the daemon's first people sync of the terminal wrote, once it has them all in step
+    (None before)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            row = conn.execute(
+                "SELECT desired, in_step, written, progress FROM terminal_people_sync "
+                "WHERE serial = ?",
+                (SERIAL,),
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if row is None or row[3] or row[0] < people or row[1] != row[0]:
+        return None
+    return int(row[2])
+
+
+def live(args: argparse.Namespace, state: Path, port_fp: tuple[int, str]) -> None:
+    """A running daemon syncing the people, with remote-auth probes beside it."""
+    port, admin_port = rb.free_port(), rb.free_port()
+    cfg = state.parent / "edged.toml"
+    text = rb.CONFIG.format(port=port, admin_port=admin_port, state=state, serial="PROBE")
+    text = text[: text.rindex("[[terminals]]")]  # its terminal: the managed one below
+    cfg.write_text(
+        text
+        + LIVE.format(
+            serial=SERIAL,
+            sim_port=port_fp[0],
+            fingerprint=port_fp[1],
+            port=port,
+            batch_size=args.batch_size,
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    stop = state.parent / "stop-probe"
+    log = state.parent / "edged.log"
+    launched = time.time()
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "-c", str(cfg)],
+            stderr=err,
+            env=env,
+            cwd=state.parent,
+        )
+    try:
+        rb.wait_listening(port, proc, "edged", log)
+        started = time.time()
+        opts = {"port": port, "rate": args.rate, "stop": str(stop), "serial": SERIAL}
+        opts["user"] = "100001"  # Person 1: granted at the terminal's door
+        prober = subprocess.Popen(
+            [sys.executable, str(HERE / "replay.py"), "--probe", json.dumps(opts)],
+            stdout=subprocess.PIPE,
+        )
+        done, written = None, 0
+        while done is None and time.time() - started < args.limit:
+            time.sleep(0.1)
+            count = synced(state / "edged.db", args.people)
+            if count is not None:
+                done, written = time.time(), count  # seen within 0.1 s of its end
+        time.sleep(args.idle)
+        stop.touch()
+        out, _ = prober.communicate(timeout=60)
+    finally:
+        rb.stop(proc)
+    if done is None:
+        print(f"the first sync did not end within {args.limit:g} s; see {log}")
+        return
+    ended = done
+    phases: dict[str, list[int]] = {"during the sync": [], "idle after it": []}
+    failed = 0
+    for sent, ms, status in json.loads(out):
+        if status != 200:
+            failed += 1
+        elif sent < ended:
+            phases["during the sync"].append(int(ms * 1000))
+        elif sent >= ended + 1.0:
+            phases["idle after it"].append(int(ms * 1000))
+    print(
+        f"the daemon's first sync: {written} writes, ended {ended - launched:.1f} s after edged "
+        f"started (listening after {started - launched:.1f} s); live remote-auth "
+        f"{args.rate:g}/s from another process, {failed} failed"
+    )
+    p99: dict[str, float] = {}
+    for name, values in phases.items():
+        values.sort()
+        p50, p99[name] = rb.percentile(values, 50) / 1000, rb.percentile(values, 99) / 1000
+        print(f"  {name:16} n={len(values):4}  p50 {p50:6.2f} ms  p99 {p99[name]:6.2f} ms")
+    ratio = p99["during the sync"] / p99["idle after it"]
+    print(f"  p99 during the sync / idle: {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=10_000)
@@ -148,6 +278,10 @@ def main() -> None:
     parser.add_argument(
         "--heap", action="store_true", help="also trace the Python heap (slower, more RSS)"
     )
+    parser.add_argument("--live", action="store_true", help="remote-auth p99 during a sync")
+    parser.add_argument("--rate", type=float, default=10.0, help="--live: requests per second")
+    parser.add_argument("--idle", type=float, default=30.0, help="--live: seconds after it")
+    parser.add_argument("--limit", type=float, default=600.0, help="--live: give up after, s")
     args = parser.parse_args()
 
     from edged import config
@@ -172,6 +306,9 @@ def main() -> None:
                 f"import of {args.people} people with {args.face_bytes}-byte faces: "
                 f"{time.perf_counter() - start:.1f} s"
             )
+            if args.live:
+                live(args, state, (port, fingerprint))
+                return
             cfg = config.parse(
                 f'[storage]\nstate_dir = "{state}"\n[gateway]\npublic_url = "http://127.0.0.1:9"\n'
                 f'[[terminals]]\nname = "bench"\nserial = "{SERIAL}"\nhost = "127.0.0.1"\n'

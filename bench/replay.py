@@ -78,8 +78,9 @@ PEOPLE = {
 
 async def probe(opts: dict[str, Any]) -> list[list[float]]:
     """Remote-auth requests at ``rate``/s until ``stop`` exists: [sent at, ms, status]."""
-    o = Options("127.0.0.1", opts["port"], "/auth", "auth", 0, 0, 0, 1, SERIAL, USER_ID, 0)
-    conn, pieces = Client(o), auth_template(SERIAL, USER_ID)
+    serial, user = opts.get("serial", SERIAL), opts.get("user", USER_ID)
+    o = Options("127.0.0.1", opts["port"], "/auth", "auth", 0, 0, 0, 1, serial, user, 0)
+    conn, pieces = Client(o), auth_template(serial, user)
     stop, interval, out, n = Path(opts["stop"]), 1.0 / opts["rate"], [], 0
     start = time.monotonic()
     while not stop.exists():

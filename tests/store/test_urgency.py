@@ -76,6 +76,7 @@ def test_hold_bulk_waits_for_the_record_and_at_most_its_hold() -> None:
     urgency.count = 1
     urgency.hold_bulk(nothing, clock)
     assert 0.05 <= sum(polls) <= 0.052 and max(polls) <= 0.002  # bounded, in short polls
+
     def third(timeout: float) -> bool:
         polls.append(timeout)
         return len(polls) == 3
