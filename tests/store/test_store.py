@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,7 @@ from edged.store import events as store
 from edged.store import migrations, snapshots
 from edged.store.events import Record, Store, Stored
 from tests.conftest import recognition
-from tests.store.helpers import record
+from tests.store.helpers import commits_seen, record
 from tests.timefix import until
 
 pytestmark = pytest.mark.anyio
@@ -323,22 +322,9 @@ async def test_bulk_save_is_built_in_the_writer_and_rides_live_commits(tmp_path:
     assert st.stats.commits <= 2 + len(uuids) // store.BULK_CHUNK + 1
 
 
-def _commits_seen(st: store.Store) -> list[list[str]]:
-    """The uuids of each commit of records, in order (the real commit, observed)."""
-    seen: list[list[str]] = []
-    real = st._commit_records
-
-    def observed(items: list[Any]) -> Any:
-        seen.append([i.record.event.uuid for i in items])
-        return real(items)
-
-    st._commit_records = observed  # type: ignore[method-assign]
-    return seen
-
-
 async def test_a_live_record_goes_ahead_of_the_next_bulk_chunk(tmp_path: Path) -> None:
     st = store.Store(tmp_path / "ahead.db")
-    seen = _commits_seen(st)
+    seen = commits_seen(st)
     try:
         uuids = [f"old-{i}" for i in range(20 * store.BULK_CHUNK)]
         bulk = asyncio.ensure_future(st.save_bulk(_built_in([], uuids)))
@@ -354,7 +340,7 @@ async def test_a_live_record_goes_ahead_of_the_next_bulk_chunk(tmp_path: Path) -
 
 async def test_a_stream_of_live_records_never_stops_a_bulk_save(tmp_path: Path) -> None:
     st = store.Store(tmp_path / "stream.db")
-    seen = _commits_seen(st)
+    seen = commits_seen(st)
     try:
         uuids = [f"old-{i}" for i in range(8 * store.BULK_CHUNK)]
         bulk = asyncio.ensure_future(st.save_bulk(_built_in([], uuids)))

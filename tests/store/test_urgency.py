@@ -15,7 +15,7 @@ from edged.store import events as store
 from edged.store.events import Record
 from edged.store.urgency import Urgency
 from tests.conftest import asgi_client, auth_request, recognition
-from tests.store.test_store import _commits_seen, record
+from tests.store.helpers import commits_seen, record
 
 pytestmark = pytest.mark.anyio
 
@@ -106,7 +106,7 @@ def _backfilled(uuids: list[str]) -> Iterator[Record]:
 async def test_the_writer_holds_a_bulk_chunk_for_the_marked_answer(tmp_path: Path) -> None:
     st = store.Store(tmp_path / "held.db")
     st.urgency.hold = 30  # the record, not the hold, must end the wait
-    seen = _commits_seen(st)
+    seen = commits_seen(st)
     try:
         st.urgency.count = 1  # a remote-auth request is being decided
         uuids = [f"old-{i}" for i in range(4 * store.BULK_CHUNK)]
