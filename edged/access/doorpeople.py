@@ -110,7 +110,7 @@ def _load(conn: sqlite3.Connection, door: str) -> Site:
                         blocked=bool(row[3]),
                         valid_from=row[4],
                         valid_until=row[5],
-                        groups=_shared(sets, frozenset(groups.pop(row[0]))),
+                        groups=sets.setdefault(g := frozenset(groups.pop(row[0])), g),
                         credentials=tuple(sorted(creds.pop(row[0], []))),
                         face=row[6],
                     )
@@ -124,11 +124,6 @@ def _load(conn: sqlite3.Connection, door: str) -> Site:
         door_mode=door_mode,
         people=tuple(sorted(people, key=lambda m: m.id)),
     )
-
-
-def _shared(seen: dict[frozenset[str], frozenset[str]], value: frozenset[str]) -> frozenset[str]:
-    """The one equal frozenset already made, else ``value``."""
-    return seen.setdefault(value, value)
 
 
 def version(conn: sqlite3.Connection) -> int:

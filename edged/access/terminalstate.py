@@ -9,11 +9,25 @@ per-terminal summary ``edged terminals show`` and the admin API report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed when the block ends, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +65,7 @@ def record(
 
     ``progress`` (``"40/200"``) is kept in the terminal's summary for ``terminals show``.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(conn):
         if progress is not None:
             conn.execute(
                 "INSERT OR IGNORE INTO terminal_people_sync (serial) VALUES (?)", (serial,)
@@ -72,11 +85,6 @@ def record(
             "DELETE FROM terminal_people WHERE serial = ? AND kind = ? AND item_id = ?",
             [(serial, kind, key) for kind, key in removed],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def note_update_times(
@@ -87,18 +95,12 @@ def note_update_times(
 ) -> None:
     """Keep the terminal's ``update_at`` of each (kind, id, update_at) it holds where a row is
     recorded for it and the time differs; one transaction, nothing read into memory."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(conn):
         conn.executemany(
             "UPDATE terminal_people SET update_at = ?, at = ? WHERE serial = ? AND kind = ? "
             "AND item_id = ? AND update_at IS NOT ?",
             ((at, now, serial, kind, key, at) for kind, key, at in times),
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def save_summary(conn: sqlite3.Connection, serial: str, summary: dict[str, Any]) -> None:

@@ -407,7 +407,9 @@ class Store:
     def _hold_for_live(self, batch: list[_Item]) -> None:
         """A batch with a bulk chunk and no record waits, while a remote-auth answer is being
         given, for that answer's record (edged/store/urgency.py): it is added to ``batch``."""
-        if any(i.record is not None for i in batch) or all(i.bulk is None for i in batch):
+        if not self.urgency.count or any(i.record is not None for i in batch):
+            return
+        if all(i.bulk is None for i in batch):
             return
 
         def arrived(timeout: float) -> bool:

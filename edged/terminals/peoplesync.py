@@ -443,7 +443,6 @@ class PeopleSync:
         if v2:
             payload = await asyncio.to_thread(self._encoded, kind, changes, desired, True)
             data = await client.call("POST", f"/v2/{kind}", payload)
-            del payload
             return _batch_errors(data)
         errors = {}
         for change in changes:
