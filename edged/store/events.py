@@ -37,6 +37,7 @@ from edged.errors import StoreError
 from edged.histogram import Histogram
 from edged.model import Event, Replay
 from edged.store import doorlog, snapshots
+from edged.store.checkpoint import Checkpointer
 from edged.store.migrations import PAGE_SIZE, migrate
 from edged.store.snapshots import Placed
 from edged.store.urgency import Urgency
@@ -261,6 +262,9 @@ class Store:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writer_conn = connect(self.path)
+        # Checkpoints run beside the writer, not in its commits (edged/store/checkpoint.py).
+        self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self.checkpointer = Checkpointer(connect(self.path))
         row = self._writer_conn.execute(
             "SELECT COALESCE(SUM(image_bytes), 0) FROM events WHERE image_path IS NOT NULL"
         ).fetchone()
@@ -374,6 +378,7 @@ class Store:
             self._queue.put(None)
             self._thread.join(timeout)
         self._files.close(timeout)
+        self.checkpointer.close(timeout)
         self._writer_conn.close()
         self.db.conn.close()
 
@@ -588,7 +593,9 @@ class Store:
         return StoreError(message)
 
     def _committed(self) -> None:
-        """A commit succeeded: end a failure spell, with one INFO line."""
+        """A commit succeeded: count it for the checkpoints; end a failure spell, with one
+        INFO line."""
+        self.checkpointer.committed()
         if self.stats.last_error is not None:
             log.info(
                 "store: writing again; %d commits refused meanwhile", self.stats.refused_commits
@@ -684,6 +691,7 @@ class Store:
             self._release([item])
             _resolve(item, None, exc)
             return
+        self.checkpointer.committed()
         self._release([item])
         _resolve(item, result, None)
 

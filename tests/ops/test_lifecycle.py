@@ -164,3 +164,27 @@ def test_systemd_lifecycle_of_a_real_process(tmp_path: Path) -> None:
         _, stderr = proc.communicate()
         sock.close()
     assert "configuration reloaded" in stderr and "edged stopped" in stderr
+
+
+def test_a_running_daemon_freezes_what_start_up_made(tmp_path: Path) -> None:
+    """``edged run`` puts start-up's objects out of the cyclic collector's reach once ready:
+    a full collection then walks only what was made since (docs/performance.md)."""
+    recv_port, admin_port = free_port(), free_port()
+    path = write_config(tmp_path / "edged.toml", receiver=recv_port, admin=admin_port)
+    cmd = [sys.executable, "-m", "edged", "run", "-c", str(path), "--log-level", "debug"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    frozen = None
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while frozen is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if "heap settled:" in line:
+                frozen = int(line.split("heap settled:")[1].split()[0])
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert frozen is not None and frozen > 10_000
