@@ -18,6 +18,13 @@ to the card more often than before. A checkpoint that fails (a full disk) is log
 tried again at the next occasion; the log then grows, and nothing is lost: every commit is
 durable in the log, whatever the checkpoints do.
 
+The log starts again from its beginning only at a write that finds every page of it copied. A
+checkpoint beside a writer that never pauses (a replay) always ends a few commits behind, so
+the log would grow for as long as the writes go on. When it has grown past ``RESTART_FRAMES``
+pages, the writer itself checkpoints before its next commit (:meth:`Checkpointer.finish`): it
+copies only what came since this thread's checkpoint, there is no other writer to come between,
+and the commit that follows restarts the log.
+
 Connections other than the writer's (the admin API's, the people sync's, commands') keep
 SQLite's own automatic checkpoints: they write seldom, and the log is kept short here.
 """
@@ -36,6 +43,7 @@ TARGET_FRAMES = 1000  # pages in the log per checkpoint: SQLite's wal_autocheckp
 QUIET_SECONDS = 10.0  # the longest anything committed waits for its checkpoint
 MAX_COMMITS = 1000  # a checkpoint after this many commits at the latest
 FIRST_COMMITS = 250  # before it has learned: a record's commit writes 3-4 pages (2 KiB pages)
+RESTART_FRAMES = 4 * TARGET_FRAMES  # a log this long is restarted by the writer's checkpoint
 
 
 @dataclass
@@ -45,6 +53,7 @@ class CheckpointStats:
     checkpoints: int = 0
     frames: int = 0  # pages found in the log, summed over the checkpoints
     busy: int = 0  # checkpoints that could not copy everything (a reader still needed it)
+    finishes: int = 0  # checkpoints the writer ran to restart a log that grew too long
     failures: int = 0
     seconds: float = 0.0  # time spent checkpointing
 
@@ -68,8 +77,11 @@ class Checkpointer:
         self._wake = threading.Event()
         self._commits = 0  # since the last checkpoint (under _lock)
         self._every = FIRST_COMMITS  # commits per checkpoint, learned from each checkpoint
+        self._log = 0  # pages in the log at the last checkpoint
         self._failing = False
         self._closing = False
+        # The log grew past RESTART_FRAMES: the writer checkpoints before its next commit.
+        self.restart_due = False
         self._thread = threading.Thread(target=self._run, name="edged-checkpoint", daemon=True)
         self._thread.start()
 
@@ -102,9 +114,26 @@ class Checkpointer:
         self.stats.frames += max(frames, 0)
         self.stats.busy += 1 if busy else 0
         self.stats.seconds += time.perf_counter() - started
-        if commits and frames > 0:
+        # the pages written since the last checkpoint: the log's growth, or all of it when it
+        # started again (then the estimate errs towards fewer checkpoints)
+        grown = frames - self._log if frames >= self._log else frames
+        self._log = frames
+        if commits and grown > 0:
             with self._lock:
-                self._every = commits_per_checkpoint(commits, frames)
+                self._every = commits_per_checkpoint(commits, grown)
+        if frames > RESTART_FRAMES:
+            self.restart_due = True
+
+    def finish(self, conn: sqlite3.Connection) -> None:
+        """On the writer's connection, between two of its commits: copy the rest of a log that
+        has grown too long, so that the next commit starts it again (writer thread)."""
+        self.restart_due = False
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("store: WAL checkpoint before a commit failed: %s", exc)
+            return
+        self.stats.finishes += 1
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread (after a last checkpoint of what was committed) and close."""

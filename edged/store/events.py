@@ -534,7 +534,7 @@ class Store:
         started = time.perf_counter()
         counts = self._take_unwritten()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             for item in items:
                 results.append(self._insert(conn, item, pending))
             self._write_duplicates(conn, counts)
@@ -681,7 +681,7 @@ class Store:
         assert item.job is not None
         counts = self._take_unwritten()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             result = item.job(conn)
             self._write_duplicates(conn, counts)
             conn.execute("COMMIT")
@@ -694,6 +694,13 @@ class Store:
         self.checkpointer.committed()
         self._release([item])
         _resolve(item, result, None)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Open the writer's transaction; first restart a WAL grown too long
+        (edged/store/checkpoint.py)."""
+        if self.checkpointer.restart_due:
+            self.checkpointer.finish(conn)
+        conn.execute("BEGIN IMMEDIATE")
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

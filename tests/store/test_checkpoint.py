@@ -142,3 +142,44 @@ def test_the_thread_checkpoints_what_was_committed_when_it_stops(tmp_path: Path)
     assert calls == []
     cp.close()
     assert calls == ["PRAGMA wal_checkpoint(PASSIVE)"]
+
+
+async def test_a_log_grown_too_long_is_started_again_by_the_writer(tmp_path: Path) -> None:
+    """Beside a writer that never pauses, the thread's checkpoints end a few commits behind and
+    the log would not start again; the writer's own checkpoint, before its next commit, lets it."""
+    st = store.Store(tmp_path / "edged.db")
+    try:
+        st.checkpointer.close()  # the thread's part left out: the log only grows
+        for n in range(400):
+            await st.save(record(f"g-{n}"))
+        assert log_frames(st.path) > 1000
+        st.checkpointer.restart_due = True  # what the thread says of a log this long
+        await st.save(record("after"))
+        assert st.checkpointer.stats.finishes == 1 and not st.checkpointer.restart_due
+        assert log_frames(st.path) < 20  # that commit began the log again
+    finally:
+        st.close()
+
+
+def test_the_thread_asks_for_a_restart_when_the_log_keeps_growing() -> None:
+    class Growing(FailingConnection):
+        def __init__(self) -> None:
+            super().__init__(failures=0)
+            self.log = 0
+
+        def fetchone(self) -> tuple[int, int, int]:
+            self.log += 1500  # never started again: each checkpoint finds more
+            return (0, self.log, self.log)
+
+    cp = Checkpointer(Growing(), quiet=3600)  # type: ignore[arg-type]
+    try:
+        for _ in range(2):
+            cp.committed()
+            cp.checkpoint()
+            assert not cp.restart_due  # 1,500 and 3,000 pages: not yet
+        assert cp._every == commits_per_checkpoint(1, 1500)  # learned from the growth
+        cp.committed()
+        cp.checkpoint()
+        assert cp.restart_due  # 4,500 pages > RESTART_FRAMES
+    finally:
+        cp.close()
