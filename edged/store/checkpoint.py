@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,8 @@ class CheckpointStats:
 
     checkpoints: int = 0
     frames: int = 0  # pages found in the log, summed over the checkpoints
-    busy: int = 0  # checkpoints that could not copy everything (a reader still needed it)
     finishes: int = 0  # checkpoints the writer ran to restart a log that grew too long
     failures: int = 0
-    seconds: float = 0.0  # time spent checkpointing
 
 
 def commits_per_checkpoint(commits: int, frames: int, target: int = TARGET_FRAMES) -> int:
@@ -77,7 +74,7 @@ class Checkpointer:
         self._wake = threading.Event()
         self._commits = 0  # since the last checkpoint (under _lock)
         self._every = FIRST_COMMITS  # commits per checkpoint, learned from each checkpoint
-        self._log = 0  # pages in the log at the last checkpoint
+        self._log_pages = 0  # pages in the log at the last checkpoint
         self._failing = False
         self._closing = False
         # The log grew past RESTART_FRAMES: the writer checkpoints before its next commit.
@@ -98,9 +95,8 @@ class Checkpointer:
         with self._lock:
             commits, self._commits = self._commits, 0
             self._wake.clear()
-        started = time.perf_counter()
         try:
-            busy, frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             self.stats.failures += 1
             if not self._failing:
@@ -112,12 +108,10 @@ class Checkpointer:
             self._failing = False
         self.stats.checkpoints += 1
         self.stats.frames += max(frames, 0)
-        self.stats.busy += 1 if busy else 0
-        self.stats.seconds += time.perf_counter() - started
         # the pages written since the last checkpoint: the log's growth, or all of it when it
         # started again (then the estimate errs towards fewer checkpoints)
-        grown = frames - self._log if frames >= self._log else frames
-        self._log = frames
+        grown = frames - self._log_pages if frames >= self._log_pages else frames
+        self._log_pages = frames
         if commits and grown > 0:
             with self._lock:
                 self._every = commits_per_checkpoint(commits, grown)
