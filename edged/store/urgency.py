@@ -12,7 +12,11 @@ on the event loop). While one is marked:
 - the back-fill waits before it hands the writer its next page;
 - the writer thread does not start a back-fill chunk (:meth:`Urgency.hold_bulk`, polled from
   the writer thread) but waits for the live record to be queued, so that record's commit does
-  not queue behind 32 back-filled inserts and their fsync.
+  not queue behind 32 back-filled inserts and their fsync;
+- a worker thread busy with the past (parsing a back-fill page, building a people sync's plan)
+  sleeps between its items (:meth:`Urgency.aside`, :meth:`Urgency.paced`): Python threads share
+  one interpreter lock, and a thread that computes holds it for the 5 ms switch interval each
+  time the event loop asks for it back, a few times for every answer.
 
 Each wait ends when no request is marked any more or after ``HOLD`` seconds, whichever is first:
 the past is slowed while somebody waits, never stopped, however busy the doors are.
@@ -23,9 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 HOLD = 0.05  # the longest any one piece of replay work waits for the live answers
+NAP = 0.001  # a worker thread's sleep while it steps aside (the lock is free meanwhile)
+PACE = 64  # items a worker thread handles between two looks at the count
+
+T = TypeVar("T")
 
 
 class Urgency:
@@ -36,6 +45,7 @@ class Urgency:
         self.count = 0  # read from the writer thread: an int read is atomic
         self.held = 0  # how often replay work on the event loop waited
         self.held_bulk = 0  # how often the writer thread held a back-fill chunk
+        self.held_threads = 0  # how often a worker thread stepped aside
         self._waiters: list[asyncio.Future[None]] = []
 
     @contextlib.contextmanager
@@ -80,3 +90,25 @@ class Urgency:
             left = deadline - clock()
             if left <= 0 or arrived(min(left, 0.002)):
                 return
+
+    def aside(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """In a worker thread: while an answer is marked, sleep (the interpreter lock free)
+        until none is, at most ``hold`` seconds. Returns at once when nobody waits."""
+        if not self.count:
+            return
+        self.held_threads += 1
+        deadline = clock() + self.hold
+        while self.count and clock() < deadline:
+            sleep(NAP)
+
+    def paced(self, items: Iterable[T], every: int = PACE) -> Iterator[T]:
+        """``items``, for a worker thread: it steps aside (:meth:`aside`) before every
+        ``every``-th item."""
+        for n, item in enumerate(items):
+            if not n % every:
+                self.aside()
+            yield item

@@ -96,6 +96,38 @@ def test_hold_bulk_waits_for_the_record_and_at_most_its_hold() -> None:
     assert len(polls) == 1 and urgency.held_bulk == 3
 
 
+def test_a_worker_thread_sleeps_aside_while_an_answer_is_marked_and_at_most_its_hold() -> None:
+    clock = FakeClock()
+    urgency = Urgency(hold=0.05)
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        clock.now += seconds
+
+    urgency.aside(clock, nap)
+    assert naps == [] and urgency.held_threads == 0  # nobody waits: no sleep at all
+    urgency.count = 1
+    urgency.aside(clock, nap)
+    assert 0.05 <= sum(naps) <= 0.052 and max(naps) <= 0.001  # bounded, in short naps
+
+    def answered(seconds: float) -> None:
+        naps.append(seconds)
+        urgency.count = 0
+
+    naps.clear()
+    urgency.count = 1
+    urgency.aside(clock, answered)
+    assert len(naps) == 1 and urgency.held_threads == 2  # the answer given: back to work
+
+
+def test_paced_items_step_aside_every_so_many_and_lose_none() -> None:
+    urgency = Urgency(hold=0.0)
+    urgency.count = 1  # always marked; a hold of 0 makes each step aside a look only
+    assert list(urgency.paced(range(130), every=64)) == list(range(130))
+    assert urgency.held_threads == 3  # before items 0, 64 and 128
+
+
 def _backfilled(uuids: list[str]) -> Iterator[Record]:
     for uuid in uuids:
         rec = record(uuid)
