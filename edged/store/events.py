@@ -152,6 +152,7 @@ class _Item:
     # a bulk save: records built in the writer thread, stored BULK_CHUNK per commit
     bulk: Iterator[Record] | None = None
     added: int = 0  # how many of the bulk's records were new
+    drained: bool = False  # the bulk's last chunk was built: no records are left
     counted: bool = True  # a duplicate counts on its first copy (not a back-filled one)
 
 
@@ -487,15 +488,21 @@ class Store:
             self.stats.pending_bytes -= sum(i.size for i in fresh)
 
     def _chunk(self, bulk: _Item) -> list[_Item]:
-        """The next records of a bulk save, built here in the writer thread."""
+        """The next records of a bulk save, built here in the writer thread: up to
+        ``BULK_CHUNK``, fewer when a remote-auth answer begins meanwhile (its record is then
+        committed after a short chunk, not after a whole one built and stored). An answer
+        marked before the chunk began was held for already (:meth:`_hold_for_live`)."""
         assert bulk.bulk is not None
         chunk: list[_Item] = []
+        bulk.drained = True
+        marks = self.urgency.marks
         try:
             for rec in bulk.bulk:
                 chunk.append(
                     _Item(rec, None, None, None, row=_row(rec), counted=False, released=True)
                 )
-                if len(chunk) >= BULK_CHUNK:
+                if len(chunk) >= BULK_CHUNK or self.urgency.marks != marks:
+                    bulk.drained = False
                     break
         except Exception as exc:
             log.exception("store: cannot build bulk records")
@@ -516,7 +523,7 @@ class Store:
             _resolve(bulk, None, StoreError(self.stats.last_error or "cannot store records"))
             return
         bulk.added += sum(1 for stored in results[-len(chunk) :] if not stored.duplicate)
-        if len(chunk) < BULK_CHUNK:
+        if bulk.drained:
             bulk.bulk = None
             _resolve(bulk, bulk.added, None)
 

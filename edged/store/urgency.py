@@ -12,7 +12,8 @@ on the event loop). While one is marked:
 - the back-fill waits before it hands the writer its next page;
 - the writer thread does not start a back-fill chunk (:meth:`Urgency.hold_bulk`, polled from
   the writer thread) but waits for the live record to be queued, so that record's commit does
-  not queue behind 32 back-filled inserts and their fsync;
+  not queue behind 32 back-filled inserts and their fsync; a chunk being built when an answer
+  begins (``marks`` changed) is cut short and committed as it is;
 - a worker thread busy with the past (parsing a back-fill page, building a people sync's plan)
   sleeps between its items (:meth:`Urgency.aside`, :meth:`Urgency.paced`): Python threads share
   one interpreter lock, and a thread that computes holds it for the 5 ms switch interval each
@@ -20,6 +21,13 @@ on the event loop). While one is marked:
 
 Each wait ends when no request is marked any more or after ``HOLD`` seconds, whichever is first:
 the past is slowed while somebody waits, never stopped, however busy the doors are.
+
+Those waits cover a request from its handler's start to its answer, not the moments before and
+after, when the request is read and the answer written, nor the other programs of the gateway.
+So while the doors are busy (a remote-auth request marked in the last ``RECENT`` seconds,
+:meth:`Urgency.recent`), the back-fill also rests after each page for as long as that page
+took (a duty cycle of ``DUTY``): it uses half the CPU, and a live request finds a core free.
+With nobody at the doors it goes at full speed.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from typing import TypeVar
 HOLD = 0.05  # the longest any one piece of replay work waits for the live answers
 NAP = 0.001  # a worker thread's sleep while it steps aside (the lock is free meanwhile)
 PACE = 64  # items a worker thread handles between two looks at the count
+RECENT = 10.0  # seconds after a remote-auth request during which the doors count as busy
+DUTY = 0.5  # the share of the time the back-fill works while the doors are busy
 
 T = TypeVar("T")
 
@@ -40,8 +50,11 @@ T = TypeVar("T")
 class Urgency:
     """A count of answers somebody waits for (kept on the event loop)."""
 
-    def __init__(self, hold: float = HOLD) -> None:
+    def __init__(self, hold: float = HOLD, clock: Callable[[], float] = time.monotonic) -> None:
         self.hold = hold
+        self.clock = clock
+        self.last = -float("inf")  # when the latest answer was marked (``clock``)
+        self.marks = 0  # answers marked so far (a new one is seen from the writer thread)
         self.count = 0  # read from the writer thread: an int read is atomic
         self.held = 0  # how often replay work on the event loop waited
         self.held_bulk = 0  # how often the writer thread held a back-fill chunk
@@ -52,6 +65,8 @@ class Urgency:
     def marked(self) -> Iterator[None]:
         """Mark an answer somebody waits for while the block runs (event loop only)."""
         self.count += 1
+        self.marks += 1
+        self.last = self.clock()
         try:
             yield
         finally:
@@ -61,6 +76,17 @@ class Urgency:
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
+
+    def recent(self, within: float = RECENT) -> bool:
+        """Whether an answer was marked in the last ``within`` seconds: the doors are busy."""
+        return self.clock() - self.last <= within
+
+    def rest(self, worked: float, duty: float = DUTY) -> float:
+        """How long background work that just took ``worked`` seconds rests, so that it works
+        ``duty`` of the time while the doors are busy; 0 when they are not."""
+        if not self.recent():
+            return 0.0
+        return worked * (1.0 / duty - 1.0)
 
     async def behind(self) -> None:
         """Return at once when nobody waits; else when the marked answers are given, or

@@ -5,8 +5,10 @@ nobody, and never acted upon — the receiver's listeners are not called for the
 records, ~100 KB of JSON) is parsed in a worker thread (:meth:`TerminalClient.records`), then
 normalised and stored in the store's writer thread (:meth:`Store.save_bulk`), a chunk at a time;
 a live record waiting goes ahead of the next chunk, and while a remote-auth request is being
-answered the next page and chunk wait for it (edged/store/urgency.py). The event loop only
-reads the answer and awaits, so live requests are not held up by the past.
+answered the next page and chunk wait for it (edged/store/urgency.py). While remote-auth
+requests come (the doors are busy), the back-fill rests after each page as long as the page
+took, so it takes half the CPU and live requests find a core free. The event loop only reads
+the answer and awaits, so live requests are not held up by the past.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ from edged.terminals.client import TerminalClient
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 500  # 100,000 records: bounds one back-fill (the terminal buffers 50,000)
+MAX_REST = 1.0  # the longest rest after a page (a page that took long is no reason to stop)
 
 
 @dataclass
@@ -66,16 +69,20 @@ async def backfill(
     begin: float,
     end: float,
     clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> int:
     """Ingest the terminal's records in [begin, end] that are not stored; returns how many.
 
     The next page is read while one is stored (one request at a time still): the terminal's
-    answer and the writer's commits overlap instead of adding up.
+    answer and the writer's commits overlap instead of adding up. While the doors are busy,
+    each page is followed by a rest as long as it took (:meth:`Urgency.rest`).
     """
     terminal = client.terminal
     offset, added, bad = 0, 0, 0
     page = await client.records(begin, end, offset)
     for n in range(MAX_PAGES):
+        started = monotonic()
         items = page.get("items") or []
         if not isinstance(items, list) or not items:
             break
@@ -98,6 +105,9 @@ async def backfill(
         bad += tally.bad
         if following is None:
             break
+        rest = store.urgency.rest(monotonic() - started)
+        if rest:
+            await sleep(min(rest, MAX_REST))
         page = await following
     if bad:
         log.warning("terminal %s: back-fill skipped %d unreadable records", terminal.name, bad)

@@ -24,6 +24,7 @@ import httpx
 from edged.config import Config, TerminalConfig
 from edged.errors import ConfigError, TerminalAuthError, TerminalError, TerminalUntrusted
 from edged.store import presence
+from edged.store.urgency import Urgency
 from edged.terminals import tlspin
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,10 @@ class TerminalClient:
         token_minutes: int = 60,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        urgency: Urgency | None = None,
     ) -> None:
         self.terminal = terminal
+        self.urgency = urgency  # large answers are parsed aside of remote-auth answers
         self.secret = secret
         self.pin = pin
         self.token_minutes = token_minutes
@@ -214,7 +217,7 @@ class TerminalClient:
         for attempt in (1, 2):
             headers = await self._auth_headers()
             response = await self._send(method, path, body, headers)
-            parsed = await _json_off_loop(response) if large else _json(response)
+            parsed = await _json_off_loop(response, self.urgency) if large else _json(response)
             if _unauthorised(response, parsed) and attempt == 1 and not self.basic:
                 log.debug("terminal %s: 401 on %s, logging in again", self.terminal.name, path)
                 self.token = None
@@ -394,15 +397,29 @@ def _let_loop_in(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-async def _json_off_loop(response: httpx.Response) -> Any:
+def _aside_of(urgency: Urgency) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """An ``object_hook`` that also sleeps while a remote-auth answer is being given."""
+
+    def hook(obj: dict[str, Any]) -> dict[str, Any]:
+        if urgency.count:
+            urgency.aside()
+        return obj
+
+    return hook
+
+
+async def _json_off_loop(response: httpx.Response, urgency: Urgency | None = None) -> Any:
     """:func:`_json` in a worker thread, handing the GIL back between the objects it decodes.
 
     The decoder is C and holds the GIL for a whole document: in a thread alone it would still
     hold the event loop for as long as it takes. The ``object_hook`` runs Python code for every
     object (a record), where the interpreter lets a waiting thread in at its switch interval
-    (5 ms): live requests wait for a few milliseconds at most, whatever the page's size.
+    (5 ms): live requests wait for a few milliseconds at most, whatever the page's size. With
+    ``urgency``, the thread also sleeps between two objects while a remote-auth answer is being
+    given (edged/store/urgency.py), so that answer has the interpreter to itself.
     """
-    return await asyncio.to_thread(_json, response, object_hook=_let_loop_in)
+    hook = _let_loop_in if urgency is None else _aside_of(urgency)
+    return await asyncio.to_thread(_json, response, object_hook=hook)
 
 
 def as_object(data: Any, path: str) -> dict[str, Any]:
@@ -412,8 +429,14 @@ def as_object(data: Any, path: str) -> dict[str, Any]:
     return data
 
 
-def client_for(cfg: Config, terminal: TerminalConfig, conn: sqlite3.Connection) -> TerminalClient:
-    """A client for a configured terminal, with its password and trusted fingerprint."""
+def client_for(
+    cfg: Config,
+    terminal: TerminalConfig,
+    conn: sqlite3.Connection,
+    urgency: Urgency | None = None,
+) -> TerminalClient:
+    """A client for a configured terminal, with its password and trusted fingerprint; large
+    answers are parsed aside of remote-auth answers when ``urgency`` is given."""
     rec = cfg.reconciler
     return TerminalClient(
         terminal,
@@ -421,6 +444,7 @@ def client_for(cfg: Config, terminal: TerminalConfig, conn: sqlite3.Connection) 
         pin_for(conn, terminal),
         token_minutes=rec.token_minutes,
         timeout=rec.request_timeout,
+        urgency=urgency,
     )
 
 

@@ -164,7 +164,9 @@ class TerminalReconciler:
             await self.client.aclose()
             self.client = None
         if self.client is None:
-            self.client = terminals.client_for(self.cfg, self.terminal, self.store.reader)
+            self.client = terminals.client_for(
+                self.cfg, self.terminal, self.store.reader, self.store.urgency
+            )
         return self.client
 
     async def _attempt(self) -> None:

@@ -128,6 +128,21 @@ def test_paced_items_step_aside_every_so_many_and_lose_none() -> None:
     assert urgency.held_threads == 3  # before items 0, 64 and 128
 
 
+def test_the_doors_are_busy_for_a_while_after_an_answer_and_background_work_rests() -> None:
+    clock = FakeClock()
+    urgency = Urgency(clock=clock)
+    assert not urgency.recent() and urgency.rest(0.04) == 0.0  # nobody came: full speed
+    with urgency.marked():
+        pass
+    assert urgency.marks == 1 and urgency.recent()
+    assert urgency.rest(0.04) == pytest.approx(0.04)  # half the time: as long as it worked
+    assert urgency.rest(0.04, duty=0.25) == pytest.approx(0.12)
+    clock.now += 10.0
+    assert urgency.recent()
+    clock.now += 0.01
+    assert not urgency.recent() and urgency.rest(0.04) == 0.0  # quiet again: full speed
+
+
 def _backfilled(uuids: list[str]) -> Iterator[Record]:
     for uuid in uuids:
         rec = record(uuid)
@@ -165,6 +180,24 @@ async def test_the_writer_goes_on_with_the_bulk_after_the_hold(tmp_path: Path) -
     finally:
         st.close()
     assert st.urgency.held_bulk >= 3  # once before each chunk (and the last, empty, read)
+
+
+async def test_a_chunk_being_built_when_an_answer_begins_is_cut_short(tmp_path: Path) -> None:
+    st = store.Store(tmp_path / "cut.db")
+    seen = commits_seen(st)
+
+    def marked_midway() -> Iterator[Record]:
+        for n, rec in enumerate(_backfilled([f"old-{i}" for i in range(3 * store.BULK_CHUNK)])):
+            if n == 5:
+                st.urgency.marks += 1  # a remote-auth request starts while the chunk is built
+            yield rec
+
+    try:
+        assert await asyncio.wait_for(st.save_bulk(marked_midway()), 10) == 3 * store.BULK_CHUNK
+    finally:
+        st.close()
+    # the chunk ends at the record built when the answer began; the rest in whole chunks
+    assert [len(c) for c in seen] == [6, store.BULK_CHUNK, store.BULK_CHUNK, store.BULK_CHUNK - 6]
 
 
 class Gate:

@@ -200,3 +200,86 @@ async def test_the_next_page_is_read_while_one_is_stored() -> None:
     saver = WaitingStore(terminal)
     added = await backfill(terminal, saver, 0, time.time())  # type: ignore[arg-type]
     assert (added, saver.saved, sorted(terminal.asked)) == (450, [200, 200, 50], [0, 200, 400])
+
+
+async def test_a_page_is_parsed_aside_while_a_remote_auth_answer_is_being_given() -> None:
+    serial = "PS71HD01MC22C00077"
+    items = [simapi.new_record(serial, n, int(time.time()), "e-1", "Ann", "", 3) for n in range(5)]
+    content = json.dumps({"code": 200, "msg": "ok", "data": {"total": 5, "items": items}}).encode()
+    terminal = TerminalConfig(name="lobby", serial=serial, host="127.0.0.1", scheme="http")
+    urgency = Urgency(hold=0.0)  # a hold of 0: each step aside is a look at the count only
+    client = terminals.TerminalClient(terminal, "pw", None, urgency=urgency)
+    client.http = httpx.AsyncClient(
+        base_url=terminals.base_url(terminal),
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, content=content)),
+    )
+    client.basic = True
+    try:
+        assert len((await client.records(0, time.time(), 0))["items"]) == 5
+        assert urgency.held_threads == 0  # nobody waits: the parser never stepped aside
+        urgency.count = 1  # a remote-auth request is being answered
+        got = await client.records(0, time.time(), 0)
+    finally:
+        await client.aclose()
+    assert got["items"] == items
+    assert urgency.held_threads >= len(items)  # between every record's object
+
+
+class Ticking:
+    """A monotonic clock that a store's save moves on; the rests it is asked for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.rests: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.rests.append(seconds)
+        self.now += seconds
+
+
+class TimedStore:
+    """Stores a page in 40 ms of the fake clock."""
+
+    def __init__(self, clock: Ticking, urgency: Urgency) -> None:
+        self.clock, self.urgency, self.saved = clock, urgency, 0
+
+    async def save_bulk(self, records: Iterator[store.Record]) -> int:
+        batch = list(records)
+        self.clock.now += 0.04
+        self.saved += len(batch)
+        return len(batch)
+
+
+async def test_while_the_doors_are_busy_the_back_fill_rests_after_each_page() -> None:
+    clock = Ticking()
+    busy = Urgency(clock=clock)
+    with busy.marked():  # a remote-auth request came a moment ago
+        pass
+    saver = TimedStore(clock, busy)
+    added = await backfill(
+        PagedTerminal(total=450, limit=200),  # type: ignore[arg-type]
+        saver,  # type: ignore[arg-type]
+        0,
+        time.time(),
+        monotonic=clock,
+        sleep=clock.sleep,
+    )
+    assert added == 450 and clock.rests == pytest.approx([0.04, 0.04])  # none after the last
+
+    quiet, idle = Ticking(), Urgency()  # nobody at the doors: full speed
+    saver = TimedStore(quiet, idle)
+    assert (
+        await backfill(
+            PagedTerminal(total=450, limit=200),  # type: ignore[arg-type]
+            saver,  # type: ignore[arg-type]
+            0,
+            time.time(),
+            monotonic=quiet,
+            sleep=quiet.sleep,
+        )
+        == 450
+    )
+    assert quiet.rests == []
