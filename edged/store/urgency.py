@@ -25,8 +25,10 @@ the past is slowed while somebody waits, never stopped, however busy the doors a
 Those waits cover a request from its handler's start to its answer, not the moments before and
 after, when the request is read and the answer written, nor the other programs of the gateway.
 So while the doors are busy (a remote-auth request marked in the last ``RECENT`` seconds,
-:meth:`Urgency.recent`), the back-fill also rests after each page for as long as that page
-took (a duty cycle of ``DUTY``): it uses half the CPU, and a live request finds a core free.
+:meth:`Urgency.recent`), the back-fill also rests after each page for as long as the CPU time
+edged spent on it (a duty cycle of ``DUTY``): it uses half the CPU, and a live request finds a
+core free. Time spent waiting for the disk is not counted: on a slow card the back-fill is the
+writer's fsyncs, which a rest would only lengthen.
 With nobody at the doors it goes at full speed.
 """
 
@@ -82,8 +84,8 @@ class Urgency:
         return self.clock() - self.last <= within
 
     def rest(self, worked: float, duty: float = DUTY) -> float:
-        """How long background work that just took ``worked`` seconds rests, so that it works
-        ``duty`` of the time while the doors are busy; 0 when they are not."""
+        """How long background work that just cost ``worked`` seconds of CPU rests, so that it
+        takes ``duty`` of the CPU while the doors are busy; 0 when they are not."""
         if not self.recent():
             return 0.0
         return worked * (1.0 / duty - 1.0)

@@ -6,9 +6,10 @@ records, ~100 KB of JSON) is parsed in a worker thread (:meth:`TerminalClient.re
 normalised and stored in the store's writer thread (:meth:`Store.save_bulk`), a chunk at a time;
 a live record waiting goes ahead of the next chunk, and while a remote-auth request is being
 answered the next page and chunk wait for it (edged/store/urgency.py). While remote-auth
-requests come (the doors are busy), the back-fill rests after each page as long as the page
-took, so it takes half the CPU and live requests find a core free. The event loop only reads
-the answer and awaits, so live requests are not held up by the past.
+requests come (the doors are busy), the back-fill rests after each page as long as the CPU
+time that page cost, so it takes half the CPU and live requests find a core free; a page that
+waited for a slow disk (an SD card's fsync) used little CPU and rests little. The event loop
+only reads the answer and awaits, so live requests are not held up by the past.
 """
 
 from __future__ import annotations
@@ -69,20 +70,21 @@ async def backfill(
     begin: float,
     end: float,
     clock: Callable[[], float] = time.time,
-    monotonic: Callable[[], float] = time.monotonic,
+    cpu: Callable[[], float] = time.process_time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> int:
     """Ingest the terminal's records in [begin, end] that are not stored; returns how many.
 
     The next page is read while one is stored (one request at a time still): the terminal's
     answer and the writer's commits overlap instead of adding up. While the doors are busy,
-    each page is followed by a rest as long as it took (:meth:`Urgency.rest`).
+    each page is followed by a rest as long as the CPU time edged spent meanwhile (``cpu``,
+    all its threads: :meth:`Urgency.rest`); time spent waiting for the disk costs no rest.
     """
     terminal = client.terminal
     offset, added, bad = 0, 0, 0
     page = await client.records(begin, end, offset)
     for n in range(MAX_PAGES):
-        started = monotonic()
+        started = cpu()
         items = page.get("items") or []
         if not isinstance(items, list) or not items:
             break
@@ -105,7 +107,7 @@ async def backfill(
         bad += tally.bad
         if following is None:
             break
-        rest = store.urgency.rest(monotonic() - started)
+        rest = store.urgency.rest(cpu() - started)
         if rest:
             await sleep(min(rest, MAX_REST))
         page = await following

@@ -226,7 +226,7 @@ async def test_a_page_is_parsed_aside_while_a_remote_auth_answer_is_being_given(
 
 
 class Ticking:
-    """A monotonic clock that a store's save moves on; the rests it is asked for."""
+    """A CPU clock that a store's save moves on; the rests it is asked for."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -241,7 +241,7 @@ class Ticking:
 
 
 class TimedStore:
-    """Stores a page in 40 ms of the fake clock."""
+    """Stores a page in 40 ms of the fake CPU clock."""
 
     def __init__(self, clock: Ticking, urgency: Urgency) -> None:
         self.clock, self.urgency, self.saved = clock, urgency, 0
@@ -264,7 +264,7 @@ async def test_while_the_doors_are_busy_the_back_fill_rests_after_each_page() ->
         saver,  # type: ignore[arg-type]
         0,
         time.time(),
-        monotonic=clock,
+        cpu=clock,
         sleep=clock.sleep,
     )
     assert added == 450 and clock.rests == pytest.approx([0.04, 0.04])  # none after the last
@@ -277,9 +277,26 @@ async def test_while_the_doors_are_busy_the_back_fill_rests_after_each_page() ->
             saver,  # type: ignore[arg-type]
             0,
             time.time(),
-            monotonic=quiet,
+            cpu=quiet,
             sleep=quiet.sleep,
         )
         == 450
     )
     assert quiet.rests == []
+
+
+async def test_a_page_that_waited_for_the_disk_costs_no_rest() -> None:
+    clock = Ticking()  # the wall clock: each page's save takes 40 ms of it
+    busy = Urgency(clock=clock)
+    with busy.marked():  # the doors are busy
+        pass
+    saver = TimedStore(clock, busy)
+    added = await backfill(
+        PagedTerminal(total=450, limit=200),  # type: ignore[arg-type]
+        saver,  # type: ignore[arg-type]
+        0,
+        time.time(),
+        cpu=lambda: 1.0,  # ... waiting for fsync: no CPU spent meanwhile
+        sleep=clock.sleep,
+    )
+    assert added == 450 and clock.rests == []
