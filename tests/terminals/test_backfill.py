@@ -7,7 +7,7 @@ import gc
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,7 @@ async def test_a_page_is_parsed_aside_while_a_remote_auth_answer_is_being_given(
 
 
 class Ticking:
-    """A CPU clock that a store's save moves on; the rests it is asked for."""
+    """A fake clock that a store's save moves on; the rests it is asked for."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -241,7 +241,7 @@ class Ticking:
 
 
 class TimedStore:
-    """Stores a page in 40 ms of the fake CPU clock."""
+    """Stores a page in 40 ms of a fake clock."""
 
     def __init__(self, clock: Ticking, urgency: Urgency) -> None:
         self.clock, self.urgency, self.saved = clock, urgency, 0
@@ -253,36 +253,30 @@ class TimedStore:
         return len(batch)
 
 
+async def rests_of(clock: Ticking, urgency: Urgency, cpu: Callable[[], float]) -> list[float]:
+    """Back-fill 450 records (three pages) into a :class:`TimedStore`; the rests asked for."""
+    added = await backfill(
+        PagedTerminal(total=450, limit=200),  # type: ignore[arg-type]
+        TimedStore(clock, urgency),  # type: ignore[arg-type]
+        0,
+        time.time(),
+        cpu=cpu,
+        sleep=clock.sleep,
+    )
+    assert added == 450
+    return clock.rests
+
+
 async def test_while_the_doors_are_busy_the_back_fill_rests_after_each_page() -> None:
     clock = Ticking()
     busy = Urgency(clock=clock)
     with busy.marked():  # a remote-auth request came a moment ago
         pass
-    saver = TimedStore(clock, busy)
-    added = await backfill(
-        PagedTerminal(total=450, limit=200),  # type: ignore[arg-type]
-        saver,  # type: ignore[arg-type]
-        0,
-        time.time(),
-        cpu=clock,
-        sleep=clock.sleep,
-    )
-    assert added == 450 and clock.rests == pytest.approx([0.04, 0.04])  # none after the last
+    # as long as each page took, and not after the last
+    assert await rests_of(clock, busy, cpu=clock) == pytest.approx([0.04, 0.04])
 
     quiet, idle = Ticking(), Urgency()  # nobody at the doors: full speed
-    saver = TimedStore(quiet, idle)
-    assert (
-        await backfill(
-            PagedTerminal(total=450, limit=200),  # type: ignore[arg-type]
-            saver,  # type: ignore[arg-type]
-            0,
-            time.time(),
-            cpu=quiet,
-            sleep=quiet.sleep,
-        )
-        == 450
-    )
-    assert quiet.rests == []
+    assert await rests_of(quiet, idle, cpu=quiet) == []
 
 
 async def test_a_page_that_waited_for_the_disk_costs_no_rest() -> None:
@@ -290,13 +284,5 @@ async def test_a_page_that_waited_for_the_disk_costs_no_rest() -> None:
     busy = Urgency(clock=clock)
     with busy.marked():  # the doors are busy
         pass
-    saver = TimedStore(clock, busy)
-    added = await backfill(
-        PagedTerminal(total=450, limit=200),  # type: ignore[arg-type]
-        saver,  # type: ignore[arg-type]
-        0,
-        time.time(),
-        cpu=lambda: 1.0,  # ... waiting for fsync: no CPU spent meanwhile
-        sleep=clock.sleep,
-    )
-    assert added == 450 and clock.rests == []
+    # ... waiting for fsync: no CPU spent meanwhile
+    assert await rests_of(clock, busy, cpu=lambda: 1.0) == []
