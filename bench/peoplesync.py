@@ -21,6 +21,11 @@ prober) from the start, through the sync and for ``--idle`` seconds after it. It
 during the sync and idle, and their ratio.
 
     .venv/bin/python bench/peoplesync.py --live [--people 10000] [--rate 10] [--idle 30]
+        [--code DIR]
+
+``--code DIR`` runs the daemon from another checkout's code (``PYTHONPATH=DIR``), so that the
+code before a change and after it can be measured alternately in the same minutes; the
+terminal, the import and the prober stay this tree's.
 """
 
 from __future__ import annotations
@@ -211,7 +216,8 @@ def live(args: argparse.Namespace, state: Path, port_fp: tuple[int, str]) -> Non
             batch_size=args.batch_size,
         )
     )
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    code = Path(args.code).resolve() if args.code else HERE.parent
+    env = {**os.environ, "PYTHONPATH": str(code)}
     stop = state.parent / "stop-probe"
     log = state.parent / "edged.log"
     launched = time.time()
@@ -258,7 +264,7 @@ def live(args: argparse.Namespace, state: Path, port_fp: tuple[int, str]) -> Non
     print(
         f"the daemon's first sync: {written} writes, ended {ended - launched:.1f} s after edged "
         f"started (listening after {started - launched:.1f} s); live remote-auth "
-        f"{args.rate:g}/s from another process, {failed} failed"
+        f"{args.rate:g}/s from another process, {failed} failed; code {code}"
     )
     p99: dict[str, float] = {}
     for name, values in phases.items():
@@ -282,6 +288,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="--live: requests per second")
     parser.add_argument("--idle", type=float, default=30.0, help="--live: seconds after it")
     parser.add_argument("--limit", type=float, default=600.0, help="--live: give up after, s")
+    parser.add_argument("--code", help="--live: run the daemon from this checkout's code")
     args = parser.parse_args()
 
     from edged import config
