@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 from edged.access import doorpeople, terminalstate
 from edged.access.faces import FaceStore
 from edged.access.terminalstate import Item
+from edged.aio import within
 from edged.clock import SYSTEM, Clock
 from edged.config import Config, TerminalConfig
 from edged.errors import TerminalError
@@ -51,6 +52,7 @@ KINDS = ("rule", "group", "user")  # the order of writes; deletes go the other w
 ID_KEYS = {"rule": "rule_id", "group": "group_id", "user": "user_id"}
 PAGE = 100
 REFUSED = re.compile(r": HTTP 200, code (\d+)(?:: (.*))?$")
+CLOSE_TIMEOUT = 2.0  # the longest the task's end waits for the terminal's connections to close
 
 
 class Source(Protocol):
@@ -551,8 +553,17 @@ class PeopleSync:
                         wait = max(0.0, min(wait, next_change - self.clock.time()))
                 await self._wait(wait, seen)
         finally:
-            if self.client is not None:
-                await self.client.aclose()
+            await self._close()
+
+    async def _close(self) -> None:
+        """Close the client's connections, at most ``CLOSE_TIMEOUT`` seconds: a connection
+        that never finishes closing must not hold the daemon's stop."""
+        if self.client is None:
+            return
+        try:
+            await within(self.client.aclose(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.debug("terminal %s: the client did not close in time", self.terminal.name)
 
     async def _sync_logged(self) -> float | None:
         try:

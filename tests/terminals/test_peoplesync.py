@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import sqlite3
@@ -240,3 +241,38 @@ def test_update_times_are_noted_only_where_recorded_and_changed(tmp_path: Path) 
     finally:
         conn.close()
     assert [tuple(r) for r in got] == [("user", "1", 5, 10.0), ("user", "2", 7, 20.0)]
+
+
+class _HangingClient:
+    """A client whose terminal is unreachable and whose close never ends."""
+
+    version = None
+
+    async def device_info(self) -> dict[str, Any]:
+        from edged.errors import TerminalError
+
+        raise TerminalError("unreachable")
+
+    async def aclose(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_task_ends_though_the_client_never_closes(
+    tmp_path: Path, sim: SimulatedTerminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edged.terminals import peoplesync
+
+    monkeypatch.setattr(peoplesync, "CLOSE_TIMEOUT", 0.1)
+    cfg = configured(tmp_path, sim)
+    db = store.Store(cfg.storage.database_path)
+    try:
+        sync = PeopleSync(cfg, cfg.terminals[0], db, client=_HangingClient())  # type: ignore[arg-type]
+        task = asyncio.create_task(sync.run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if not done:
+            task.cancel()
+        assert done
+    finally:
+        db.close()
