@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from edged.access import lookup
 from edged.decide.policy import DoorSettings, Mode, Permission
 from edged.decide.schedule import Holiday, Schedule
+from edged.store.urgency import Urgency, paced
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +47,22 @@ class Site:
     people: tuple[Member, ...] = ()
 
 
-def load(conn: sqlite3.Connection, door: str) -> Site:
-    """The door's site view, read in one transaction (a consistent snapshot)."""
+def load(conn: sqlite3.Connection, door: str, urgency: Urgency | None = None) -> Site:
+    """The door's site view, read in one transaction (a consistent snapshot).
+
+    ``urgency``: a worker thread reading it steps aside for remote-auth answers between rows.
+    """
     started = not conn.in_transaction
     if started:
         conn.execute("BEGIN")
     try:
-        return _load(conn, door)
+        return _load(conn, door, urgency)
     finally:
         if started:
             conn.execute("COMMIT")
 
 
-def _load(conn: sqlite3.Connection, door: str) -> Site:
+def _load(conn: sqlite3.Connection, door: str, urgency: Urgency | None) -> Site:
     settings = lookup.door_settings(conn, door)
     site_mode, door_mode = lookup.modes(conn, door)
     permissions = tuple(
@@ -78,11 +82,12 @@ def _load(conn: sqlite3.Connection, door: str) -> Site:
     groups: dict[str, set[str]] = {}
     marks = ",".join("?" * len(wanted))
     if wanted:
-        for pid, gid in conn.execute(
+        rows = conn.execute(
             f"SELECT person_id, group_id FROM person_groups WHERE person_id IN "
             f"(SELECT person_id FROM person_groups WHERE group_id IN ({marks}))",
             sorted(wanted),
-        ):
+        )
+        for pid, gid in paced(rows, urgency):
             groups.setdefault(pid, set()).add(gid)
     creds: dict[str, list[tuple[str, str]]] = {}
     people = []
@@ -97,11 +102,12 @@ def _load(conn: sqlite3.Connection, door: str) -> Site:
                 f"SELECT kind, value, person_id FROM credentials WHERE person_id IN ({q})", chunk
             ):
                 creds.setdefault(pid, []).append((kind, value))
-            for row in conn.execute(
+            rows = conn.execute(
                 "SELECT id, name, type, blocked, valid_from, valid_until, face FROM people "
                 f"WHERE id IN ({q})",
                 chunk,
-            ):
+            )
+            for row in paced(rows, urgency):
                 people.append(
                     Member(
                         id=row[0],

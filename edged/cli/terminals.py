@@ -270,11 +270,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 class _Local:
-    """The state database as the people sync reads it, from a command."""
+    """The state database as the people sync reads it, from a command (no live answers to
+    step aside for: its urgency is never marked)."""
 
     def __init__(self, path: Any, conn: Any) -> None:
+        from edged.store.urgency import Urgency
+
         self.path = path
         self.reader = conn
+        self.urgency = Urgency()
 
 
 async def _sync_one(

@@ -140,3 +140,9 @@ class Urgency:
             if not n % every:
                 self.aside()
             yield item
+
+
+def paced(items: Iterable[T], urgency: Urgency | None, every: int = PACE) -> Iterator[T]:
+    """``items`` paced by ``urgency`` (:meth:`Urgency.paced`), or as they come without one: for
+    pure code that a worker thread runs beside the live answers (a people sync's library)."""
+    return iter(items) if urgency is None else urgency.paced(items, every)

@@ -33,6 +33,7 @@ from typing import Any
 from edged.access.doorpeople import Member, Site
 from edged.decide import policy, schedule
 from edged.decide.schedule import DAYS, Holiday, Schedule
+from edged.store.urgency import Urgency, paced
 
 MAX_PERIODS = 12
 MAX_SPECIAL_DAYS = 31
@@ -229,12 +230,19 @@ def _lockdown(site: Site, limits: list[str]) -> tuple[bool, str | None]:
 
 
 def derive(
-    site: Site, now: float, tz: tzinfo, profile: Profile = Profile(), zone_kept: bool = True
+    site: Site,
+    now: float,
+    tz: tzinfo,
+    profile: Profile = Profile(),
+    zone_kept: bool = True,
+    urgency: Urgency | None = None,
 ) -> Desired:
     """The terminal's desired library at epoch second ``now`` (site zone ``tz``).
 
     ``zone_kept``: edged keeps the terminal's zone at the site's offset (``[terminal_clock]``
     ``ntp`` or ``manual`` with ``time_zone``); else its rules would open at other hours.
+    ``urgency``: the worker thread deriving it steps aside for remote-auth answers between
+    people (10,000 of them take a while).
     """
     out = Desired()
     if not zone_kept:
@@ -280,7 +288,7 @@ def derive(
     expiry: date | None = None
     kinds = {
         (g, VISITOR if m.type == "visitor" else EMPLOYEE)
-        for m in _valid(site, now, out)
+        for m in _valid(site, now, out, urgency)
         for g in m.groups
         if g in access
     }
@@ -320,7 +328,7 @@ def derive(
             "type": kind,
             "rule_id": rules_by_body[key],
         }
-    _users(site, now, profile, terminal_group, out)
+    _users(site, now, profile, terminal_group, out, urgency)
     if expiry is not None:
         out.next_change = min(out.next_change or 1e18, _midnight_ms(expiry, tz) / 1000 - 60)
     if site.holidays:  # the special days slide with the date: derived again each midnight
@@ -333,10 +341,10 @@ def _midnight_ms(when: date, tz: tzinfo) -> int:
     return int(datetime(when.year, when.month, when.day, tzinfo=tz).timestamp() * 1000)
 
 
-def _valid(site: Site, now: float, out: Desired) -> list[Member]:
+def _valid(site: Site, now: float, out: Desired, urgency: Urgency | None) -> list[Member]:
     """People who may be on the terminal now; the next validity edge noted."""
     found = []
-    for m in site.people:
+    for m in paced(site.people, urgency):
         for edge in (m.valid_from, m.valid_until):
             if edge is not None and edge > now:
                 out.next_change = min(out.next_change or edge, edge)
@@ -351,11 +359,16 @@ def _valid(site: Site, now: float, out: Desired) -> list[Member]:
 
 
 def _users(
-    site: Site, now: float, profile: Profile, groups: dict[tuple[str, int], str], out: Desired
+    site: Site,
+    now: float,
+    profile: Profile,
+    groups: dict[tuple[str, int], str],
+    out: Desired,
+    urgency: Urgency | None,
 ) -> None:
     lists: dict[tuple[int, frozenset[str]], list[Any]] = {}  # people of one type in the same
     # groups share one list of terminal groups (the bodies are read, never changed)
-    for m in sorted(_valid(site, now, Desired()), key=lambda m: m.id):
+    for m in paced(sorted(_valid(site, now, Desired(), urgency), key=lambda m: m.id), urgency):
         kind = VISITOR if m.type == "visitor" else EMPLOYEE
         mine = lists.get((kind, m.groups))
         if mine is None:

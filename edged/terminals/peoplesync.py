@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from edged.config import Config, TerminalConfig
 from edged.errors import TerminalError
 from edged.hooks import Hooks
 from edged.store import events as store
+from edged.store.urgency import Urgency, paced
 from edged.terminals import client as terminals
 from edged.terminals import peoplemap
 from edged.terminals.peoplemap import Desired, Profile
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 KINDS = ("rule", "group", "user")  # the order of writes; deletes go the other way
 ID_KEYS = {"rule": "rule_id", "group": "group_id", "user": "user_id"}
 PAGE = 100
+RECORDED = 500  # items whose bookkeeping one transaction keeps (one commit, one fsync)
+MAX_REST = 1.0  # the longest rest after a batch while the doors are busy
+CLOSE_TIMEOUT = 5.0  # the longest the task waits for its client's connections to close
 REFUSED = re.compile(r": HTTP 200, code (\d+)(?:: (.*))?$")
 CLOSE_TIMEOUT = 2.0  # the longest the task's end waits for the terminal's connections to close
 
@@ -66,6 +71,10 @@ class Source(Protocol):
     @property
     def reader(self) -> sqlite3.Connection:
         """A connection for quick reads on the caller's thread."""
+
+    @property
+    def urgency(self) -> Urgency:
+        """The remote-auth answers being given: the sync's work steps aside for them."""
 
 
 @dataclass(slots=True)
@@ -149,16 +158,18 @@ def plan(
     held: dict[str, dict[str, Held]],
     recorded: dict[tuple[str, str], Item],
     retry_errors: bool = False,
+    urgency: Urgency | None = None,
 ) -> list[Change]:
     """The writes that bring the terminal to ``desired``: puts in order, then deletes reversed.
 
     An item the terminal refused is not sent again while it is the same (unless
     ``retry_errors``): a photo without a face stays refused until a new photo comes.
+    ``urgency``: the worker thread planning steps aside for remote-auth answers between items.
     """
     puts: list[Change] = []
     for kind in KINDS:
         wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}[kind]
-        for key, body in sorted(wanted.items()):
+        for key, body in paced(sorted(wanted.items()), urgency):
             face = desired.faces.get(key) if kind == "user" else None
             sent = sent_digest(kind, body, face)
             on = held[kind].get(key)
@@ -184,10 +195,63 @@ def plan(
     deletes = [
         Change("-", kind, key)
         for kind in reversed(KINDS)
-        for key in sorted(held[kind])
+        for key in paced(sorted(held[kind]), urgency)
         if key not in {"rule": desired.rules, "group": desired.groups, "user": desired.users}[kind]
     ]
     return puts + deletes
+
+
+def _report(
+    desired: Desired,
+    held: dict[str, dict[str, Held]],
+    recorded: dict[tuple[str, str], Item],
+    retry_errors: bool,
+    urgency: Urgency | None = None,
+) -> Report:
+    """The sync's plan and what stays refused (a worker thread's: it steps aside)."""
+    report = Report(
+        changes=plan(desired, held, recorded, retry_errors, urgency),
+        refused=dict(desired.refused),
+        limits=list(desired.limits),
+        notes=list(desired.notes),
+        desired=len(desired.users),
+        next_change=desired.next_change,
+    )
+    planned = {c.item_id for c in report.changes if c.kind == "user"}
+    report.errors = {  # refused before, the same again: still refused
+        key: item.error or "refused"
+        for (kind, key), item in paced(recorded.items(), urgency)
+        if kind == "user" and item.state == "error" and key in desired.users and key not in planned
+    }
+    return report
+
+
+def _stale(
+    desired: Desired,
+    held: dict[str, dict[str, Held]],
+    recorded: dict[tuple[str, str], Item],
+    urgency: Urgency | None = None,
+) -> list[tuple[str, str]]:
+    """Items recorded (refused once) that are neither wanted nor held: nothing to remember."""
+    wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}
+    return [
+        (kind, key)
+        for kind, key in paced(recorded, urgency)
+        if key not in wanted.get(kind, {}) and key not in held.get(kind, {})
+    ]
+
+
+def _held_of(data: Any, urgency: Urgency | None = None) -> dict[str, dict[str, Held]]:
+    """What the datasync info says the terminal holds, by kind and id."""
+    data = data if isinstance(data, dict) else {}
+    return {
+        kind: {
+            str(i.get("id")): Held(i.get("update_at"))
+            for i in paced(data.get(f"{kind}s") or [], urgency)
+            if isinstance(i, dict)
+        }
+        for kind in KINDS
+    }
 
 
 class PeopleSync:
@@ -214,6 +278,8 @@ class PeopleSync:
         self.progress = ""
         self.total = 0
         self.failing = False
+        self.cpu: Callable[[], float] = time.process_time  # what a batch cost (all threads)
+        self._unrecorded: dict[tuple[str, str], Item | None] = {}  # written, removed (None)
 
     # ----- reading --------------------------------------------------------------------------
 
@@ -223,26 +289,19 @@ class PeopleSync:
 
     async def _desired(self, profile: Profile, now: float) -> Desired:
         def work() -> Desired:
+            urgency = self.store.urgency
             with self._connect() as conn:
-                site = doorpeople.load(conn, self.door)
+                site = doorpeople.load(conn, self.door, urgency)
             clock = self.cfg.terminal_clock
             kept = clock.mode in ("ntp", "manual") and clock.time_zone
-            return peoplemap.derive(site, now, self.tz, profile, zone_kept=kept)
+            return peoplemap.derive(site, now, self.tz, profile, zone_kept=kept, urgency=urgency)
 
         return await asyncio.to_thread(work)
 
     async def _held(self, client: terminals.TerminalClient, v2: bool) -> dict[str, dict[str, Held]]:
         if v2:
             data = await client.call("GET", "/v2/datasync/info", large=True)
-            data = data if isinstance(data, dict) else {}
-            return {
-                kind: {
-                    str(i.get("id")): Held(i.get("update_at"))
-                    for i in data.get(f"{kind}s") or []
-                    if isinstance(i, dict)
-                }
-                for kind in KINDS
-            }
+            return await asyncio.to_thread(_held_of, data, self.store.urgency)
         out: dict[str, dict[str, Held]] = {}
         for kind in KINDS:
             out[kind] = {}
@@ -266,7 +325,9 @@ class PeopleSync:
 
     async def _client(self) -> terminals.TerminalClient:
         if self.client is None:
-            self.client = terminals.client_for(self.cfg, self.terminal, self.store.reader)
+            self.client = terminals.client_for(
+                self.cfg, self.terminal, self.store.reader, self.store.urgency
+            )
         return self.client
 
     async def sync_once(self, dry_run: bool = False, retry_errors: bool = False) -> Report:
@@ -281,33 +342,15 @@ class PeopleSync:
         desired = await self._desired(profile, now)
         held = await self._held(client, v2)
         recorded = await asyncio.to_thread(self._recorded)
-        report = Report(
-            changes=plan(desired, held, recorded, retry_errors),
-            refused=dict(desired.refused),
-            limits=list(desired.limits),
-            notes=list(desired.notes),
-            desired=len(desired.users),
-            next_change=desired.next_change,
-        )
-        planned = {c.item_id for c in report.changes if c.kind == "user"}
-        report.errors = {  # refused before, the same again: still refused
-            key: item.error or "refused"
-            for (kind, key), item in recorded.items()
-            if kind == "user"
-            and item.state == "error"
-            and key in desired.users
-            and key not in planned
-        }
+        urgency = self.store.urgency
+        report = await asyncio.to_thread(
+            _report, desired, held, recorded, retry_errors, urgency
+        )  # 10,000 digests: a worker thread's, beside the live answers
         if dry_run:
             return report
         await self._write(client, v2, desired, report)
-        wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}
-        stale = [  # refused once, then no longer wanted: nothing to remember
-            (kind, key)
-            for kind, key in recorded
-            if key not in wanted.get(kind, {}) and key not in held.get(kind, {})
-        ]
-        del desired, wanted, held, recorded  # the library is written: not held while the
+        stale = await asyncio.to_thread(_stale, desired, held, recorded, urgency)
+        del desired, held, recorded  # the library is written: not held while the
         # terminal's update times are read and recorded
         if stale:
             await asyncio.to_thread(self._record, [], stale)
@@ -332,23 +375,37 @@ class PeopleSync:
         self.total = total
         done = 0
         recreate = [c for c in changes if c.recreate]
-        if recreate:
-            await self._delete(
-                client, v2, [Change("-", "user", c.item_id) for c in recreate], report
-            )
-        for kind in KINDS:
-            puts = [c for c in changes if c.sign != "-" and c.kind == kind]
-            for group in _batches(puts, batch, budget, self._face_cost(desired)):  # lazily
-                done += len(group)
-                self._progress(done, total)
-                await self._put(client, v2, group, desired, report)
-        for kind in reversed(KINDS):
-            gone = [c for c in changes if c.sign == "-" and c.kind == kind]
-            for start in range(0, len(gone), batch * 5):
-                done += len(gone[start : start + batch * 5])
-                self._progress(done, total)
-                await self._delete(client, v2, gone[start : start + batch * 5], report)
+        try:
+            if recreate:
+                await self._delete(
+                    client, v2, [Change("-", "user", c.item_id) for c in recreate], report
+                )
+            for kind in KINDS:
+                puts = [c for c in changes if c.sign != "-" and c.kind == kind]
+                for group in _batches(puts, batch, budget, self._face_cost(desired)):  # lazily
+                    done += len(group)
+                    self._progress(done, total)
+                    started = self.cpu()
+                    await self._put(client, v2, group, desired, report)
+                    await self._rest(started)
+            for kind in reversed(KINDS):
+                gone = [c for c in changes if c.sign == "-" and c.kind == kind]
+                for start in range(0, len(gone), batch * 5):
+                    done += len(gone[start : start + batch * 5])
+                    self._progress(done, total)
+                    started = self.cpu()
+                    await self._delete(client, v2, gone[start : start + batch * 5], report)
+                    await self._rest(started)
+        finally:  # what was written is recorded, even when a batch failed
+            await self._flush()
         self.progress = ""
+
+    async def _rest(self, started: float) -> None:
+        """After a batch, while the doors are busy: rest as long as the CPU time it cost since
+        ``started`` (the sync takes half the CPU, a live answer finds a core free)."""
+        rest = self.store.urgency.rest(self.cpu() - started)
+        if rest:
+            await self.clock.sleep(min(rest, MAX_REST))
 
     def _progress(self, done: int, total: int) -> None:
         self.progress = f"{done}/{total}"
@@ -363,6 +420,7 @@ class PeopleSync:
         report: Report,
     ) -> None:
         kind = group[0].kind
+        await self.store.urgency.behind()  # a remote-auth answer first (edged/store/urgency.py)
         errors = await self._send_puts(client, v2, kind, group, desired)
         again = [c for c in group if "type" in errors.get(c.item_id, "") and not c.recreate]
         if again:  # a type the terminal will not change: delete and re-create those
@@ -395,9 +453,9 @@ class PeopleSync:
                     error,
                 )
             )
-        await asyncio.to_thread(self._record, rows, [], self.progress)
+        await self._note(rows, [])
         for change in group:
-            change.body = None  # written and recorded: the report keeps what, not the body
+            change.body = None  # written (recorded soon): the report keeps what, not the body
 
     def _face_cost(self, desired: Desired) -> Callable[[Change], int]:
         """The bytes of base64 a change's face adds to a batch (its file's size, by a stat)."""
@@ -419,16 +477,21 @@ class PeopleSync:
 
     def _encoded(self, kind: str, changes: list[Change], desired: Desired, v2: bool) -> bytes:
         """The request body of some puts as JSON (a worker thread's: the photos are read, put in
-        base64 and encoded here, never on the event loop): one ``/v2`` batch, or one item."""
+        base64 and encoded here, never on the event loop): one ``/v2`` batch, or one item.
+
+        Each item is encoded on its own, stepping aside for a remote-auth answer before it: a
+        batch's 0.5 MB encoded in one call would hold the interpreter lock throughout.
+        """
         bodies = []
-        for change in changes:
+        for change in paced(changes, self.store.urgency, every=1):
             assert change.body is not None
             body = dict(change.body)
             if kind == "user":
                 body["avatar"] = self._avatar(desired.faces.get(change.item_id))
-            bodies.append(body)
-        document = {f"{kind}_list": bodies} if v2 else bodies[0]
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+            bodies.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+        if not v2:
+            return bodies[0]
+        return b'{"' + f"{kind}_list".encode() + b'":[' + b",".join(bodies) + b"]}"
 
     async def _send_puts(
         self,
@@ -484,7 +547,27 @@ class PeopleSync:
             log.debug("terminal %s: delete %s %s refused: %s", self.terminal.name, kind, key, error)
         report.written += len(ids) - len(errors)
         gone_ids = [(kind, k) for k in ids if k not in errors]
-        await asyncio.to_thread(self._record, [], gone_ids, self.progress)
+        await self._note([], gone_ids)
+
+    async def _note(self, rows: list[Item], removed: list[tuple[str, str]]) -> None:
+        """Keep a batch's bookkeeping; recorded ``RECORDED`` items to a transaction, since each
+        commit is an fsync a live record's commit could wait behind. An item removed and then
+        written again (a type change) is recorded as written: the last word counts."""
+        for kind, key in removed:
+            self._unrecorded[(kind, key)] = None
+        for row in rows:
+            self._unrecorded[(row.kind, row.item_id)] = row
+        if len(self._unrecorded) >= RECORDED:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Record what was written and removed since the last flush, in one transaction."""
+        if not self._unrecorded:
+            return
+        pending, self._unrecorded = self._unrecorded, {}
+        rows = [item for item in pending.values() if item is not None]
+        removed = [key for key, item in pending.items() if item is None]
+        await asyncio.to_thread(self._record, rows, removed, self.progress)
 
     def _record(
         self, rows: list[Item], removed: list[tuple[str, str]], progress: str | None = None
