@@ -55,7 +55,6 @@ ID_KEYS = {"rule": "rule_id", "group": "group_id", "user": "user_id"}
 PAGE = 100
 RECORDED = 500  # items whose bookkeeping one transaction keeps (one commit, one fsync)
 MAX_REST = 1.0  # the longest rest after a batch while the doors are busy
-CLOSE_TIMEOUT = 5.0  # the longest the task waits for its client's connections to close
 REFUSED = re.compile(r": HTTP 200, code (\d+)(?:: (.*))?$")
 CLOSE_TIMEOUT = 2.0  # the longest the task's end waits for the terminal's connections to close
 

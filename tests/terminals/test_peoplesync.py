@@ -276,3 +276,174 @@ async def test_the_task_ends_though_the_client_never_closes(
         assert done
     finally:
         db.close()
+
+
+def _crowd(n: int) -> dict[str, Any]:
+    """A site of ``n`` staff without photos (a large sync that costs little to simulate)."""
+    doc = site_doc()
+    doc["people"] = [person(f"e-{i}", str(1000 + i)) for i in range(n)]
+    return doc
+
+
+@pytest.mark.parametrize("sim", ["1.3.0"], indirect=True)
+async def test_a_large_sync_keeps_its_bookkeeping_in_a_few_transactions(
+    tmp_path: Path, sim: SimulatedTerminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = dataclasses.replace(
+        configured(tmp_path, sim),
+        people_sync=PeopleSyncConfig(enabled=True, batch_size=50),
+    )
+    commits: list[int] = []
+    real = terminalstate.record
+
+    def counted(conn: Any, serial: str, written: Any, removed: Any, *args: Any) -> None:
+        written, removed = list(written), list(removed)
+        commits.append(len(written) + len(removed))
+        real(conn, serial, written, removed, *args)
+
+    monkeypatch.setattr(terminalstate, "record", counted)
+    apply(cfg, _crowd(1200))
+    db = store.Store(cfg.storage.database_path)
+    sync = PeopleSync(cfg, cfg.terminals[0], db)
+    try:
+        report = await sync.sync_once()
+        assert report.written == 1202 and len(sim.library.users) == 1200  # a rule, a group
+        assert len(commits) <= 3 and sum(commits) == 1202  # not one commit a batch (25)
+        apply(cfg, _crowd(600))  # 600 deletes, in batches of 250
+        commits.clear()
+        report = await sync.sync_once()
+        assert len(sim.library.users) == 600 and len(commits) <= 2 and sum(commits) == 600
+    finally:
+        if sync.client is not None:
+            await sync.client.aclose()
+        db.close()
+    conn = sqlite3.connect(cfg.storage.database_path)
+    try:
+        recorded = terminalstate.items(conn, sim.settings.serial)
+    finally:
+        conn.close()
+    assert sorted(k for (kind, k) in recorded if kind == "user") == sorted(sim.library.users)
+
+
+@pytest.mark.parametrize("sim", ["1.0", "1.3.0"], indirect=True)
+async def test_what_was_written_is_recorded_when_a_later_batch_fails(
+    rig: Any, sim: SimulatedTerminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edged.errors import TerminalError
+
+    cfg, sync = rig
+    apply(cfg, site_doc([person(f"e-{i}", str(200 + i)) for i in range(4, 9)]))
+    sent = PeopleSync._send_puts
+
+    async def failing(self: PeopleSync, *args: Any) -> Any:
+        _client, _v2, kind, group, _desired = args
+        if kind == "user" and any(c.item_id >= "206" for c in group):
+            raise TerminalError("the terminal went away")
+        return await sent(self, *args)
+
+    monkeypatch.setattr(PeopleSync, "_send_puts", failing)
+    with pytest.raises(TerminalError):
+        await sync.sync_once()
+    conn = sqlite3.connect(cfg.storage.database_path)
+    try:
+        recorded = terminalstate.items(conn, sim.settings.serial)
+    finally:
+        conn.close()
+    users = sorted(k for (kind, k) in recorded if kind == "user")
+    assert users == ["101", "102", "204"] == sorted(sim.library.users)  # each one written
+
+
+async def test_a_type_change_is_recorded_as_the_re_created_user(
+    rig: Any, sim: SimulatedTerminal
+) -> None:
+    cfg, sync = rig
+    apply(cfg, site_doc())
+    await sync.sync_once()
+    doc = site_doc()
+    doc["people"][1]["type"] = "visitor"
+    apply(cfg, doc)
+    await sync.sync_once()  # removed and written again within one flush: the last word counts
+    conn = sqlite3.connect(cfg.storage.database_path)
+    try:
+        recorded = terminalstate.items(conn, sim.settings.serial)
+    finally:
+        conn.close()
+    assert recorded[("user", "102")].state == "in_step"
+    again = await sync.sync_once()
+    assert again.changes == []  # recorded as written: nothing to do again
+
+
+class _Resting:
+    """The system's clock whose sleeps are noted and return at once."""
+
+    def __init__(self) -> None:
+        from edged.clock import SYSTEM
+
+        self.system = SYSTEM
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.system.monotonic()
+
+    def time(self) -> float:
+        return self.system.time()
+
+    async def sleep(self, delay: float) -> None:
+        self.slept.append(delay)
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        return await self.system.wait(event, timeout)
+
+    def call_later(self, loop: Any, delay: float, callback: Any) -> Any:
+        return self.system.call_later(loop, delay, callback)
+
+
+@pytest.mark.parametrize("sim", ["1.1", "1.3.0"], indirect=True)
+async def test_the_sync_rests_after_each_batch_only_while_the_doors_are_busy(
+    tmp_path: Path, sim: SimulatedTerminal
+) -> None:
+    from edged.terminals import peoplesync
+
+    cfg = configured(tmp_path, sim)
+    apply(cfg, site_doc([person(f"e-{i}", str(200 + i)) for i in range(4, 9)]))
+    clock = _Resting()
+    db = store.Store(cfg.storage.database_path)
+    sync = PeopleSync(cfg, cfg.terminals[0], db, clock=clock)  # type: ignore[arg-type]
+    spent = iter(range(0, 10_000, 3))  # each batch costs 0.3 s of CPU (fake)
+    sync.cpu = lambda: next(spent) / 10
+    try:
+        await sync.sync_once()  # nobody at the doors: full speed
+        assert clock.slept == [] and len(sim.library.users) == 7
+        apply(cfg, site_doc())  # five deletes, then seven more writes
+        apply(cfg, site_doc([person(f"e-{i}", str(300 + i)) for i in range(4, 9)]))
+        with db.urgency.marked():
+            pass  # a remote-auth answer was given just now: the doors are busy
+        report = await sync.sync_once()
+        batches = len(report.changes)  # ... batches of at most 3 writes, 15 deletes
+        assert clock.slept and len(clock.slept) < batches
+        assert all(abs(s - 0.3) < 1e-9 for s in clock.slept)  # DUTY 0.5: as long as it cost
+        sync.cpu = lambda: next(spent) * 10.0  # a batch of 30 s of CPU: the rest is capped
+        clock.slept.clear()
+        apply(cfg, site_doc())
+        await sync.sync_once()
+        assert clock.slept and max(clock.slept) == peoplesync.MAX_REST
+    finally:
+        if sync.client is not None:
+            await sync.client.aclose()
+        db.close()
+
+
+@pytest.mark.parametrize("sim", ["1.0", "1.3.0"], indirect=True)
+async def test_the_sync_steps_aside_while_an_answer_is_being_given(
+    rig: Any, sim: SimulatedTerminal
+) -> None:
+    cfg, sync = rig
+    apply(cfg, _crowd(150))
+    urgency = sync.store.urgency
+    urgency.hold = 0.001
+    sync.cpu = lambda: 0.0  # no rests: this test is about the steps aside
+    with urgency.marked():  # somebody at the door throughout the sync
+        report = await sync.sync_once()
+    assert report.written == 152 and len(sim.library.users) == 150
+    assert urgency.held >= 3  # before each batch, on the event loop
+    assert urgency.held_threads >= 6  # the library, the plan, each batch's encoding
