@@ -18,10 +18,11 @@ bookkeeping adds to the RSS).
 itself runs the first sync of the imported people as soon as it has registered the terminal;
 another process sends remote-auth requests at ``--rate`` per second (``bench/replay.py``'s
 prober) from the start, through the sync and for ``--idle`` seconds after it. It prints p50/p99
-during the sync and idle, and their ratio.
+during the sync and idle, and their ratio; ``--json FILE`` also writes every sample (for
+percentiles pooled over several runs, since a sync of 15 s gives only 150 probes).
 
     .venv/bin/python bench/peoplesync.py --live [--people 10000] [--rate 10] [--idle 30]
-        [--code DIR]
+        [--code DIR] [--json FILE]
 
 ``--code DIR`` runs the daemon from another checkout's code (``PYTHONPATH=DIR``), so that the
 code before a change and after it can be measured alternately in the same minutes; the
@@ -273,6 +274,9 @@ def live(args: argparse.Namespace, state: Path, port_fp: tuple[int, str]) -> Non
         print(f"  {name:16} n={len(values):4}  p50 {p50:6.2f} ms  p99 {p99[name]:6.2f} ms")
     ratio = p99["during the sync"] / p99["idle after it"]
     print(f"  p99 during the sync / idle: {ratio:.2f}")
+    if args.json:  # every sample, for percentiles pooled over several runs
+        figures = {"code": str(code), "sync_s": ended - launched, "phases_us": phases}
+        Path(args.json).write_text(json.dumps(figures))
 
 
 def main() -> None:
@@ -289,6 +293,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="--live: seconds after it")
     parser.add_argument("--limit", type=float, default=600.0, help="--live: give up after, s")
     parser.add_argument("--code", help="--live: run the daemon from this checkout's code")
+    parser.add_argument("--json", metavar="FILE", help="--live: also write every sample")
     args = parser.parse_args()
 
     from edged import config

@@ -25,10 +25,10 @@ the past is slowed while somebody waits, never stopped, however busy the doors a
 Those waits cover a request from its handler's start to its answer, not the moments before and
 after, when the request is read and the answer written, nor the other programs of the gateway.
 So while the doors are busy (a remote-auth request marked in the last ``RECENT`` seconds,
-:meth:`Urgency.recent`), the back-fill also rests after each page for as long as the CPU time
-edged spent on it (a duty cycle of ``DUTY``): it uses half the CPU, and a live request finds a
-core free. Time spent waiting for the disk is not counted: on a slow card the back-fill is the
-writer's fsyncs, which a rest would only lengthen.
+:meth:`Urgency.recent`), the back-fill also rests after each page (a people sync after each
+batch) for as long as the CPU time edged spent on it (a duty cycle of ``DUTY``): it uses half
+the CPU, and a live request finds a core free. Time spent waiting for the disk is not counted:
+on a slow card the back-fill is the writer's fsyncs, which a rest would only lengthen.
 With nobody at the doors it goes at full speed.
 """
 

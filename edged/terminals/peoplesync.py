@@ -16,6 +16,14 @@ noticed there), whenever the access model's change counter moves (polled every
 ``people_sync.poll_interval`` seconds: an import by another process is seen too), when the desired
 state changes by itself (someone's validity starts or ends, a new day of special days), and every
 ``people_sync.interval`` seconds. Faces are read from their files one batch at a time.
+
+A sync runs beside the remote-auth answers somebody waits for (edged/store/urgency.py): the model
+read, the desired library, the plan, the datasync info and each batch's encoding are a worker
+thread's and step aside between items while an answer is being given; each batch waits for the
+answers being given; while the doors are busy the sync rests after each batch as long as its CPU
+time (at most ``MAX_REST``). What was written is recorded ``RECORDED`` items to a transaction
+(and at the end, however the writing ended): each commit is an fsync a live record could wait
+behind.
 """
 
 from __future__ import annotations
