@@ -22,7 +22,10 @@ during the sync and idle, and their ratio; ``--json FILE`` also writes every sam
 percentiles pooled over several runs, since a sync of 15 s gives only 150 probes).
 
     .venv/bin/python bench/peoplesync.py --live [--people 10000] [--rate 10] [--idle 30]
-        [--code DIR] [--json FILE]
+        [--code DIR] [--json FILE] [--pin]
+
+``--pin`` puts the daemon on core 0 and the simulated terminal and the prober on core 1, as on a
+site where the terminal is a device of its own.
 
 ``--code DIR`` runs the daemon from another checkout's code (``PYTHONPATH=DIR``), so that the
 code before a change and after it can be measured alternately in the same minutes; the
@@ -228,6 +231,7 @@ def live(args: argparse.Namespace, state: Path, port_fp: tuple[int, str]) -> Non
             stderr=err,
             env=env,
             cwd=state.parent,
+            preexec_fn=rb.pin_edged if args.pin else None,
         )
     try:
         rb.wait_listening(port, proc, "edged", log)
@@ -266,6 +270,7 @@ def live(args: argparse.Namespace, state: Path, port_fp: tuple[int, str]) -> Non
         f"the daemon's first sync: {written} writes, ended {ended - launched:.1f} s after edged "
         f"started (listening after {started - launched:.1f} s); live remote-auth "
         f"{args.rate:g}/s from another process, {failed} failed; code {code}"
+        + ("; edged on core 0, the terminal and the prober on core 1" if args.pin else "")
     )
     p99: dict[str, float] = {}
     for name, values in phases.items():
@@ -294,7 +299,10 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=600.0, help="--live: give up after, s")
     parser.add_argument("--code", help="--live: run the daemon from this checkout's code")
     parser.add_argument("--json", metavar="FILE", help="--live: also write every sample")
+    parser.add_argument("--pin", action="store_true", help="--live: edged on core 0, rest core 1")
     args = parser.parse_args()
+    if args.pin:
+        rb.pin_others()
 
     from edged import config
     from edged.config.schema import PeopleSyncConfig

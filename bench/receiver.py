@@ -313,6 +313,21 @@ class Series:
         }
 
 
+EDGED_CPU, OTHERS_CPU = 0, 1  # --pin: edged's core, and the one for everything else
+
+
+def pin_others() -> None:
+    """``--pin``: this process and whatever it starts from now on (the simulated terminal, the
+    prober) on one core, so that edged's core is its own, as on a site where each terminal is a
+    device of its own. Call before anything else starts."""
+    os.sched_setaffinity(0, {OTHERS_CPU})
+
+
+def pin_edged() -> None:
+    """``--pin``: in the daemon's child process before it runs (``preexec_fn``): edged's core."""
+    os.sched_setaffinity(0, {EDGED_CPU})
+
+
 def conditions() -> dict[str, Any]:
     """The machine and its load right now."""
     cpu = "?"

@@ -18,6 +18,8 @@ runs one scenario:
 It prints the live remote-auth p50/p99 idle, during the back-fill and during the push replay,
 the pushes re-sent per second after the back-fill, and the drain time (edged's start to the
 terminal's buffer empty with every record stored).
+``--pin`` puts edged on core 0 and this process (the simulated terminal) and the prober on
+core 1, as on a site where the terminal is a device of its own.
 ``--gateway-cpu`` confines edged to one core at a third of its speed (a cgroup CPU quota of
 33 ms per 100 ms and a cpuset of one core; cgroup v2 ``cpu.max`` where mounted, else v1
 ``cpu.cfs_quota_us``), roughly a Raspberry Pi 4 core. Figures, not a pass/fail test.
@@ -144,7 +146,9 @@ def unconfine(name: str) -> None:
 
 
 @contextmanager
-def edged(tmp: Path, env: dict[str, str], text: str) -> Iterator[subprocess.Popen[bytes]]:
+def edged(
+    tmp: Path, env: dict[str, str], text: str, pin: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
     """Import the person, mark the terminal synced an hour ago, start edged; stop it."""
     cfg = tmp / "edged.toml"
     cfg.write_text(text)
@@ -166,7 +170,12 @@ def edged(tmp: Path, env: dict[str, str], text: str) -> Iterator[subprocess.Pope
     db.commit()
     db.close()
     with (tmp / "edged.log").open("wb") as err:
-        proc = subprocess.Popen([*cmd, "run", "-c", str(cfg)], stderr=err, env=environ)
+        proc = subprocess.Popen(
+            [*cmd, "run", "-c", str(cfg)],
+            stderr=err,
+            env=environ,
+            preexec_fn=rb.pin_edged if pin else None,
+        )
     try:
         yield proc
     finally:
@@ -235,7 +244,11 @@ async def scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     confined = "no (all cores, full speed)"
     cgroup = f"edged-replay-{os.getpid()}"
     try:
-        with edged(tmp, env, text) as proc:
+        if args.pin:
+            confined = (
+                f"pinned to core {rb.EDGED_CPU} (the terminal and prober on core {rb.OTHERS_CPU})"
+            )
+        with edged(tmp, env, text, args.pin) as proc:
             line.started = time.time()
             if args.gateway_cpu:
                 confined = confine(proc.pid, cgroup)
@@ -351,6 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=float, default=30.0, help="seconds measured after the drain")
     p.add_argument("--limit", type=float, default=600.0, help="give up the drain after, s")
     p.add_argument("--gateway-cpu", action="store_true", help="edged on 1 core at 1/3 speed")
+    p.add_argument("--pin", action="store_true", help="edged on core 0, the rest on core 1")
     p.add_argument("--base", metavar="DIR", help="run the code in DIR instead of this tree")
     p.add_argument("--json", metavar="FILE", help="also write all figures as JSON")
     p.add_argument("--probe", metavar="JSON", help=argparse.SUPPRESS)
@@ -363,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         json.dump(asyncio.run(probe(json.loads(args.probe))), sys.stdout)
         return 0
+    if args.pin:
+        rb.pin_others()
     cond = rb.conditions()
     with tempfile.TemporaryDirectory(prefix="edged-replay-", dir="/var/tmp") as tmp:
         os.chdir(tmp)  # ``python -m`` puts the working directory first on sys.path
