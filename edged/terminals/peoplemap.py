@@ -84,6 +84,10 @@ class Desired:
         """Whether the terminal decides every known person as edged would."""
         return not self.limits and not any(n.startswith("free access") for n in self.notes)
 
+    def of_kind(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The library by kind (``rule``, ``group``, ``user``), bodies by id."""
+        return {"rule": self.rules, "group": self.groups, "user": self.users}
+
 
 # ----- helpers ------------------------------------------------------------------------------
 

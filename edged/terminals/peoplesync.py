@@ -173,10 +173,10 @@ def plan(
     ``retry_errors``): a photo without a face stays refused until a new photo comes.
     ``urgency``: the worker thread planning steps aside for remote-auth answers between items.
     """
+    wanted = desired.of_kind()
     puts: list[Change] = []
     for kind in KINDS:
-        wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}[kind]
-        for key, body in paced(sorted(wanted.items()), urgency):
+        for key, body in paced(sorted(wanted[kind].items()), urgency):
             face = desired.faces.get(key) if kind == "user" else None
             sent = sent_digest(kind, body, face)
             on = held[kind].get(key)
@@ -203,7 +203,7 @@ def plan(
         Change("-", kind, key)
         for kind in reversed(KINDS)
         for key in paced(sorted(held[kind]), urgency)
-        if key not in {"rule": desired.rules, "group": desired.groups, "user": desired.users}[kind]
+        if key not in wanted[kind]
     ]
     return puts + deletes
 
@@ -240,7 +240,7 @@ def _stale(
     urgency: Urgency | None = None,
 ) -> list[tuple[str, str]]:
     """Items recorded (refused once) that are neither wanted nor held: nothing to remember."""
-    wanted = {"rule": desired.rules, "group": desired.groups, "user": desired.users}
+    wanted = desired.of_kind()
     return [
         (kind, key)
         for kind, key in paced(recorded, urgency)

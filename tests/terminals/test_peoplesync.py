@@ -67,6 +67,15 @@ def site_doc(extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     }
 
 
+def recorded_items(cfg: config.Config, serial: str) -> dict[tuple[str, str], terminalstate.Item]:
+    """What the state database records of the terminal's items."""
+    conn = sqlite3.connect(cfg.storage.database_path)
+    try:
+        return terminalstate.items(conn, serial)
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 async def rig(tmp_path: Path, sim: SimulatedTerminal) -> Any:
     cfg = configured(tmp_path, sim)
@@ -159,6 +168,10 @@ async def test_a_type_change_is_a_delete_and_re_create(rig: Any, sim: SimulatedT
     assert sim.library.users["102"]["type"] == 2
     group = sim.library.groups[sim.library.users["102"]["groups"][0]]
     assert group["type"] == 2
+    # removed and written again within one flush: the last word counts
+    assert recorded_items(cfg, sim.settings.serial)[("user", "102")].state == "in_step"
+    again = await sync.sync_once()
+    assert again.changes == []  # recorded as written: nothing to do again
 
 
 async def test_a_change_committed_elsewhere_reaches_the_terminal_within_a_poll(
@@ -216,11 +229,7 @@ async def test_written_changes_let_go_of_their_bodies_and_update_times_are_recor
     assert all(c.body is not None for c in planned.changes)  # a dry run shows what it would send
     report = await sync.sync_once()
     assert report.written == 4 and all(c.body is None for c in report.changes)
-    conn = sqlite3.connect(cfg.storage.database_path)
-    try:
-        recorded = terminalstate.items(conn, sim.settings.serial)
-    finally:
-        conn.close()
+    recorded = recorded_items(cfg, sim.settings.serial)
     times = {key: item.update_at for (kind, key), item in recorded.items() if kind == "user"}
     if sync.client is not None and sync.client.version >= (1, 2, 1):  # datasync: update times
         assert times == {k: u["update_at"] for k, u in sim.library.users.items()}
@@ -317,11 +326,7 @@ async def test_a_large_sync_keeps_its_bookkeeping_in_a_few_transactions(
         if sync.client is not None:
             await sync.client.aclose()
         db.close()
-    conn = sqlite3.connect(cfg.storage.database_path)
-    try:
-        recorded = terminalstate.items(conn, sim.settings.serial)
-    finally:
-        conn.close()
+    recorded = recorded_items(cfg, sim.settings.serial)
     assert sorted(k for (kind, k) in recorded if kind == "user") == sorted(sim.library.users)
 
 
@@ -344,33 +349,9 @@ async def test_what_was_written_is_recorded_when_a_later_batch_fails(
     monkeypatch.setattr(PeopleSync, "_send_puts", failing)
     with pytest.raises(TerminalError):
         await sync.sync_once()
-    conn = sqlite3.connect(cfg.storage.database_path)
-    try:
-        recorded = terminalstate.items(conn, sim.settings.serial)
-    finally:
-        conn.close()
+    recorded = recorded_items(cfg, sim.settings.serial)
     users = sorted(k for (kind, k) in recorded if kind == "user")
     assert users == ["101", "102", "204"] == sorted(sim.library.users)  # each one written
-
-
-async def test_a_type_change_is_recorded_as_the_re_created_user(
-    rig: Any, sim: SimulatedTerminal
-) -> None:
-    cfg, sync = rig
-    apply(cfg, site_doc())
-    await sync.sync_once()
-    doc = site_doc()
-    doc["people"][1]["type"] = "visitor"
-    apply(cfg, doc)
-    await sync.sync_once()  # removed and written again within one flush: the last word counts
-    conn = sqlite3.connect(cfg.storage.database_path)
-    try:
-        recorded = terminalstate.items(conn, sim.settings.serial)
-    finally:
-        conn.close()
-    assert recorded[("user", "102")].state == "in_step"
-    again = await sync.sync_once()
-    assert again.changes == []  # recorded as written: nothing to do again
 
 
 class _Resting:
