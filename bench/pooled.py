@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import receiver as rb  # bench/receiver.py: the benches' nearest-rank percentile
+import replay  # bench/replay.py: its phases and its targets
 
 IDLE = "idle"
-LIMIT_MS = 20.0
-RATIO = 2.0
 
 
 def phases_of(data: dict[str, Any]) -> dict[str, list[int]]:
@@ -30,20 +29,10 @@ def phases_of(data: dict[str, Any]) -> dict[str, list[int]]:
     if "phases_us" in data:  # bench/peoplesync.py --live
         found = data["phases_us"]
         return {"people sync": list(found["during the sync"]), IDLE: list(found["idle after it"])}
-    marks = data["marks"]  # bench/replay.py: the rules of its figures()
-    first, last = marks["backfill"]
-    end = marks["drained"] if marks["drained"] is not None else float("inf")
-    out: dict[str, list[int]] = {"back-fill": [], "push replay": [], IDLE: []}
-    for sent, ms, status in data["probes"]:
-        if status != 200:
-            continue
-        if first <= sent < last:
-            out["back-fill"].append(int(ms * 1000))
-        elif last <= sent < end:
-            out["push replay"].append(int(ms * 1000))
-        elif sent >= end + 1.0:
-            out[IDLE].append(int(ms * 1000))
-    return out
+    marks = data["marks"]  # bench/replay.py
+    phases, _ = replay.split(data["probes"], *marks["backfill"], marks["drained"])
+    phases[IDLE] = phases.pop(IDLE)  # the loads first, as for the people sync
+    return {name: [int(ms * 1000) for ms in values] for name, values in phases.items()}
 
 
 def p(values: list[int], q: float) -> float:
@@ -81,12 +70,12 @@ def main() -> int:
             pool.setdefault(phase, []).extend(values)
         print(line(path.name, phases))
     print(line(f"pooled over {len(args.runs)} runs", pool))
-    idle = p(pool[IDLE], 99)
+    idle, ratio, limit = p(pool[IDLE], 99), replay.TARGET_P99_RATIO, replay.TARGET_P99_MS
     for phase, values in pool.items():
-        if phase == IDLE or phase == "push replay" or not values:
+        if phase == IDLE or not values:
             continue
         worst = p(values, 99)
-        bounds = ((f"{RATIO:g} x idle {idle:.2f} ms", RATIO * idle), ("20 ms", LIMIT_MS))
+        bounds = ((f"{ratio:g} x idle {idle:.2f} ms", ratio * idle), (f"{limit:g} ms", limit))
         for label, bound in bounds:
             verdict = "met" if worst <= bound else "not met"
             print(f"target pooled live p99 during {phase} {worst:.2f} ms <= {label} -> {verdict}")

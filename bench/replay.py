@@ -274,19 +274,7 @@ def figures(
     """Split the live samples by phase; percentiles and the drain time."""
     first = line.backfill_first or line.started
     last = (line.backfill_last or first) + 0.1  # the last page's chunks are stored after it
-    end = line.drained or float("inf")
-    phases: dict[str, list[float]] = {"idle": [], "back-fill": [], "push replay": []}
-    failed = 0
-    for sent, ms, status in probes:
-        if status != 200:
-            failed += 1
-            continue
-        if first <= sent < last:
-            phases["back-fill"].append(ms)
-        elif last <= sent < end:
-            phases["push replay"].append(ms)
-        elif sent >= end + 1.0:
-            phases["idle"].append(ms)
+    phases, failed = split(probes, first, last, line.drained)
     out: dict[str, Any] = {"phases": {}, "failed_probes": failed, "confined": confined}
     for name, values in phases.items():
         ordered = sorted(values)
@@ -308,6 +296,27 @@ def figures(
     out["probes"] = probes
     out["samples"] = line.samples
     return out
+
+
+def split(
+    probes: list[list[float]], first: float, last: float, drained: float | None
+) -> tuple[dict[str, list[float]], int]:
+    """The answered live samples (ms) by phase: the back-fill from ``first`` to ``last``, the
+    push replay from there to the drain, idle from 1 s after it; and how many failed. Also
+    ``bench/pooled.py``'s, for the runs' ``--json`` files (``marks``)."""
+    end = drained or float("inf")
+    phases: dict[str, list[float]] = {"idle": [], "back-fill": [], "push replay": []}
+    failed = 0
+    for sent, ms, status in probes:
+        if status != 200:
+            failed += 1
+        elif first <= sent < last:
+            phases["back-fill"].append(ms)
+        elif last <= sent < end:
+            phases["push replay"].append(ms)
+        elif sent >= end + 1.0:
+            phases["idle"].append(ms)
+    return phases, failed
 
 
 def push_rate(line: Timeline, since: float) -> float | None:
@@ -363,8 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=10.0, help="live remote-auth requests per s")
     p.add_argument("--idle", type=float, default=30.0, help="seconds measured after the drain")
     p.add_argument("--limit", type=float, default=600.0, help="give up the drain after, s")
-    p.add_argument("--gateway-cpu", action="store_true", help="edged on 1 core at 1/3 speed")
-    p.add_argument("--pin", action="store_true", help="edged on core 0, the rest on core 1")
+    cpu = p.add_mutually_exclusive_group()
+    cpu.add_argument("--gateway-cpu", action="store_true", help="edged on 1 core at 1/3 speed")
+    cpu.add_argument("--pin", action="store_true", help="edged on core 0, the rest on core 1")
     p.add_argument("--base", metavar="DIR", help="run the code in DIR instead of this tree")
     p.add_argument("--json", metavar="FILE", help="also write all figures as JSON")
     p.add_argument("--probe", metavar="JSON", help=argparse.SUPPRESS)
